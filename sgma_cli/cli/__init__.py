@@ -1,0 +1,1 @@
+"""Command-line layer: thin Typer commands (parse, call one engine function, render)."""

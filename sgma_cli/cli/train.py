@@ -1,0 +1,10 @@
+"""Placeholder for `sgma train` (being built)."""
+
+from __future__ import annotations
+
+from sgma_cli.errors import UsageError
+
+
+def command() -> None:
+    """Not available yet."""
+    raise UsageError("sgma train is not available in this version yet")

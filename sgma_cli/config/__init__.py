@@ -1,0 +1,1 @@
+"""Schemas: one module each for recipes, the dataset manifest and checkpoints."""

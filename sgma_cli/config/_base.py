@@ -1,0 +1,73 @@
+"""Shared pieces of the schema modules: strict models, TOML reading, one-line errors."""
+
+from __future__ import annotations
+
+import difflib
+import sys
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+__all__ = ["StrictModel", "read_toml", "explain_validation_error", "tomllib"]
+
+
+class StrictModel(BaseModel):
+    """Frozen pydantic model that rejects unknown keys."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def read_toml(path: Path, error: type[Exception]) -> dict[str, Any]:
+    """Parse a TOML file; unreadable or malformed files raise ``error`` naming the file."""
+    try:
+        with open(path, "rb") as fh:
+            return tomllib.load(fh)
+    except FileNotFoundError:
+        raise error("file not found", path) from None
+    except OSError as err:
+        raise error(f"cannot read: {err.strerror}", path) from None
+    except tomllib.TOMLDecodeError as err:
+        raise error(f"not valid TOML: {err}", path) from None
+
+
+def _fields_at(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
+    """Field names of the (nested) model that holds the last key of ``loc``."""
+    current: Any = model
+    for key in loc[:-1]:
+        if isinstance(key, int):
+            continue
+        field = getattr(current, "model_fields", {}).get(key)
+        if field is None:
+            return []
+        annotation = field.annotation
+        for candidate in (annotation, *getattr(annotation, "__args__", ())):
+            if isinstance(candidate, type) and issubclass(candidate, BaseModel):
+                current = candidate
+                break
+            inner = getattr(candidate, "__args__", ())
+            found = [a for a in inner if isinstance(a, type) and issubclass(a, BaseModel)]
+            if found:
+                current = found[0]
+                break
+    return list(getattr(current, "model_fields", {}))
+
+
+def explain_validation_error(err: ValidationError, model: type[BaseModel]) -> str:
+    """The first problem of a pydantic error as one line: ``key.path: problem`` (+ did you mean)."""
+    first = err.errors()[0]
+    loc = tuple(first.get("loc", ()))
+    key = ".".join(str(p) for p in loc) or "(top level)"
+    if first.get("type") == "extra_forbidden":
+        close = difflib.get_close_matches(str(loc[-1]), _fields_at(model, loc), n=1)
+        hint = f"; did you mean {'.'.join([*map(str, loc[:-1]), close[0]])!s}?" if close else ""
+        return f"unknown key {key}{hint}"
+    value = first.get("input")
+    shown = f" (got {value!r})" if value is not None and not isinstance(value, dict) else ""
+    extra = f"; {err.error_count() - 1} more problem(s)" if err.error_count() > 1 else ""
+    return f"{key}: {first.get('msg', 'invalid')}{shown}{extra}"

@@ -1,0 +1,63 @@
+"""Modality-Aware Sampling (MAS), paper Sec. III-D, Eq. 11 and Algorithm 1 lines 14-21.
+
+From SGF's robustness maps ``r_m`` MAS derives, per scale, a distribution over modalities
+that favours the less-trusted ones: ``r̂_m = (1/r_m) / Σ_m' (1/r_m')`` per pixel, averaged
+over the pixels into ``s_m``. One modality ``m*`` is drawn from ``s`` per sample and per
+scale (or once per batch), and that modality alone goes through the same SGF path.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from torch import Tensor
+
+__all__ = ["MASGranularity", "mas_probabilities", "sample_modalities"]
+
+MASGranularity = Literal["sample", "batch"]
+
+
+def mas_probabilities(robustness: Tensor, available: Tensor, eps: float = 1e-6) -> Tensor:
+    """Sampling probabilities ``s_m`` of one scale.
+
+    Args:
+        robustness: ``(B, M, H, W)`` RP weights, summing to 1 over available modalities.
+        available: bool ``(B, M, H, W)``, the modalities that saw each cell.
+        eps: floor on ``r`` before inverting.
+
+    Returns:
+        ``(B, M)`` probabilities summing to 1 per sample (0 for modalities never seen).
+    """
+    available = available.to(torch.bool)
+    inverse = torch.where(available, 1.0 / robustness.float().clamp(min=eps), torch.zeros((), device=robustness.device))
+    total = inverse.sum(dim=1, keepdim=True)
+    r_hat = inverse / total.clamp(min=torch.finfo(inverse.dtype).tiny)  # (B, M, H, W), Eq. 11
+    seen = available.any(dim=1)  # (B, H, W)
+    probs = r_hat.sum(dim=(2, 3)) / seen.sum(dim=(1, 2)).clamp(min=1)[:, None]
+    # A sample with no pixel at all: uniform over the modalities it has (or all).
+    empty = probs.sum(dim=1, keepdim=True) <= 0
+    fallback = available.any(dim=(2, 3)).float()
+    fallback = torch.where(fallback.sum(dim=1, keepdim=True) > 0, fallback, torch.ones_like(fallback))
+    probs = torch.where(empty, fallback / fallback.sum(dim=1, keepdim=True), probs)
+    return probs / probs.sum(dim=1, keepdim=True)
+
+
+def sample_modalities(
+    probs: Tensor,
+    generator: torch.Generator | None = None,
+    granularity: MASGranularity = "sample",
+) -> Tensor:
+    """Draw one modality index per sample ``(B,)`` from ``probs`` ``(B, M)``.
+
+    Sampling runs on the CPU so a seeded CPU ``generator`` reproduces it on any device.
+    ``granularity="batch"`` draws once from the batch-mean distribution for all samples.
+    """
+    p = probs.detach().float().cpu()
+    if granularity == "batch":
+        choice = torch.multinomial(p.mean(dim=0), 1, generator=generator).expand(p.shape[0])
+    elif granularity == "sample":
+        choice = torch.multinomial(p, 1, generator=generator)[:, 0]
+    else:
+        raise ValueError(f"unknown MAS granularity {granularity!r}; use 'sample' or 'batch'")
+    return choice.to(probs.device)

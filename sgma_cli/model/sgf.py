@@ -1,0 +1,175 @@
+"""Semantic-Guided Fusion (SGF) at one feature scale, paper Sec. III-C, Eqs. 3-10.
+
+SGF fuses the M modality features at a pixel in two attentions:
+
+* **SP** (Spatial Perceptron, Eq. 4-7): the K class prototypes query the M modality
+  features at every pixel; the K outputs are averaged into ``f_se``.
+* **RP** (Robustness Perceptron, Eq. 8-10): ``f_se`` queries the same M features; the
+  output is the fused feature ``f_SGF`` and the attention weights over the M keys are the
+  robustness maps ``r_m`` (summing to 1 over the modalities that saw the pixel).
+
+It is split into :meth:`SemanticGuidedFusion.forward` (encode: MP, CSF prototype partials,
+key/value projections; none depend on which modalities are present) and
+:meth:`SemanticGuidedFusion.fuse` (everything that does). Two identities make ``fuse``
+cheap without changing a number:
+
+* the prototype queries are the same at every pixel, so they are projected once per
+  sample ``(B, K, C)``, not once per pixel ``(B, H*W, K, C)``;
+* the output projection is linear, so averaging the K outputs (Eq. 7) equals projecting
+  the K-averaged attention-weighted values: K outputs per pixel are never materialised.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor, nn
+
+from sgma_cli.model.attention import ModalityAttention, masked_softmax
+from sgma_cli.model.csf import ClassSemanticFilter
+from sgma_cli.model.projector import ModalityProjector
+from sgma_cli.model.prototypes import combine_prototypes
+
+__all__ = ["SpatialPerceptron", "RobustnessPerceptron", "SemanticGuidedFusion", "ScaleCache"]
+
+#: Subset-independent tensors of one scale, see :meth:`SemanticGuidedFusion.forward`.
+ScaleCache = dict[str, Tensor]
+
+
+def _weighted_values(attn: Tensor, values: Tensor) -> Tensor:
+    """``attn (B, h, M, N)``, ``values (B, M, N, h, d)`` -> ``(B, N, h*d)``."""
+    weights = attn.permute(0, 2, 3, 1)[..., None]  # (B, M, N, h, 1)
+    return (weights * values).sum(dim=1).flatten(2)
+
+
+class SpatialPerceptron(ModalityAttention):
+    """SP: class prototypes attend over the modalities at each pixel (Eqs. 4-7).
+
+    Args:
+        dim: feature channels ``C_i``.
+        num_heads: attention heads (paper: 8).
+    """
+
+    def forward(self, prototypes: Tensor, keys: Tensor, values: Tensor, available: Tensor) -> Tensor:
+        """Semantic-guided feature ``f_se``.
+
+        Args:
+            prototypes: ``(B, K, C)`` prototypes of the present modalities.
+            keys: ``(B, M, N, C)`` projected keys; values likewise.
+            available: bool ``(B, M, N)``, the modalities that saw each pixel.
+
+        Returns:
+            ``(B, N, C)``.
+        """
+        q = self.split_heads(self.q_proj(prototypes))  # (B, K, h, d): projected once per sample
+        k = self.split_heads(keys)  # (B, M, N, h, d)
+        scores = torch.einsum("bkhd,bmnhd->bhkmn", q * self.scale, k)  # (B, h, K, M, N)
+        attn = masked_softmax(scores, available[:, None, None], dim=3)
+        attn = attn.mean(dim=2)  # (B, h, M, N): Eq. 7's mean over K, moved before out_proj
+        return self.out_proj(_weighted_values(attn, self.split_heads(values)))
+
+
+class RobustnessPerceptron(ModalityAttention):
+    """RP: ``f_se`` attends over the modalities at its pixel (Eqs. 8-10).
+
+    Args:
+        dim: feature channels ``C_i``.
+        num_heads: attention heads (paper: 4).
+    """
+
+    def forward(self, query: Tensor, keys: Tensor, values: Tensor, available: Tensor) -> tuple[Tensor, Tensor]:
+        """Fused feature and robustness maps.
+
+        Args:
+            query: ``(B, N, C)`` semantic-guided feature ``f_se``.
+            keys: ``(B, M, N, C)`` projected keys; values likewise.
+            available: bool ``(B, M, N)``.
+
+        Returns:
+            ``f_SGF`` ``(B, N, C)`` and robustness ``r`` ``(B, M, N)`` (head-averaged
+            attention weights, as ``nn.MultiheadAttention`` reports them).
+        """
+        q = self.split_heads(self.q_proj(query))  # (B, N, h, d)
+        k = self.split_heads(keys)  # (B, M, N, h, d)
+        scores = (q[:, None] * self.scale * k).sum(dim=-1).permute(0, 3, 1, 2)  # (B, h, M, N)
+        attn = masked_softmax(scores, available[:, None], dim=2)
+        fused = self.out_proj(_weighted_values(attn, self.split_heads(values)))
+        return fused, attn.mean(dim=1)
+
+
+class SemanticGuidedFusion(nn.Module):
+    """SGF for one scale over ``num_modalities`` modalities.
+
+    Args:
+        channels: feature channels ``C_i`` of this scale.
+        num_modalities: number of modalities ``M`` the model knows (one MP each).
+        num_classes: classes ``K`` (CSF output, number of prototypes).
+        sp_heads: SP attention heads (paper, Fig. 12: 8).
+        rp_heads: RP attention heads (paper, Fig. 12: 4).
+        mp_kernels: MP depth-wise kernel sizes (paper: 11, 7, 3).
+    """
+
+    def __init__(
+        self,
+        channels: int,
+        num_modalities: int,
+        num_classes: int,
+        sp_heads: int = 8,
+        rp_heads: int = 4,
+        mp_kernels: Sequence[int] = (11, 7, 3),
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        super().__init__()
+        dd = {"device": device, "dtype": dtype}
+        self.projectors = nn.ModuleList(ModalityProjector(channels, mp_kernels, **dd) for _ in range(num_modalities))
+        self.csf = ClassSemanticFilter(channels, num_classes, **dd)
+        self.sp = SpatialPerceptron(channels, sp_heads, **dd)
+        self.rp = RobustnessPerceptron(channels, rp_heads, **dd)
+
+    def forward(self, features: Tensor, modalities: Sequence[int], available: Tensor) -> ScaleCache:
+        """Encode: everything that does not depend on the modality subset.
+
+        Args:
+            features: backbone features ``(B, M_e, C, H, W)`` of the encoded modalities.
+            modalities: model index of each of the ``M_e`` encoded modalities (its MP).
+            available: bool ``(B, M_e, H, W)`` at this scale.
+
+        Returns:
+            A cache: ``prototypes`` ``(B, M_e, K, C)``, ``sp_k``/``sp_v``/``rp_k``/``rp_v``
+            ``(B, M_e, N, C)`` and ``available`` ``(B, M_e, N)``.
+        """
+        B, Me, C, H, W = features.shape
+        semantic = torch.stack([self.projectors[m](features[:, j]) for j, m in enumerate(modalities)], dim=1)
+        tokens = semantic.flatten(3).transpose(2, 3)  # (B, M_e, N, C)
+        sp_k, sp_v = self.sp.kv(tokens)
+        rp_k, rp_v = self.rp.kv(tokens)
+        return {
+            "prototypes": self.csf(semantic, available),
+            "sp_k": sp_k,
+            "sp_v": sp_v,
+            "rp_k": rp_k,
+            "rp_v": rp_v,
+            "available": available.flatten(2),
+        }
+
+    def fuse(self, cache: ScaleCache, present: Tensor, size: tuple[int, int]) -> tuple[Tensor, Tensor]:
+        """Fuse the present modalities.
+
+        Args:
+            cache: the output of :meth:`forward`.
+            present: bool ``(B, M_e)``: the subset, per sample.
+            size: ``(H, W)`` of this scale.
+
+        Returns:
+            ``f_SGF`` ``(B, C, H, W)`` (zero where no present modality saw the pixel) and
+            robustness ``r`` ``(B, M_e, H, W)``.
+        """
+        available = cache["available"] & present[:, :, None]  # (B, M_e, N)
+        prototypes = combine_prototypes(cache["prototypes"], present)  # (B, K, C)
+        f_se = self.sp(prototypes, cache["sp_k"], cache["sp_v"], available)
+        fused, robustness = self.rp(f_se, cache["rp_k"], cache["rp_v"], available)
+        fused = fused * available.any(dim=1)[..., None].to(fused.dtype)
+        B, N, C = fused.shape
+        return fused.transpose(1, 2).reshape(B, C, *size), robustness.unflatten(2, size)

@@ -1,0 +1,248 @@
+"""The SGMA model: shared encoder, SGF per scale, MAS in training, all-MLP head.
+
+Paper Sec. III and Algorithm 1. The forward is split in two so that evaluating many
+modality subsets costs one backbone pass per modality, not one per subset:
+
+* :meth:`SGMA.encode` runs each given modality through its stem, the shared backbone
+  (all modalities packed into one batch, Eq. 2) and the subset-independent part of each
+  scale's fusion;
+* :meth:`SGMA.fuse` fuses any subset of the encoded modalities (per sample, optionally
+  per scale, which MAS uses), and :meth:`SGMA.decode` runs the head.
+
+Missing modalities are never zero images: an absent modality is simply not encoded, or
+not ``present``; a per-pixel availability mask ``(B, M, H, W)`` removes a modality from
+the attention keys and prototype sums at the pixels it did not see.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from sgma_cli.model.availability import downsample_availability
+from sgma_cli.model.backbones import FEATURE_STRIDES, backbone_channels, create_backbone
+from sgma_cli.model.baselines import PoolingFusion
+from sgma_cli.model.config import FusionKind
+from sgma_cli.model.head import MLPDecoder
+from sgma_cli.model.mas import MASGranularity, mas_probabilities, sample_modalities
+from sgma_cli.model.outputs import Encoded, Fused, SegmentationOutput, TrainOutput
+from sgma_cli.model.sgf import SemanticGuidedFusion
+from sgma_cli.model.stems import ModalityStem, StemKind
+
+__all__ = ["SGMA", "Subset"]
+
+#: A modality subset: names (same for every sample), or bool ``(B, M)`` / ``(S, B, M)``.
+Subset = Sequence[str] | Tensor | None
+
+_SIZE_MULTIPLE = max(FEATURE_STRIDES)
+
+
+class SGMA(nn.Module):
+    """Semantic-Guided fusion + Modality-Aware sampling segmentation model.
+
+    Args:
+        modalities: ``(name, bands)`` per sensor, in the model's order.
+        num_classes: classes ``K``.
+        backbone: timm encoder shared by all modalities (see ``model.backbones``).
+        fusion: ``"sgf"`` (SGMA) or the ``"sum"``/``"mean"`` baselines.
+        stem: ``"repeat"`` or ``"learned"`` band-to-RGB stem per modality.
+        sp_heads: SP heads (paper: 8).
+        rp_heads: RP heads (paper: 4).
+        mp_kernels: MP depth-wise kernels (paper: 11, 7, 3).
+        head_dim: all-MLP decoder width.
+        head_dropout: decoder dropout.
+        mas_granularity: MAS draws per ``"sample"`` or per ``"batch"``.
+        backbone_weights: optional local weights file for the backbone.
+        device: where to create parameters (``"meta"`` to count them without memory).
+        dtype: parameter dtype.
+    """
+
+    def __init__(
+        self,
+        modalities: Sequence[tuple[str, int]],
+        num_classes: int,
+        backbone: str = "pvt_v2_b2",
+        *,
+        fusion: FusionKind = "sgf",
+        stem: StemKind = "repeat",
+        sp_heads: int = 8,
+        rp_heads: int = 4,
+        mp_kernels: Sequence[int] = (11, 7, 3),
+        head_dim: int = 256,
+        head_dropout: float = 0.1,
+        mas_granularity: MASGranularity = "sample",
+        backbone_weights: Path | None = None,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        super().__init__()
+        if not modalities:
+            raise ValueError("SGMA needs at least one modality")
+        if num_classes < 2:
+            raise ValueError(f"num_classes must be at least 2, got {num_classes}")
+        dd = {"device": device, "dtype": dtype}
+        self.modality_names = tuple(name for name, _ in modalities)
+        self.modality_bands = tuple(int(bands) for _, bands in modalities)
+        self.num_classes = num_classes
+        self.mas_granularity: MASGranularity = mas_granularity
+        self.stems = nn.ModuleDict({name: ModalityStem(bands, 3, stem, **dd) for name, bands in modalities})
+        self.backbone = create_backbone(backbone, in_chans=3, weights=backbone_weights, device=device)
+        if dtype is not None:
+            self.backbone.to(dtype)
+        self.channels = backbone_channels(self.backbone)
+        M = len(modalities)
+        if fusion == "sgf":
+            self.fusions = nn.ModuleList(
+                SemanticGuidedFusion(c, M, num_classes, sp_heads, rp_heads, mp_kernels, **dd) for c in self.channels
+            )
+        elif fusion in ("sum", "mean"):
+            self.fusions = nn.ModuleList(PoolingFusion(fusion) for _ in self.channels)
+        else:
+            raise ValueError(f"unknown fusion {fusion!r}; use 'sgf', 'sum' or 'mean'")
+        self.head = MLPDecoder(self.channels, num_classes, head_dim, head_dropout, **dd)
+
+    # ------------------------------------------------------------------ encode
+    def encode(self, images: Mapping[str, Tensor], mask: Tensor | None = None) -> Encoded:
+        """Backbone and subset-independent fusion work for the given modalities.
+
+        Args:
+            images: ``{name: (B, bands, H, W)}`` normalised images; modalities left out
+                are absent for the whole batch. ``H`` and ``W`` must be multiples of 32.
+            mask: optional bool ``(B, M, H, W)`` availability over all M model modalities.
+
+        Returns:
+            An :class:`Encoded` to pass to :meth:`fuse` once per subset.
+        """
+        unknown = sorted(set(images) - set(self.modality_names))
+        if unknown:
+            raise ValueError(f"unknown modalities {unknown}; this model knows {list(self.modality_names)}")
+        idx = tuple(i for i, name in enumerate(self.modality_names) if name in images)
+        if not idx:
+            raise ValueError("no modality given: pass at least one of " + ", ".join(self.modality_names))
+        first = images[self.modality_names[idx[0]]]
+        B, _, H, W = first.shape
+        for i in idx:
+            x = images[self.modality_names[i]]
+            if x.ndim != 4 or x.shape[0] != B or x.shape[-2:] != (H, W):
+                raise ValueError(
+                    f"modality {self.modality_names[i]!r} has shape {tuple(x.shape)}; "
+                    f"expected (B={B}, {self.modality_bands[i]}, H={H}, W={W})"
+                )
+        if H % _SIZE_MULTIPLE or W % _SIZE_MULTIPLE:
+            raise ValueError(f"image size {H}x{W} is not a multiple of {_SIZE_MULTIPLE}; pad or crop it")
+        if mask is None:
+            available = torch.ones(B, len(idx), H, W, dtype=torch.bool, device=first.device)
+        else:
+            if mask.shape != (B, len(self.modality_names), H, W):
+                raise ValueError(
+                    f"mask has shape {tuple(mask.shape)}; expected (B, M, H, W) = "
+                    f"({B}, {len(self.modality_names)}, {H}, {W})"
+                )
+            available = mask[:, list(idx)].bool()
+        stacked = torch.stack([self.stems[self.modality_names[i]](images[self.modality_names[i]]) for i in idx], 1)
+        features = self.backbone(stacked.flatten(0, 1))  # 4 x (B*M_e, C_i, H_i, W_i)
+        scales, sizes = [], []
+        for fusion, feat in zip(self.fusions, features):
+            size = (int(feat.shape[-2]), int(feat.shape[-1]))
+            scales.append(fusion(feat.unflatten(0, (B, len(idx))), idx, downsample_availability(available, size)))
+            sizes.append(size)
+        return Encoded(idx, scales, available, sizes)
+
+    # -------------------------------------------------------------------- fuse
+    def resolve_subset(self, present: Subset, enc: Encoded) -> Tensor:
+        """Any :data:`Subset` form -> bool ``(S, B, M)`` over all model modalities."""
+        B, S, M = enc.available.shape[0], len(enc.scales), len(self.modality_names)
+        device = enc.available.device
+        if present is None:
+            out = torch.zeros(M, dtype=torch.bool, device=device)
+            out[list(enc.modalities)] = True
+            return out.expand(S, B, M)
+        if isinstance(present, Tensor):
+            present = present.to(device=device, dtype=torch.bool)
+            if present.shape == (B, M):
+                present = present.expand(S, B, M)
+            if present.shape != (S, B, M):
+                raise ValueError(f"subset mask has shape {tuple(present.shape)}; expected ({B}, {M}) or ({S}, {B}, {M})")
+        else:
+            names = list(present)
+            unknown = [n for n in names if n not in self.modality_names]
+            if unknown or not names:
+                raise ValueError(f"subset {names} names unknown modalities {unknown}; known: {list(self.modality_names)}")
+            out = torch.zeros(M, dtype=torch.bool, device=device)
+            out[[self.modality_names.index(n) for n in names]] = True
+            present = out.expand(S, B, M)
+        missing = [self.modality_names[m] for m in range(M) if m not in enc.modalities and bool(present[..., m].any())]
+        if missing:
+            raise ValueError(f"subset uses {missing}, which were not encoded")
+        return present
+
+    def fuse(self, enc: Encoded, present: Subset = None) -> Fused:
+        """Fuse a subset of the encoded modalities at every scale.
+
+        Args:
+            enc: output of :meth:`encode`.
+            present: the subset: ``None`` (all encoded), names, or bool ``(B, M)`` per
+                sample, or ``(S, B, M)`` per scale and sample.
+        """
+        subset = self.resolve_subset(present, enc)  # (S, B, M)
+        idx = list(enc.modalities)
+        used = subset[:, :, idx]  # (S, B, M_e)
+        B, M = enc.available.shape[0], len(self.modality_names)
+        features, robustness = [], []
+        for fusion, cache, size, used_i in zip(self.fusions, enc.scales, enc.sizes, used):
+            fused, r = fusion.fuse(cache, used_i, size)
+            full = r.new_zeros(B, M, *size)
+            full[:, idx] = r
+            features.append(fused)
+            robustness.append(full)
+        valid = (enc.available & used.any(dim=0)[:, :, None, None]).any(dim=1)
+        return Fused(features, robustness, subset, valid)
+
+    # ------------------------------------------------------------------ decode
+    def decode(self, fused: Sequence[Fused], size: tuple[int, int]) -> list[Tensor]:
+        """Head on one or more fused outputs packed into one batch -> logits ``(B, K, H, W)`` each."""
+        batches = [f.features[0].shape[0] for f in fused]
+        features = [torch.cat([f.features[i] for f in fused]) for i in range(len(self.channels))]
+        logits = F.interpolate(self.head(features), size=size, mode="bilinear", align_corners=False)
+        return list(logits.split(batches))
+
+    def forward(self, images: Mapping[str, Tensor], mask: Tensor | None = None, present: Subset = None) -> SegmentationOutput:
+        """Inference (Algorithm 1, lines 28-30): SGF over the given/present modalities."""
+        enc = self.encode(images, mask)
+        fused = self.fuse(enc, present)
+        (logits,) = self.decode([fused], enc.image_size)
+        return SegmentationOutput(logits, fused.valid, fused.robustness)
+
+    def forward_train(
+        self,
+        images: Mapping[str, Tensor],
+        mask: Tensor | None = None,
+        present: Subset = None,
+        generator: torch.Generator | None = None,
+    ) -> TrainOutput:
+        """Training forward with both branches (Algorithm 1, lines 1-27).
+
+        The SGF branch fuses ``present`` (default: all given modalities); MAS draws one
+        modality per scale and sample from the SGF robustness maps and sends it alone
+        through the same fusion. Both branches share the backbone features; their
+        features go through the head as one batch.
+        """
+        enc = self.encode(images, mask)
+        sgf = self.fuse(enc, present)
+        idx = list(enc.modalities)
+        B, M = enc.available.shape[0], len(self.modality_names)
+        probs, choices = [], []
+        for cache, size, r in zip(enc.scales, enc.sizes, sgf.robustness):
+            available = cache["available"].unflatten(2, size)  # (B, M_e, h, w)
+            p = torch.zeros(B, M, device=r.device)
+            p[:, idx] = mas_probabilities(r[:, idx].detach(), available)
+            probs.append(p)
+            choices.append(sample_modalities(p, generator, self.mas_granularity))
+        mas_choice = torch.stack(choices)  # (S, B)
+        mas = self.fuse(enc, F.one_hot(mas_choice, M).bool())
+        logits_sgf, logits_mas = self.decode([sgf, mas], enc.image_size)
+        return TrainOutput(logits_sgf, logits_mas, sgf.valid, mas.valid, torch.stack(probs), mas_choice, sgf.robustness)
