@@ -39,8 +39,7 @@ ScaleCache = dict[str, Tensor]
 
 def _weighted_values(attn: Tensor, values: Tensor) -> Tensor:
     """``attn (B, h, M, N)``, ``values (B, M, N, h, d)`` -> ``(B, N, h*d)``."""
-    weights = attn.permute(0, 2, 3, 1)[..., None]  # (B, M, N, h, 1)
-    return (weights * values).sum(dim=1).flatten(2)
+    return torch.einsum("bhmn,bmnhd->bnhd", attn, values).flatten(2)
 
 
 class SpatialPerceptron(ModalityAttention):
@@ -92,7 +91,7 @@ class RobustnessPerceptron(ModalityAttention):
         """
         q = self.split_heads(self.q_proj(query))  # (B, N, h, d)
         k = self.split_heads(keys)  # (B, M, N, h, d)
-        scores = (q[:, None] * self.scale * k).sum(dim=-1).permute(0, 3, 1, 2)  # (B, h, M, N)
+        scores = torch.einsum("bnhd,bmnhd->bhmn", q * self.scale, k)  # (B, h, M, N)
         attn = masked_softmax(scores, available[:, None], dim=2)
         fused = self.out_proj(_weighted_values(attn, self.split_heads(values)))
         return fused, attn.mean(dim=1)
