@@ -1,0 +1,56 @@
+"""Backbones: 4 scales at strides 4-32 from any timm encoder; local weights only."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import timm
+import torch
+from safetensors.torch import save_file
+
+from sgma_cli.model.backbones import FEATURE_STRIDES, backbone_channels, create_backbone
+
+
+class TestCreateBackbone:
+    @pytest.mark.parametrize("name", ["test_convnext", "test_resnet", "test_efficientnet"])
+    def test_four_scales(self, name: str) -> None:
+        backbone = create_backbone(name)
+        feats = backbone(torch.zeros(1, 3, 64, 64))
+        assert [64 // f.shape[-1] for f in feats] == list(FEATURE_STRIDES)
+        assert [f.shape[1] for f in feats] == backbone_channels(backbone)
+
+    @pytest.mark.parametrize(
+        ("name", "params"), [("pvt_v2_b2", 24_849_856), ("pvt_v2_b0", 3_409_760), ("resnet18", 11_176_512)]
+    )
+    def test_paper_backbones_on_meta(self, name: str, params: int) -> None:
+        backbone = create_backbone(name, device="meta")
+        assert sum(p.numel() for p in backbone.parameters()) == params
+
+    def test_unknown_name_suggests(self) -> None:
+        with pytest.raises(ValueError, match="unknown backbone 'pvt_v2_b9'; did you mean pvt_v2_b"):
+            create_backbone("pvt_v2_b9")
+
+    def test_no_four_scales(self) -> None:
+        with pytest.raises(ValueError, match="test_vit"):
+            create_backbone("test_vit")
+
+
+class TestLocalWeights:
+    def test_loads_safetensors(self, tmp_path: Path) -> None:
+        torch.manual_seed(3)
+        source = timm.create_model("test_resnet", pretrained=False)
+        save_file(source.state_dict(), tmp_path / "w.safetensors")
+        backbone = create_backbone("test_resnet", weights=tmp_path / "w.safetensors")
+        torch.testing.assert_close(backbone.conv1[0].weight, source.conv1[0].weight)
+
+    def test_loads_pth(self, tmp_path: Path) -> None:
+        source = timm.create_model("test_convnext", pretrained=False)
+        torch.save(source.state_dict(), tmp_path / "w.pth")
+        backbone = create_backbone("test_convnext", weights=tmp_path / "w.pth")
+        torch.testing.assert_close(backbone.stem_0.weight, source.stem[0].weight)
+
+    def test_weights_of_another_model(self, tmp_path: Path) -> None:
+        save_file(timm.create_model("test_resnet").state_dict(), tmp_path / "other.safetensors")
+        with pytest.raises(ValueError, match="do not fit backbone 'test_convnext'"):
+            create_backbone("test_convnext", weights=tmp_path / "other.safetensors")
