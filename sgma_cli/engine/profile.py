@@ -1,0 +1,170 @@
+"""Parameters, compute and latency of an SGMA model, per component (paper Table IX).
+
+Parameters and multiply-accumulates (MACs) are counted on the ``meta`` device, so even
+PVT-v2-b2 at 512² needs no memory and no weights file. MACs come from
+``torch.utils.flop_counter.FlopCounterMode`` (which reports FLOPs = 2 x MACs) with fused
+attention switched off, because on the CPU it counts nothing for fused
+``scaled_dot_product_attention``. Elementwise operations are not counted, as in the
+paper's figures. Ops are attributed to components by module path: the SGF modules are
+built so that each multiply happens inside exactly one of MP, CSF, SP or RP.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import timm.layers
+import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+from sgma_cli.engine.device import resolve_device
+from sgma_cli.errors import ConfigError, UsageError
+from sgma_cli.model.config import SGMAConfig
+from sgma_cli.model.sgma import SGMA
+
+__all__ = ["FUSION_PARTS", "ProfileReport", "profile_model", "count_macs"]
+
+#: The parts of SGF, in the paper's order.
+FUSION_PARTS = ("mp", "csf", "sp", "rp")
+_PART_OF = {"projectors": "mp", "csf": "csf", "sp": "sp", "rp": "rp"}
+# Top-level calls of each part inside a fusion module: encode-time (projectors.m, csf,
+# sp.kv, rp.kv) and fuse-time (sp, rp) calls are disjoint, so their counts add up.
+_PART_KEY = re.compile(r"^SGMA\.fusions\.\d+\.(projectors\.\d+|csf|sp|sp\.kv|rp|rp\.kv)$")
+
+
+@dataclass
+class ProfileReport:
+    """What ``sgma profile`` prints; ``to_dict`` is the ``--json`` schema."""
+
+    params: dict[str, Any]
+    macs: dict[str, Any]
+    config: dict[str, Any]
+    latency_ms: float | None = None
+    device: str = "cpu"
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-able dict (``latency_ms`` only when measured)."""
+        out: dict[str, Any] = {"params": self.params, "macs": self.macs, "config": self.config}
+        if self.latency_ms is not None:
+            out["latency_ms"] = self.latency_ms
+            out["device"] = self.device
+        return out
+
+
+@contextlib.contextmanager
+def _unfused_attention() -> Iterator[None]:
+    """Build timm attention without fused SDPA, so its matmuls are countable."""
+    previous = timm.layers.use_fused_attn()
+    timm.layers.set_fused_attn(False)
+    try:
+        yield
+    finally:
+        timm.layers.set_fused_attn(previous)
+
+
+def _count(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def _param_counts(model: SGMA) -> dict[str, Any]:
+    parts = dict.fromkeys(FUSION_PARTS, 0)
+    for fusion in model.fusions:
+        for child_name, child in fusion.named_children():
+            parts[_PART_OF[child_name]] += _count(child)
+    counts = {
+        "backbone": _count(model.backbone),
+        "fusion": _count(model.fusions),
+        "fusion_parts": parts,
+        "head": _count(model.head),
+        "stems": _count(model.stems),
+    }
+    counts["total"] = _count(model)
+    return counts
+
+
+def count_macs(model: SGMA, images: dict[str, torch.Tensor]) -> dict[str, Any]:
+    """MACs of one inference forward, split into backbone, fusion (and its parts), head."""
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        model(images)
+    flops = {name: sum(ops.values()) for name, ops in counter.get_flop_counts().items()}
+    parts = dict.fromkeys(FUSION_PARTS, 0)
+    for name, value in flops.items():
+        match = _PART_KEY.match(name)
+        if match:
+            parts[_PART_OF[match.group(1).split(".")[0]]] += value // 2
+    stems = sum(v for k, v in flops.items() if re.match(r"^SGMA\.stems\.[^.]+$", k)) // 2
+    return {
+        "backbone": flops.get("SGMA.backbone", 0) // 2,
+        "fusion": sum(parts.values()),
+        "fusion_parts": parts,
+        "head": flops.get("SGMA.head", 0) // 2,
+        "stems": stems,
+        "total": flops.get("Global", 0) // 2,
+    }
+
+
+def _build(config: SGMAConfig, device: torch.device | str) -> SGMA:
+    try:
+        return config.build(device=device).eval()  # type: ignore[return-value]
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
+
+
+def _inputs(config: SGMAConfig, size: int, device: torch.device | str, batch: int = 1) -> dict[str, torch.Tensor]:
+    return {m.name: torch.randn(batch, m.bands, size, size, device=device) for m in config.modalities}
+
+
+def _latency_ms(config: SGMAConfig, size: int, device: torch.device, warmup: int, repeats: int) -> float:
+    torch.manual_seed(0)
+    model = _build(config, device)
+    images = _inputs(config, size, device)
+    with torch.no_grad():
+        for _ in range(warmup):
+            model(images)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        start = time.perf_counter()
+        for _ in range(repeats):
+            model(images)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+    return (time.perf_counter() - start) / repeats * 1e3
+
+
+def profile_model(
+    config: SGMAConfig,
+    size: int = 512,
+    latency: bool = False,
+    device: str = "auto",
+    warmup: int = 2,
+    repeats: int = 5,
+) -> ProfileReport:
+    """Count parameters and MACs with all modalities present; optionally time a forward.
+
+    Args:
+        config: the model to profile.
+        size: square input size in pixels (multiple of 32).
+        latency: also measure milliseconds per forward on ``device`` (warm-up excluded).
+        device: where to measure latency (counting always runs on ``meta``).
+        warmup: untimed forwards before timing.
+        repeats: timed forwards averaged.
+    """
+    if size <= 0 or size % 32:
+        raise UsageError(f"--size {size} must be a positive multiple of 32 (the backbone's coarsest stride)")
+    with _unfused_attention():
+        model = _build(config, "meta")
+        macs = count_macs(model, _inputs(config, size, "meta"))
+    params = _param_counts(model)
+    report = ProfileReport(params=params, macs=macs, config={**config.to_dict(), "size": size})
+    if latency:
+        dev = resolve_device(device)
+        report.latency_ms = _latency_ms(config, size, dev, warmup, repeats)
+        report.device = str(dev)
+    return report
