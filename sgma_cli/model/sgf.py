@@ -38,8 +38,8 @@ ScaleCache = dict[str, Tensor]
 
 
 def _weighted_values(attn: Tensor, values: Tensor) -> Tensor:
-    """``attn (B, h, M, N)``, ``values (B, M, N, h, d)`` -> ``(B, N, h*d)``."""
-    return torch.einsum("bhmn,bmnhd->bnhd", attn, values).flatten(2)
+    """``attn (B, N, h, M)``, ``values (B, N, h, M, d)`` -> ``(B, N, h*d)``."""
+    return (attn[..., None, :] @ values).flatten(2)  # (B, N, h, 1, d) -> (B, N, C)
 
 
 class SpatialPerceptron(ModalityAttention):
@@ -55,18 +55,18 @@ class SpatialPerceptron(ModalityAttention):
 
         Args:
             prototypes: ``(B, K, C)`` prototypes of the present modalities.
-            keys: ``(B, M, N, C)`` projected keys; values likewise.
-            available: bool ``(B, M, N)``, the modalities that saw each pixel.
+            keys: ``(B, N, h, M, d)`` projected keys, pixel-major; values likewise.
+            available: bool ``(B, N, M)``, the modalities that saw each pixel.
 
         Returns:
             ``(B, N, C)``.
         """
         q = self.split_heads(self.q_proj(prototypes))  # (B, K, h, d): projected once per sample
-        k = self.split_heads(keys)  # (B, M, N, h, d)
-        scores = torch.einsum("bkhd,bmnhd->bhkmn", q * self.scale, k)  # (B, h, K, M, N)
-        attn = masked_softmax(scores, available[:, None, None], dim=3)
-        attn = attn.mean(dim=2)  # (B, h, M, N): Eq. 7's mean over K, moved before out_proj
-        return self.out_proj(_weighted_values(attn, self.split_heads(values)))
+        q = (q * self.scale).permute(0, 2, 3, 1)[:, None]  # (B, 1, h, d, K)
+        scores = keys @ q  # (B, N, h, M, K)
+        attn = masked_softmax(scores, available[:, :, None, :, None], dim=3)
+        attn = attn.mean(dim=-1)  # (B, N, h, M): Eq. 7's mean over K, moved before out_proj
+        return self.out_proj(_weighted_values(attn, values))
 
 
 class RobustnessPerceptron(ModalityAttention):
@@ -82,19 +82,17 @@ class RobustnessPerceptron(ModalityAttention):
 
         Args:
             query: ``(B, N, C)`` semantic-guided feature ``f_se``.
-            keys: ``(B, M, N, C)`` projected keys; values likewise.
-            available: bool ``(B, M, N)``.
+            keys: ``(B, N, h, M, d)`` projected keys, pixel-major; values likewise.
+            available: bool ``(B, N, M)``.
 
         Returns:
-            ``f_SGF`` ``(B, N, C)`` and robustness ``r`` ``(B, M, N)`` (head-averaged
+            ``f_SGF`` ``(B, N, C)`` and robustness ``r`` ``(B, N, M)`` (head-averaged
             attention weights, as ``nn.MultiheadAttention`` reports them).
         """
-        q = self.split_heads(self.q_proj(query))  # (B, N, h, d)
-        k = self.split_heads(keys)  # (B, M, N, h, d)
-        scores = torch.einsum("bnhd,bmnhd->bhmn", q * self.scale, k)  # (B, h, M, N)
-        attn = masked_softmax(scores, available[:, None], dim=2)
-        fused = self.out_proj(_weighted_values(attn, self.split_heads(values)))
-        return fused, attn.mean(dim=1)
+        q = self.split_heads(self.q_proj(query)) * self.scale  # (B, N, h, d)
+        scores = (keys @ q[..., None])[..., 0]  # (B, N, h, M)
+        attn = masked_softmax(scores, available[:, :, None, :], dim=3)
+        return self.out_proj(_weighted_values(attn, values)), attn.mean(dim=2)
 
 
 class SemanticGuidedFusion(nn.Module):
@@ -137,21 +135,17 @@ class SemanticGuidedFusion(nn.Module):
 
         Returns:
             A cache: ``prototypes`` ``(B, M_e, K, C)``, ``sp_k``/``sp_v``/``rp_k``/``rp_v``
-            ``(B, M_e, N, C)`` and ``available`` ``(B, M_e, N)``.
+            ``(B, N, heads, M_e, C / heads)`` and ``available`` ``(B, M_e, N)``.
         """
-        B, Me, C, H, W = features.shape
         semantic = torch.stack([self.projectors[m](features[:, j]) for j, m in enumerate(modalities)], dim=1)
-        tokens = semantic.flatten(3).transpose(2, 3)  # (B, M_e, N, C)
-        sp_k, sp_v = self.sp.kv(tokens)
-        rp_k, rp_v = self.rp.kv(tokens)
-        return {
-            "prototypes": self.csf(semantic, available),
-            "sp_k": sp_k,
-            "sp_v": sp_v,
-            "rp_k": rp_k,
-            "rp_v": rp_v,
-            "available": available.flatten(2),
-        }
+        tokens = semantic.flatten(3).permute(0, 3, 1, 2)  # (B, N, M_e, C)
+        cache = {"prototypes": self.csf(semantic, available), "available": available.flatten(2)}
+        for name, attn in (("sp", self.sp), ("rp", self.rp)):
+            k, v = attn.kv(tokens)
+            # pixel-major (B, N, h, M_e, d), laid out once so every fuse is copy-free matmuls
+            cache[f"{name}_k"] = attn.split_heads(k).transpose(2, 3).contiguous()
+            cache[f"{name}_v"] = attn.split_heads(v).transpose(2, 3).contiguous()
+        return cache
 
     def fuse(self, cache: ScaleCache, present: Tensor, size: tuple[int, int]) -> tuple[Tensor, Tensor]:
         """Fuse the present modalities.
@@ -165,10 +159,10 @@ class SemanticGuidedFusion(nn.Module):
             ``f_SGF`` ``(B, C, H, W)`` (zero where no present modality saw the pixel) and
             robustness ``r`` ``(B, M_e, H, W)``.
         """
-        available = cache["available"] & present[:, :, None]  # (B, M_e, N)
+        available = (cache["available"] & present[:, :, None]).transpose(1, 2)  # (B, N, M_e)
         prototypes = combine_prototypes(cache["prototypes"], present)  # (B, K, C)
         f_se = self.sp(prototypes, cache["sp_k"], cache["sp_v"], available)
         fused, robustness = self.rp(f_se, cache["rp_k"], cache["rp_v"], available)
-        fused = fused * available.any(dim=1)[..., None].to(fused.dtype)
+        fused = fused * available.any(dim=2, keepdim=True).to(fused.dtype)
         B, N, C = fused.shape
-        return fused.transpose(1, 2).reshape(B, C, *size), robustness.unflatten(2, size)
+        return fused.transpose(1, 2).reshape(B, C, *size), robustness.transpose(1, 2).unflatten(2, size)
