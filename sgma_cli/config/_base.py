@@ -60,7 +60,9 @@ def _fields_at(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
 
 def explain_validation_error(err: ValidationError, model: type[BaseModel]) -> str:
     """The first problem of a pydantic error as one line: ``key.path: problem`` (+ did you mean)."""
-    first = err.errors()[0]
+    errors = err.errors()
+    # A misspelt key also shows up as a missing one; the misspelling is the useful line.
+    first = next((e for e in errors if e.get("type") == "extra_forbidden"), errors[0])
     loc = tuple(first.get("loc", ()))
     key = ".".join(str(p) for p in loc) or "(top level)"
     if first.get("type") == "extra_forbidden":
