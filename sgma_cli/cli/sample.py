@@ -1,10 +1,39 @@
-"""Placeholder for `sgma sample` (being built)."""
+"""Write a synthetic multi-sensor scene (RGB, DSM, SAR GeoTIFFs + labels) to try sgma offline.
+
+The scene follows the ISPRS Potsdam classes (impervious surfaces, building, low
+vegetation, tree, car, clutter). Sensors sit on different grids (RGB 0.5 m and DSM 1 m
+in EPSG:32633, SAR in EPSG:3857), the DSM has holes, the SAR swath ends mid-scene and a
+haze patch hides part of the orthophoto, so only fusing sensors segments everything.
+Then run: sgma prepare OUT_DIR --out DATA_DIR
+"""
 
 from __future__ import annotations
 
-from sgma_cli.errors import UsageError
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from sgma_cli.cli.console import console
+from sgma_cli.engine.sample import sample
+
+__all__ = ["command"]
 
 
-def command() -> None:
-    """Not available yet."""
-    raise UsageError("sgma sample is not available in this version yet")
+def command(
+    out_dir: Annotated[Path, typer.Argument(help="Folder to write the scene into.", file_okay=False)],
+    *,
+    size: Annotated[int, typer.Option("--size", help="RGB side in pixels (0.5 m each), even.", min=64, max=16384)] = 1024,
+    seed: Annotated[int, typer.Option("--seed", help="Random seed; same seed, same files.")] = 0,
+    vectors: Annotated[bool, typer.Option("--vectors/--no-vectors", help="Also write labels.gpkg polygons.")] = True,
+) -> None:
+    """Write a synthetic multi-sensor scene."""
+    result = sample(out_dir, size=size, seed=seed, vectors=vectors)
+    table = Table(title=f"sample scene in {result.out_dir} ({result.seconds:.1f} s)")
+    table.add_column("role")
+    table.add_column("file")
+    for role, path in result.files.items():
+        table.add_row(role, path.name)
+    console.print(table)
+    console.print(f"next: sgma prepare {result.out_dir} --out DATA_DIR")

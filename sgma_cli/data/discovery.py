@@ -1,0 +1,164 @@
+"""Find what is what in a source folder: scenes x modalities (+ labels) -> a :class:`Plan`.
+
+Four ways in, tried in this order:
+
+1. ``--modality NAME=PATH_OR_GLOB`` (repeatable) and ``--labels PATH_OR_GLOB``;
+2. ``--preset potsdam|dfc2023|deliver``: the published folder layouts, folder names
+   matched case-insensitively, each choice recorded in :attr:`Plan.notes`;
+3. a folder written by ``sgma sample`` (it holds ``sample.json``);
+4. scene folders of ``<modality>.tif`` files (+ ``labels.tif``/``labels.gpkg``): the
+   folder itself or each of its sub-folders, the layout ``sgma predict`` also reads.
+
+Only paths are found here (presets: :mod:`sgma_cli.data.presets`); :mod:`sgma_cli.data.raster`
+inspects them.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+from pathlib import Path
+
+from sgma_cli.data.labels import label_source_for
+from sgma_cli.data.palettes import POTSDAM, Palette
+from sgma_cli.data.plan import NAME_RE, OPTICAL, ModalitySource, Plan, Scene, scene_key
+from sgma_cli.data.presets import PRESET_READERS, PRESETS
+from sgma_cli.data.synthetic import SAMPLE_MARKER
+from sgma_cli.errors import RasterError, UsageError
+
+__all__ = ["ModalitySource", "Scene", "Plan", "PRESETS", "discover", "parse_modality_option"]
+
+
+def parse_modality_option(text: str) -> tuple[str, str]:
+    """``"dsm=path/*.tif"`` -> ``("dsm", "path/*.tif")``; bad syntax raises :class:`UsageError`."""
+    name, sep, where = text.partition("=")
+    name = name.strip()
+    if not sep or not where.strip():
+        raise UsageError(f"--modality {text!r}: expected NAME=PATH_OR_GLOB, e.g. dsm=dsm/*.tif")
+    if not NAME_RE.match(name):
+        raise UsageError(f"--modality {text!r}: name {name!r} may hold only letters, digits and _")
+    return name, where.strip()
+
+
+def _expand(src: Path, pattern: str, what: str) -> list[Path]:
+    base = Path(pattern)
+    candidates = [base] if base.is_absolute() else [src / base, base]
+    for cand in candidates:
+        hits = sorted(Path(p) for p in glob.glob(str(cand), recursive=True))
+        hits = [p for p in hits if p.is_file()]
+        if hits:
+            return hits
+    raise UsageError(f"{what} {pattern!r}: no file matches (looked in {src} and the current folder)")
+
+
+def _from_options(src: Path, modality: list[str], labels: str | None, label_field: str, palette: Palette | None) -> Plan:
+    parsed = [parse_modality_option(m) for m in modality]
+    names = [n for n, _ in parsed]
+    if len(set(names)) != len(names):
+        raise UsageError(f"--modality names repeat: {names}")
+    files = {n: _expand(src, where, f"--modality {n}") for n, where in parsed}
+    label_files = _expand(src, labels, "--labels") if labels else []
+    if all(len(f) == 1 for f in files.values()) and len(label_files) <= 1:
+        scene = Scene(
+            name=src.name or "scene",
+            modalities={n: ModalitySource(n, f[0]) for n, f in files.items()},
+            labels=label_source_for(label_files[0], label_field, palette) if label_files else None,
+        )
+        return Plan(src, "options", [scene], names, optical={n for n in names if n in OPTICAL})
+    keyed = {n: {scene_key(p, n): p for p in f} for n, f in files.items()}
+    scene_keys = sorted(keyed[names[0]])
+    shared_label = label_files[0] if len(label_files) == 1 else None
+    label_keys = {scene_key(p, "label"): p for p in label_files} if shared_label is None else {}
+    label_keys.update({scene_key(p, "labels"): p for p in label_files} if shared_label is None else {})
+    scenes = []
+    for key in scene_keys:
+        mods = {n: ModalitySource(n, keyed[n][key]) for n in names if key in keyed[n]}
+        lab = shared_label or label_keys.get(key)
+        scenes.append(Scene(key, mods, label_source_for(lab, label_field, palette) if lab else None))
+    return Plan(src, "options", scenes, names, optical={n for n in names if n in OPTICAL})
+
+
+def _scene_folder(folder: Path, label_field: str, palette: Palette | None) -> Scene | None:
+    rasters = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in {".tif", ".tiff"})
+    label = next((p for p in rasters if p.stem.lower() in {"labels", "label"}), None)
+    if label is None:
+        label = next((p for ext in (".gpkg", ".geojson", ".shp") for p in [folder / f"labels{ext}"] if p.exists()), None)
+    mods = {p.stem: ModalitySource(p.stem, p) for p in rasters if p.stem.lower() not in {"labels", "label", "mask"}}
+    bad = [m for m in mods if not NAME_RE.match(m)]
+    if bad:
+        raise UsageError(f"file names {bad} are not modality names (letters, digits, _); use --modality", folder)
+    if not mods:
+        return None
+    return Scene(folder.name, mods, label_source_for(label, label_field, palette) if label else None)
+
+
+def _from_folders(src: Path, label_field: str, palette: Palette | None) -> Plan:
+    marker = src / SAMPLE_MARKER
+    if marker.exists():
+        try:
+            meta = json.loads(marker.read_text())
+            mods = {n: ModalitySource(n, src / f) for n, f in meta["modalities"].items()}
+            label = label_source_for(src / meta["labels"], label_field, palette or POTSDAM) if meta.get("labels") else None
+        except (OSError, ValueError, KeyError, TypeError) as err:
+            raise RasterError(f"not an sgma sample marker ({err})", marker) from None
+        scene = Scene(src.name or "scene", mods, label)
+        return Plan(src, "sample", [scene], list(mods), optical={"rgb"}, palette=palette or POTSDAM,
+                    notes=[f"sgma sample scene (seed {meta.get('seed')}, size {meta.get('size')})"])
+    scene = _scene_folder(src, label_field, palette)
+    scenes = [scene] if scene else [s for d in sorted(src.iterdir()) if d.is_dir() and not d.name.startswith(".") for s in [_scene_folder(d, label_field, palette)] if s]
+    if not scenes:
+        raise UsageError("no rasters found: expected <modality>.tif files here or in sub-folders; "
+                         "or use --preset or --modality NAME=PATH", src)
+    names: list[str] = []
+    for s in scenes:
+        names += [m for m in s.modalities if m not in names]
+    if "rgb" in names:
+        names.remove("rgb")
+        names.insert(0, "rgb")
+    return Plan(src, "folders", scenes, names, optical={n for n in names if n in OPTICAL}, palette=palette)
+
+
+def discover(
+    src: Path,
+    preset: str | None = None,
+    modality: list[str] | None = None,
+    labels: str | None = None,
+    label_field: str = "class",
+    palette: Palette | None = None,
+) -> Plan:
+    """Find scenes, modalities and labels under ``src``.
+
+    Args:
+        src: the source folder.
+        preset: ``potsdam``, ``dfc2023``, ``deliver`` or ``None``.
+        modality: ``NAME=PATH_OR_GLOB`` entries; when given, they define the modalities.
+        labels: label raster/vector path or glob (with ``modality``, or to override).
+        label_field: class attribute of vector labels.
+        palette: class palette from ``--palette`` (overrides the layout's).
+
+    Raises:
+        UsageError: empty or missing folder, unknown preset, bad option syntax.
+    """
+    src = Path(src)
+    if not src.is_dir():
+        raise UsageError("source folder not found", src)
+    if not any(src.iterdir()):
+        raise UsageError("source folder is empty", src)
+    if modality:
+        plan = _from_options(src, modality, labels, label_field, palette)
+    elif preset:
+        if preset.lower() not in PRESET_READERS:
+            raise UsageError(f"unknown --preset {preset!r}; use one of {', '.join(PRESET_READERS)}")
+        plan = PRESET_READERS[preset.lower()](src, label_field)
+        if palette is not None:
+            plan.palette = palette
+    else:
+        plan = _from_folders(src, label_field, palette)
+    if labels and not modality:
+        files = _expand(src, labels, "--labels")
+        if len(files) != 1:
+            raise UsageError(f"--labels {labels!r} matches {len(files)} files; with a preset give one file")
+        plan.scenes = [Scene(s.name, s.modalities, label_source_for(files[0], label_field, plan.palette), s.split) for s in plan.scenes]
+    if not plan.scenes:
+        raise UsageError(f"{plan.layout} layout: no scenes found", src)
+    return plan

@@ -1,0 +1,123 @@
+"""Open and describe input rasters: :class:`RasterInfo` and :func:`inspect_raster`.
+
+Every input raster is inspected once, before anything is written, so a corrupt file,
+a file that is not a raster or a raster without pixels fails the run up front with
+one line naming the file.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import rasterio
+from affine import Affine
+from rasterio.crs import CRS
+from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
+from rasterio.windows import Window
+
+from sgma_cli.errors import RasterError
+
+__all__ = ["RasterInfo", "inspect_raster", "open_raster"]
+
+
+@dataclass(frozen=True)
+class RasterInfo:
+    """What sgma needs to know about one raster file (no pixels).
+
+    Attributes:
+        path: the file.
+        crs: its CRS, ``None`` for plain images (PNG, JPEG, GeoTIFF without CRS).
+        transform: pixel -> world affine (identity-like for plain images).
+        width: pixels per row.
+        height: rows.
+        count: bands.
+        dtype: numpy dtype name of band 1.
+        nodata: nodata value of band 1, or ``None``.
+        has_colormap: band 1 carries a palette (a paletted class raster).
+    """
+
+    path: Path
+    crs: CRS | None
+    transform: Affine
+    width: int
+    height: int
+    count: int
+    dtype: str
+    nodata: float | None
+    has_colormap: bool = False
+
+    @property
+    def georeferenced(self) -> bool:
+        """True when the raster has a CRS."""
+        return self.crs is not None
+
+    @property
+    def resolution(self) -> tuple[float, float]:
+        """Pixel size ``(x, y)`` in CRS units (positive)."""
+        return (abs(self.transform.a), abs(self.transform.e))
+
+    @property
+    def bounds(self) -> tuple[float, float, float, float]:
+        """``(left, bottom, right, top)`` in CRS units."""
+        left, top = self.transform @ (0, 0)
+        right, bottom = self.transform @ (self.width, self.height)
+        return (min(left, right), min(bottom, top), max(left, right), max(bottom, top))
+
+    @property
+    def crs_text(self) -> str:
+        """``EPSG:xxxx`` when possible, else WKT, or ``none``."""
+        if self.crs is None:
+            return "none"
+        epsg = self.crs.to_epsg()
+        return f"EPSG:{epsg}" if epsg else self.crs.to_wkt()
+
+
+def open_raster(path: Path) -> rasterio.DatasetReader:
+    """``rasterio.open`` whose failures become :class:`RasterError` naming the file."""
+    path = Path(path)
+    if not path.exists():
+        raise RasterError("file not found", path)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", NotGeoreferencedWarning)
+            return rasterio.open(path)
+    except RasterioIOError as err:
+        reason = str(err).split(":")[-1].strip() or "unreadable"
+        raise RasterError(f"not a readable raster ({reason})", path) from None
+
+
+def inspect_raster(path: Path) -> RasterInfo:
+    """Read the header of ``path`` (and one pixel, to catch truncated files).
+
+    Raises:
+        RasterError: missing, unreadable or empty raster.
+    """
+    path = Path(path)
+    with open_raster(path) as src:
+        if src.width == 0 or src.height == 0 or src.count == 0:
+            raise RasterError("raster has no pixels", path)
+        try:
+            src.read(1, window=Window(src.width - 1, src.height - 1, 1, 1))
+        except RasterioIOError as err:
+            raise RasterError(f"corrupt raster data ({str(err).strip()[:120]})", path) from None
+        nodata = src.nodata
+        if nodata is not None and not math.isfinite(nodata) and not math.isnan(nodata):
+            nodata = None
+        try:
+            has_colormap = src.count == 1 and bool(src.colormap(1))
+        except ValueError:
+            has_colormap = False
+        return RasterInfo(
+            path=path,
+            crs=src.crs if src.crs else None,
+            transform=src.transform,
+            width=src.width,
+            height=src.height,
+            count=src.count,
+            dtype=src.dtypes[0],
+            nodata=nodata,
+            has_colormap=has_colormap,
+        )

@@ -1,0 +1,65 @@
+"""CLI tests of `sgma prepare`: plan table, dry run, exit codes, one-line errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from sgma_cli.cli.app import app
+from sgma_cli.config.dataset import load_manifest
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def sample_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("sample") / "scene"
+    result = runner.invoke(app, ["sample", str(root), "--size", "256", "--no-vectors"])
+    assert result.exit_code == 0, result.output
+    return root
+
+
+def test_dry_run_prints_plan(sample_dir: Path, tmp_path: Path) -> None:
+    result = runner.invoke(app, ["prepare", str(sample_dir), "--out", str(tmp_path / "d"), "--tile", "64", "--dry-run"])
+    assert result.exit_code == 0, result.output
+    for text in ("sample layout", "EPSG:3857", "EPSG:32633", "sar.tif", "-9999", "dry run"):
+        assert text in result.output
+    assert not (tmp_path / "d").exists()
+
+
+def test_prepare_and_resume(sample_dir: Path, tmp_path: Path) -> None:
+    args = ["prepare", str(sample_dir), "--out", str(tmp_path / "d"), "--tile", "64", "--stride", "32"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "wrote" in result.output and "MPix/s" in result.output
+    m = load_manifest(tmp_path / "d")
+    assert m.tile_size == 64 and m.stride == 32 and m.modality_names == ["rgb", "dsm", "sar"]
+    again = runner.invoke(app, args)
+    assert again.exit_code == 0 and "0 new tiles" in again.output
+
+
+@pytest.mark.parametrize(
+    ("extra", "code", "message"),
+    [
+        (["--tile", "512"], 2, "--tile 512 is larger than scene scene"),
+        (["--split", "0.5,0.6,0.1"], 2, "--split '0.5,0.6,0.1'"),
+        (["--preset", "potsdam"], 2, "potsdam preset: no 2_Ortho_RGB"),
+        (["--palette", "dfc2023"], 1, "labels.tif: label colours not in the palette"),
+        (["--reference", "lidar"], 2, "--reference 'lidar' is not a modality"),
+        (["--resampling", "fancy"], 2, "unknown --resampling 'fancy'"),
+    ],
+)
+def test_bad_input_one_line(sample_dir: Path, tmp_path: Path, extra: list[str], code: int, message: str) -> None:
+    result = runner.invoke(app, ["prepare", str(sample_dir), "--out", str(tmp_path / "d"), *extra])
+    assert result.exit_code == code, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:") and message in result.output, result.output
+    assert not (tmp_path / "d").exists()
+
+
+def test_empty_source(tmp_path: Path) -> None:
+    (tmp_path / "empty").mkdir()
+    result = runner.invoke(app, ["prepare", str(tmp_path / "empty"), "--out", str(tmp_path / "d")])
+    assert result.exit_code == 2 and "source folder is empty" in result.output
