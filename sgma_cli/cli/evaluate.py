@@ -1,10 +1,295 @@
-"""Placeholder for `sgma evaluate` (being built)."""
+"""Score a checkpoint on every combination of sensors: mIoU, F1 and per-class IoU per modality subset.
+
+Each tile is encoded once per sensor; every subset then costs only fusion and head, so all
+2^M - 1 subsets take little more than one pass. Prints the paper's table (● used, ○ missing)
+with Average / Top-1 / Last-1 rows, the robustness weight the model gives each sensor, and
+with --out writes metrics.json, subsets.csv, report.md and PNG plots.
+
+Examples:
+  sgma evaluate runs/sgma/best.pt --data data/potsdam --out reports/sgma
+  sgma evaluate best.pt --subsets "rgb,dsm;rgb" --json
+  sgma evaluate best.pt --compare runs/sum/best.pt --out reports/sgma-vs-sum
+  sgma evaluate best.pt --scene demo/scene --labels demo/scene/labels.tif
+"""
 
 from __future__ import annotations
 
-from sgma_cli.errors import UsageError
+import json
+import math
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    ProgressColumn,
+    Task,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.table import Table
+from rich.text import Text
+
+from sgma_cli.cli.console import console, err_console, warn
+from sgma_cli.engine.evaluate import CheckpointEvaluation, Progress as ProgressCallback, evaluate_checkpoint, evaluate_scene
+from sgma_cli.engine.report import (
+    MARK_OFF,
+    MARK_ON,
+    check_out_dir,
+    checkpoint_names,
+    column_summaries,
+    report_json,
+    robustness_table,
+    short_labels,
+    subset_label,
+    subset_rows,
+    write_report,
+)
+from sgma_cli.errors import CheckpointError, UsageError
+
+__all__ = ["command"]
 
 
-def command() -> None:
-    """Not available yet."""
-    raise UsageError("sgma evaluate is not available in this version yet")
+class _RateColumn(ProgressColumn):
+    """Batches per second."""
+
+    def render(self, task: Task) -> Text:
+        speed = task.finished_speed or task.speed
+        return Text("" if speed is None else f"{speed:.2f} batch/s", style="cyan")
+
+
+@contextmanager
+def _progress_bar(label: str) -> Iterator[ProgressCallback]:
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        _RateColumn(),
+        TimeElapsedColumn(),
+        TextColumn("eta"),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=err_console, transient=True) as bar:
+        task = bar.add_task(label, total=None)
+
+        def update(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total or None)
+
+        yield update
+
+
+def _where(evaluation: CheckpointEvaluation) -> str:
+    if evaluation.split == "scene":
+        return f"scene {evaluation.data_dir.name} ({evaluation.tiles} windows)"
+    return f"{evaluation.data_dir.name}/{evaluation.split} ({evaluation.tiles} tiles)"
+
+
+def _fmt(value: float) -> str:
+    return "–" if math.isnan(value) else f"{value:.2f}"
+
+
+def _subset_table(evaluation: CheckpointEvaluation, per_class: bool = True) -> Table:
+    """The paper's layout: a row per subset (● / ○), per-class IoU, mIoU, mF1, OA, then the summaries."""
+    rows = subset_rows(evaluation)
+    classes, modalities = evaluation.meta.class_names, list(evaluation.result.modalities)
+    short = short_labels(modalities)
+    table = Table(
+        title=f"{evaluation.checkpoint.name} on {_where(evaluation)} ({evaluation.seconds:.1f} s)",
+        caption="% · ● used ○ missing · " + ", ".join(f"{short[m]} = {m}" for m in modalities if short[m] != m),
+    )
+    table.add_column("", style="bold", no_wrap=True)
+    for m in modalities:
+        table.add_column(short[m], justify="center", no_wrap=True)
+    for c in classes if per_class else []:
+        table.add_column(c, justify="right", overflow="fold", min_width=6)
+    for name in ("mIoU", "mF1", "OA"):
+        table.add_column(name, justify="right", style="bold" if name == "mIoU" else None, min_width=6, no_wrap=True)
+    values = [[*(r.iou if per_class else ()), r.miou, r.mf1, r.oa] for r in rows]
+    best = [max((v for v in col if not math.isnan(v)), default=math.nan) for col in zip(*values)]
+    for row, vals in zip(rows, values):
+        cells = [Text(_fmt(v), style="bold green" if len(rows) > 1 and v == b else "") for v, b in zip(vals, best)]
+        table.add_row("", *(MARK_ON if on else MARK_OFF for on in row.marks), *cells)
+    table.add_section()
+    skip = 0 if per_class else len(classes)
+    for name, vals in column_summaries(rows).items():
+        table.add_row(name, *([""] * len(modalities)), *(_fmt(v) for v in vals[skip:]))
+    return table
+
+
+def _class_table(evaluation: CheckpointEvaluation) -> Table:
+    """IoU per class (rows) and subset (columns): the per-class part when the paper's layout is too wide."""
+    rows = subset_rows(evaluation)
+    short = short_labels(evaluation.result.modalities)
+    table = Table(title="IoU (%) per class and modality subset")
+    table.add_column("class", style="bold", no_wrap=True, max_width=max(8, console.width - 9 * len(rows) - 14))
+    for r in rows:
+        table.add_column("+".join(short[m] for m in r.subset), justify="right", min_width=5, no_wrap=True)
+    table.add_column("Average", justify="right", style="bold", no_wrap=True)
+    for k, name in enumerate(evaluation.meta.class_names):
+        vals = [r.iou[k] for r in rows]
+        finite = [v for v in vals if not math.isnan(v)]
+        table.add_row(name, *(_fmt(v) for v in vals), _fmt(sum(finite) / len(finite) if finite else math.nan))
+    return table
+
+
+def _print_subsets(evaluation: CheckpointEvaluation) -> None:
+    """One table in the paper's layout when the terminal is wide enough, else two narrower ones."""
+    M = len(evaluation.result.modalities)
+    width = 10 + 4 * M + sum(max(len(c), 6) + 3 for c in evaluation.meta.class_names) + 9 * 3
+    if width <= console.width:
+        console.print(_subset_table(evaluation))
+    else:
+        console.print(_subset_table(evaluation, per_class=False))
+        console.print(_class_table(evaluation))
+
+
+def _compare_table(evaluations: Sequence[CheckpointEvaluation]) -> Table:
+    """One row per subset (● / ○), one mIoU column per checkpoint, a Δ column per baseline."""
+    main = evaluations[0]
+    subsets, modalities = main.result.subsets, list(main.result.modalities)
+    short = short_labels(modalities)
+    names = checkpoint_names(evaluations)
+    table = Table(
+        title=f"mIoU (%) per modality subset, {main.split} split",
+        caption=f"Δ = {names[0]} minus the other checkpoint",
+    )
+    table.add_column("", style="bold")
+    for m in modalities:
+        table.add_column(short[m], justify="center")
+    for name in names:
+        table.add_column(name, justify="right")
+    for name in names[1:]:
+        table.add_column(f"Δ {name}", justify="right")
+    per = [{s: 100 * m.miou for s, m in zip(e.result.subsets, e.result.metrics)} for e in evaluations]
+    summaries = [e.result.summary for e in evaluations]
+    lines: list[tuple[str, tuple[str, ...], list[float]]] = [
+        ("", tuple(MARK_ON if m in s else MARK_OFF for m in modalities), [p.get(s, math.nan) for p in per]) for s in subsets
+    ]
+    blank = tuple("" for _ in modalities)
+    lines += [
+        ("Average", blank, [100 * x.average for x in summaries]),
+        ("Top-1", blank, [100 * x.top1 for x in summaries]),
+        ("Last-1", blank, [100 * x.last1 for x in summaries]),
+    ]
+    for i, (label, marks, vals) in enumerate(lines):
+        if i == len(subsets):
+            table.add_section()
+        deltas = [vals[0] - v for v in vals[1:]]
+        table.add_row(
+            label,
+            *marks,
+            *(_fmt(v) for v in vals),
+            *(Text("–" if math.isnan(d) else f"{d:+.2f}", style="green" if d > 0 else "red" if d < 0 else "") for d in deltas),
+        )
+    return table
+
+
+def _robustness_table(evaluation: CheckpointEvaluation) -> Table:
+    modalities, scales, weights = robustness_table(evaluation)
+    table = Table(title="mean robustness weight r_m", caption="all sensors present; higher = relied on")
+    table.add_column("modality", style="bold")
+    for s in scales:
+        table.add_column(s, justify="right")
+    for m, row in zip(modalities, weights):
+        table.add_row(m, *("–" if math.isnan(v) else f"{v:.3f}" for v in row))
+    return table
+
+
+def command(
+    checkpoint: Annotated[Path, typer.Argument(help="Checkpoint to evaluate (.pt written by sgma train).", dir_okay=False)],
+    *,
+    data: Annotated[
+        Path | None,
+        typer.Option("--data", help="Prepared dataset folder (default: the one the checkpoint was trained on).", file_okay=False),
+    ] = None,
+    split: Annotated[str, typer.Option("--split", help="Split to evaluate: train, val or test.")] = "test",
+    subsets: Annotated[
+        str, typer.Option("--subsets", help="'all' (every non-empty combination) or e.g. 'rgb,dsm;rgb'.")
+    ] = "all",
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", help="Report folder: metrics.json, subsets.csv, report.md, PNGs (existing files replaced).", file_okay=False),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print only the metrics JSON on stdout.")] = False,
+    compare: Annotated[
+        list[Path] | None,
+        typer.Option("--compare", help="Other checkpoint(s) to evaluate on the same tiles and subsets; repeatable.", dir_okay=False),
+    ] = None,
+    device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N.")] = "auto",
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Tiles per batch.", min=1)] = 8,
+    workers: Annotated[
+        int | None, typer.Option("--workers", help="Data loading processes (default: 0 on CPU, 4 on GPU).", min=0)
+    ] = None,
+    scene: Annotated[
+        Path | None,
+        typer.Option("--scene", help="Evaluate a whole scene folder (<modality>.tif) with predict's sliding windows.", file_okay=False, exists=True),
+    ] = None,
+    labels: Annotated[
+        Path | None, typer.Option("--labels", help="Labels of --scene: colour/class raster or polygons.", exists=True, dir_okay=False)
+    ] = None,
+    label_field: Annotated[str, typer.Option("--label-field", help="Class attribute of vector --labels.")] = "class",
+    window: Annotated[
+        int | None, typer.Option("--window", help="With --scene: window side in px (default: the training tile size).", min=32)
+    ] = None,
+    overlap: Annotated[float, typer.Option("--overlap", help="With --scene: window overlap fraction.", min=0.0, max=0.9)] = 0.25,
+) -> None:
+    """Evaluate a checkpoint on every modality subset."""
+    if split not in ("train", "val", "test"):
+        raise UsageError(f"--split {split!r}: use train, val or test")
+    if (scene is None) != (labels is None):
+        raise UsageError("--scene and --labels go together: the scene folder and its labels")
+    if scene is not None and data is not None:
+        raise UsageError("give either --data (tiles of a prepared split) or --scene/--labels (a whole scene)")
+    if out is not None:
+        check_out_dir(out)
+    evaluations: list[CheckpointEvaluation] = []
+    for path in [checkpoint, *(compare or [])]:
+        main = evaluations[0] if evaluations else None
+        chosen = main.result.subsets if main is not None else subsets
+        with _progress_bar(f"evaluating {path.name}") as progress:
+            if scene is not None and labels is not None:
+                evaluation = evaluate_scene(
+                    path, scene, labels, subsets=chosen, window=window, overlap=overlap, batch_size=batch_size,
+                    device=device, label_field=label_field, progress=progress,
+                )
+            else:
+                evaluation = evaluate_checkpoint(
+                    path, data_dir=main.data_dir if main is not None else data, split=split, subsets=chosen,
+                    device=device, batch_size=batch_size, workers=workers, progress=progress,
+                )
+            if main is not None:
+                if evaluation.meta.class_names != main.meta.class_names:
+                    raise CheckpointError(
+                        f"classes {evaluation.meta.class_names} differ from {main.checkpoint.name}'s "
+                        f"{main.meta.class_names}; only models of the same classes can be compared",
+                        path,
+                    )
+        evaluations.append(evaluation)
+        if evaluation.skipped:
+            where = "scene" if evaluation.split == "scene" else "dataset"
+            warn(f"{path.name}: the {where} has no {', '.join(evaluation.skipped)}; subsets using them were left out")
+    main, others = evaluations[0], evaluations[1:]
+    if as_json:
+        typer.echo(json.dumps(report_json(main, others), allow_nan=False))
+    else:
+        _print_subsets(main)
+        for other in others:
+            _print_subsets(other)
+        if others:
+            console.print(_compare_table(evaluations))
+        console.print(_robustness_table(main))
+        best = max(zip(main.result.subsets, main.result.metrics), key=lambda p: -1 if math.isnan(p[1].miou) else p[1].miou)
+        console.print(
+            f"Average {_fmt(100 * main.result.summary.average)} · Top-1 {_fmt(100 * main.result.summary.top1)} "
+            f"({subset_label(best[0])}) · Last-1 {_fmt(100 * main.result.summary.last1)} mIoU %"
+        )
+    if out is not None:
+        files = write_report(out, main, others)
+        err_console.print(f"report written to {out}: " + ", ".join(f.name for f in files))
+    elif not as_json:
+        err_console.print("add --out DIR for metrics.json, subsets.csv, report.md and plots", style="dim")
