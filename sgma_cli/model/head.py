@@ -2,10 +2,15 @@
 
 Each scale is projected to ``embed_dim`` channels by a per-pixel linear layer at its own
 resolution, upsampled to the finest scale (stride 4), concatenated, fused by a 1x1
-convolution with batch norm, and classified. Its cost grows with ``embed_dim²`` at 1/4
-resolution: at 512² the fuse layer alone is ``4·E²·128²`` MACs (38.7 G for E = 768,
-4.3 G for E = 256), and training runs the head twice (SGF and MAS branches) while
-``evaluate`` runs it once per modality subset; sgma defaults to E = 256 (docs/architecture.md).
+convolution with batch norm, and classified (SegFormer's decoder).
+
+Read literally, the fuse layer costs ``4·E²`` MACs per pixel at 1/4 resolution (38.7 G for
+E = 768 at 512², more than the backbone), and training runs the head twice while
+``evaluate`` runs it once per modality subset. Projection, upsampling and fuse are all
+linear and bilinear weights sum to 1, so ``W · cat_i(up(P_i f_i)) = Σ_i up((W_i P_i) f_i)``
+exactly: the forward composes each scale's projection with its slice of the fuse weight
+(an ``E x C_i`` matrix, computed once per call) and applies it at the scale's own
+resolution. Same parameters, same outputs, no ``E²`` work per pixel.
 """
 
 from __future__ import annotations
@@ -55,6 +60,22 @@ class MLPDecoder(nn.Module):
 
     def forward(self, features: Sequence[Tensor]) -> Tensor:
         """``[(B, C_i, H_i, W_i)]`` -> logits ``(B, K, H_1, W_1)``."""
+        size = features[0].shape[-2:]
+        E, S = self.fuse.out_channels, len(features)
+        fuse = self.fuse.weight.flatten(1)  # (E, S*E), scales concatenated coarsest first
+        fused: Tensor | None = None
+        for i, (proj, f) in enumerate(zip(self.project, features)):
+            w_i = fuse[:, (S - 1 - i) * E : (S - i) * E]  # (E, E): this scale's slice
+            weight = (w_i @ proj.weight.flatten(1))[:, :, None, None]  # (E, C_i, 1, 1)
+            y = F.conv2d(f, weight, w_i @ proj.bias)  # (B, E, H_i, W_i)
+            if i:
+                y = F.interpolate(y, size=size, mode="bilinear", align_corners=False)
+            fused = y if fused is None else fused + y
+        x = self.act(self.norm(fused))
+        return self.classifier(self.dropout(x))
+
+    def forward_unfolded(self, features: Sequence[Tensor]) -> Tensor:
+        """The decoder as written (project, upsample, concatenate, fuse), for reference."""
         size = features[0].shape[-2:]
         up = [
             F.interpolate(proj(f), size=size, mode="bilinear", align_corners=False) if i else proj(f)
