@@ -62,11 +62,13 @@ class ModalityAttention(nn.Module):
         return x.unflatten(-1, (self.num_heads, self.head_dim))
 
 
-def masked_softmax(scores: Tensor, available: Tensor, dim: int) -> Tensor:
-    """Softmax over ``dim`` where ``available`` is False gets weight 0.
+def masked_softmax(scores: Tensor, available: Tensor | None, dim: int) -> Tensor:
+    """Softmax over ``dim`` where ``available`` is False gets weight 0 (``None``: plain softmax).
 
     A slot with no available entry gets all-zero weights (never NaN, also in backward).
     """
+    if available is None:
+        return torch.softmax(scores, dim=dim)
     available = available.expand_as(scores)
     scores = scores.masked_fill(~available, float("-inf"))
     scores = scores.masked_fill(~available.any(dim=dim, keepdim=True), 0.0)

@@ -50,13 +50,13 @@ class SpatialPerceptron(ModalityAttention):
         num_heads: attention heads (paper: 8).
     """
 
-    def forward(self, prototypes: Tensor, keys: Tensor, values: Tensor, available: Tensor) -> Tensor:
+    def forward(self, prototypes: Tensor, keys: Tensor, values: Tensor, available: Tensor | None) -> Tensor:
         """Semantic-guided feature ``f_se``.
 
         Args:
             prototypes: ``(B, K, C)`` prototypes of the present modalities.
             keys: ``(B, N, h, M, d)`` projected keys, pixel-major; values likewise.
-            available: bool ``(B, N, M)``, the modalities that saw each pixel.
+            available: bool ``(B, N, M)``, the modalities that saw each pixel (``None``: all).
 
         Returns:
             ``(B, N, C)``.
@@ -64,8 +64,8 @@ class SpatialPerceptron(ModalityAttention):
         q = self.split_heads(self.q_proj(prototypes))  # (B, K, h, d): projected once per sample
         q = (q * self.scale).permute(0, 2, 3, 1)[:, None]  # (B, 1, h, d, K)
         scores = keys @ q  # (B, N, h, M, K)
-        attn = masked_softmax(scores, available[:, :, None, :, None], dim=3)
-        attn = attn.mean(dim=-1)  # (B, N, h, M): Eq. 7's mean over K, moved before out_proj
+        mask = None if available is None else available[:, :, None, :, None]
+        attn = masked_softmax(scores, mask, dim=3).mean(dim=-1)  # (B, N, h, M): Eq. 7's mean over K, moved before out_proj
         return self.out_proj(_weighted_values(attn, values))
 
 
@@ -77,13 +77,13 @@ class RobustnessPerceptron(ModalityAttention):
         num_heads: attention heads (paper: 4).
     """
 
-    def forward(self, query: Tensor, keys: Tensor, values: Tensor, available: Tensor) -> tuple[Tensor, Tensor]:
+    def forward(self, query: Tensor, keys: Tensor, values: Tensor, available: Tensor | None) -> tuple[Tensor, Tensor]:
         """Fused feature and robustness maps.
 
         Args:
             query: ``(B, N, C)`` semantic-guided feature ``f_se``.
             keys: ``(B, N, h, M, d)`` projected keys, pixel-major; values likewise.
-            available: bool ``(B, N, M)``.
+            available: bool ``(B, N, M)`` (``None``: all).
 
         Returns:
             ``f_SGF`` ``(B, N, C)`` and robustness ``r`` ``(B, N, M)`` (head-averaged
@@ -91,7 +91,7 @@ class RobustnessPerceptron(ModalityAttention):
         """
         q = self.split_heads(self.q_proj(query)) * self.scale  # (B, N, h, d)
         scores = (keys @ q[..., None])[..., 0]  # (B, N, h, M)
-        attn = masked_softmax(scores, available[:, :, None, :], dim=3)
+        attn = masked_softmax(scores, None if available is None else available[:, :, None, :], dim=3)
         return self.out_proj(_weighted_values(attn, values)), attn.mean(dim=2)
 
 
@@ -159,10 +159,13 @@ class SemanticGuidedFusion(nn.Module):
             ``f_SGF`` ``(B, C, H, W)`` (zero where no present modality saw the pixel) and
             robustness ``r`` ``(B, M_e, H, W)``.
         """
-        available = (cache["available"] & present[:, :, None]).transpose(1, 2)  # (B, N, M_e)
         prototypes = combine_prototypes(cache["prototypes"], present)  # (B, K, C)
+        available: Tensor | None = (cache["available"] & present[:, :, None]).transpose(1, 2)  # (B, N, M_e)
+        if bool(available.all()):
+            available = None  # every modality saw every pixel: plain softmax, no masking passes
         f_se = self.sp(prototypes, cache["sp_k"], cache["sp_v"], available)
         fused, robustness = self.rp(f_se, cache["rp_k"], cache["rp_v"], available)
-        fused = fused * available.any(dim=2, keepdim=True).to(fused.dtype)
+        if available is not None:
+            fused = fused * available.any(dim=2, keepdim=True).to(fused.dtype)
         B, N, C = fused.shape
         return fused.transpose(1, 2).reshape(B, C, *size), robustness.transpose(1, 2).unflatten(2, size)
