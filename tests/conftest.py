@@ -127,3 +127,64 @@ def dataset_factory(tmp_path: Path) -> Callable[..., Path]:
         return make_tiny_dataset(tmp_path / name, **kwargs)  # type: ignore[arg-type]
 
     return factory
+
+
+# --------------------------------------------------------------------- scenes (predict)
+TINY_SCENE_ORIGIN = (500000.0, 5800000.0)
+
+
+def make_tiny_scene(root: Path, size: int = 160, seed: int = 0, dsm_hole: bool = True) -> Path:
+    """Write a scene folder for ``sgma predict``: ``rgb.tif``, ``dsm.tif``, ``sar.tif``, ``labels.tif``.
+
+    RGB uint8 at 0.5 m and DSM float32 at 1 m (nodata -9999, with a hole in the bottom
+    right quarter, outside the SAR swath, when ``dsm_hole``) in EPSG:32633; SAR float32 dB
+    in EPSG:3857 at ~1.5 m whose swath (NaN outside) ends at the middle column of the scene. ``size`` is the
+    RGB side in pixels (even). ``labels.tif``: uint8 classes (``TINY_CLASSES``) on the RGB grid.
+    """
+    from rasterio.warp import Resampling, calculate_default_transform, reproject
+
+    rng = np.random.default_rng(seed)
+    root.mkdir(parents=True, exist_ok=True)
+    label = np.zeros((size, size), dtype=np.uint8)
+    for _ in range(max(4, size // 12)):
+        cls = rng.integers(1, 3)
+        y, x = rng.integers(0, size - 16, size=2)
+        h, w = rng.integers(8, 30, size=2)
+        label[y : y + h, x : x + w] = cls
+    x0, y0 = TINY_SCENE_ORIGIN
+    rgb_t = from_origin(x0, y0, 0.5, 0.5)
+    rgb = np.stack([np.where(label == 2, 60, 160), np.where(label == 2, 140, 150), np.full_like(label, 120)])
+    rgb = np.clip(rgb + rng.normal(0, 10, rgb.shape), 0, 255).astype(np.uint8)
+    with rasterio.open(root / "rgb.tif", "w", driver="GTiff", width=size, height=size, count=3, dtype="uint8",
+                       crs=TINY_CRS, transform=rgb_t) as dst:
+        dst.write(rgb)
+    with rasterio.open(root / "labels.tif", "w", driver="GTiff", width=size, height=size, count=1, dtype="uint8",
+                       crs=TINY_CRS, transform=rgb_t, nodata=255) as dst:
+        dst.write(label[None])
+    half = label[::2, ::2]
+    dsm = (np.where(half == 1, 12.0, np.where(half == 2, 8.0, 0.5)) + rng.normal(0, 0.5, half.shape)).astype(np.float32)
+    if dsm_hole:
+        dsm[size // 4 :, size // 4 :] = -9999.0
+    with rasterio.open(root / "dsm.tif", "w", driver="GTiff", width=size // 2, height=size // 2, count=1,
+                       dtype="float32", crs=TINY_CRS, transform=from_origin(x0, y0, 1.0, 1.0), nodata=-9999.0) as dst:
+        dst.write(dsm[None])
+    sar_src = (np.where(label == 1, -2.0, -15.0) + rng.normal(0, 1.0, label.shape)).astype(np.float32)
+    sar_src[:, size // 2 :] = np.nan  # the swath ends mid-scene
+    left, top = x0, y0
+    right, bottom = x0 + size * 0.5, y0 - size * 0.5
+    transform, width, height = calculate_default_transform(
+        TINY_CRS, "EPSG:3857", size, size, left, bottom, right, top, resolution=1.5 * 1.55
+    )
+    sar = np.full((1, height, width), np.nan, np.float32)
+    reproject(sar_src[None], sar, src_transform=rgb_t, src_crs=TINY_CRS, src_nodata=np.nan, dst_transform=transform,
+              dst_crs="EPSG:3857", dst_nodata=np.nan, resampling=Resampling.bilinear)
+    with rasterio.open(root / "sar.tif", "w", driver="GTiff", width=width, height=height, count=1, dtype="float32",
+                       crs="EPSG:3857", transform=transform, nodata=float("nan")) as dst:
+        dst.write(sar)
+    return root
+
+
+@pytest.fixture
+def tiny_scene(tmp_path: Path) -> Path:
+    """A 160 px scene folder (rgb 0.5 m, dsm 1 m with a hole, sar in EPSG:3857, swath ends mid-scene)."""
+    return make_tiny_scene(tmp_path / "scene")

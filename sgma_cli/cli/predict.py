@@ -1,10 +1,178 @@
-"""Placeholder for `sgma predict` (being built)."""
+"""Segment a whole scene with whichever of the checkpoint's sensors you have.
+
+Reads one raster per sensor (SCENE_DIR/<modality>.tif, as in the checkpoint, or
+--modality NAME=PATH), aligns every window to one reference grid on the fly, blends
+overlapping windows smoothly and writes a Cloud-Optimized GeoTIFF class map with the
+class colours and names (nodata where no chosen sensor saw the ground). Optional:
+class probabilities, confidence, per-sensor robustness maps and polygons (GeoPackage).
+
+Examples:
+  sgma predict demo/sample --checkpoint runs/sgma/best.pt --out map.tif
+  sgma predict demo/sample -c best.pt --modalities dsm,sar --out map_dsm_sar.tif --robustness
+  sgma predict -c best.pt --modality rgb=ortho.tif --modality sar=s1.tif --vectorize map.gpkg
+  sgma predict scene/ -c best.pt --gpus 4 --batch-size 16
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, Task, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+from rich.text import Text
+
+from sgma_cli.cli.console import console, err_console
+from sgma_cli.data.scene import Scene
+from sgma_cli.engine.predict import PredictJob, PredictResult, Progress as PredictProgress, run_predict
 from sgma_cli.errors import UsageError
 
+__all__ = ["command"]
 
-def command() -> None:
-    """Not available yet."""
-    raise UsageError("sgma predict is not available in this version yet")
+
+class _MegapixelRate(ProgressColumn):
+    """Scene megapixels per second (the task's ``mpix`` field over elapsed time)."""
+
+    def render(self, task: Task) -> Text:
+        elapsed = task.finished_time if task.finished else task.elapsed
+        mpix = task.fields.get("mpix", 0.0)
+        if not elapsed or not mpix:
+            return Text("-- MPix/s", style="cyan")
+        return Text(f"{mpix / elapsed:.2f} MPix/s", style="cyan")
+
+
+@contextmanager
+def _progress_bar() -> Iterator[Callable[[PredictProgress], None]]:
+    columns = (
+        TextColumn("predicting"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("windows"),
+        _MegapixelRate(),
+        TimeElapsedColumn(),
+        TextColumn("eta"),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=err_console, transient=True) as bar:
+        task = bar.add_task("predict", total=None, mpix=0.0)
+
+        def update(p: PredictProgress) -> None:
+            bar.update(task, completed=p.windows_done, total=p.windows_total, mpix=p.megapixels_done)
+
+        yield update
+
+
+def _parse_pairs(pairs: list[str]) -> dict[str, Path]:
+    files: dict[str, Path] = {}
+    for text in pairs:
+        name, sep, where = text.partition("=")
+        if not sep or not name.strip() or not where.strip():
+            raise UsageError(f"--modality {text!r}: expected NAME=PATH, e.g. sar=s1_scene.tif")
+        if name.strip() in files:
+            raise UsageError(f"--modality {name.strip()!r} given twice")
+        files[name.strip()] = Path(where.strip())
+    return files
+
+
+def _parse_resolution(text: str) -> str | float:
+    if text in ("checkpoint", "native"):
+        return text
+    try:
+        return float(text)
+    except ValueError:
+        raise UsageError(f"--resolution {text!r}: use checkpoint, native or a pixel size such as 0.5") from None
+
+
+def _describe_scene(scene: Scene) -> None:
+    g = scene.grid
+    crs = "no CRS" if g.crs is None else (f"EPSG:{g.crs.to_epsg()}" if g.crs.to_epsg() else g.crs.to_string())
+    err_console.print(
+        f"scene: {g.width} x {g.height} px at {g.resolution[0]:g} ({crs}), sensors: {', '.join(scene.names)} "
+        f"(grid of {scene.reference})"
+    )
+    for note in scene.notes[1:]:
+        err_console.print(f"  {note}", style="dim")
+
+
+def _render(result: PredictResult) -> None:
+    total = sum(result.class_pixels.values()) + result.nodata_pixels
+    table = Table(title="Predicted classes", title_justify="left")
+    table.add_column("class")
+    table.add_column("pixels", justify="right")
+    table.add_column("share", justify="right")
+    for name, count in result.class_pixels.items():
+        table.add_row(name, f"{count:,}", f"{100 * count / max(total, 1):.1f} %")
+    if result.nodata_pixels:
+        table.add_row(Text("nodata (no sensor)", style="dim"), f"{result.nodata_pixels:,}",
+                      f"{100 * result.nodata_pixels / max(total, 1):.1f} %")
+    console.print(table)
+    for kind, path in result.outputs.items():
+        extra = f" ({result.polygons} polygons)" if kind == "vectors" and result.polygons is not None else ""
+        console.print(f"{kind:>13}: {path}{extra}")
+    rate = total / 1e6 / max(result.seconds, 1e-9)
+    console.print(
+        f"{result.windows} {result.notes[-1]}; {total / 1e6:.2f} MPix in {result.seconds:.1f} s ({rate:.2f} MPix/s)"
+    )
+
+
+def command(
+    scene_dir: Annotated[
+        Path | None,
+        typer.Argument(help="Folder with one raster per sensor, named as in the checkpoint (rgb.tif, dsm.tif, ...).",
+                       show_default=False),
+    ] = None,
+    *,
+    checkpoint: Annotated[Path, typer.Option("--checkpoint", "-c", help="Trained sgma checkpoint (.pt).")],
+    modalities: Annotated[
+        str | None, typer.Option("--modalities", "-m", help="Use only these sensors, e.g. rgb,sar (default: all present).")
+    ] = None,
+    modality: Annotated[
+        list[str] | None, typer.Option("--modality", help="NAME=PATH of one sensor raster (repeatable; wins over SCENE_DIR).")
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option("--out", "-o", help="Class map GeoTIFF (default: ./<SCENE_DIR name>_prediction.tif).")
+    ] = None,
+    window: Annotated[
+        int | None,
+        typer.Option(help="Window side in pixels, a multiple of 32 (default: the checkpoint's tile size, else 512).",
+                     show_default=False),
+    ] = None,
+    overlap: Annotated[float, typer.Option(help="Fraction of a window shared with its neighbours (0-0.9).")] = 0.25,
+    batch_size: Annotated[int, typer.Option("--batch-size", "-b", help="Windows per forward pass.")] = 8,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
+    gpus: Annotated[int, typer.Option(help="Split windows over N GPUs (one process each, one writer).")] = 1,
+    nproc: Annotated[int, typer.Option(help="With --device cpu: split windows over N CPU processes.")] = 1,
+    precision: Annotated[str, typer.Option(help="auto (bf16 autocast on CUDA), bf16 or fp32.")] = "auto",
+    probabilities: Annotated[bool, typer.Option("--probabilities", help="Also write OUT.probabilities.tif (percent per class).")] = False,
+    confidence: Annotated[bool, typer.Option("--confidence", help="Also write OUT.confidence.tif (max probability, percent).")] = False,
+    robustness: Annotated[bool, typer.Option("--robustness", help="Also write OUT.robustness.tif (RP weight per used sensor, percent).")] = False,
+    vectorize: Annotated[Path | None, typer.Option(help="Also write class polygons to this GeoPackage.")] = None,
+    min_area: Annotated[float, typer.Option("--min-area", help="Smallest polygon for --vectorize, in CRS units² (m²).")] = 0.0,
+    resolution: Annotated[
+        str, typer.Option(help="Output pixel size: checkpoint (the training resolution), native (finest sensor) or a number.")
+    ] = "checkpoint",
+    extent: Annotated[str, typer.Option(help="reference (the finest sensor's footprint) or union (all chosen sensors).")] = "reference",
+) -> None:
+    """Segment a whole scene with whichever of the checkpoint's sensors you have."""
+    files = _parse_pairs(modality or [])
+    if extent not in ("reference", "union"):
+        raise UsageError(f"--extent {extent!r}: use reference or union")
+    if precision not in ("auto", "bf16", "fp32"):
+        raise UsageError(f"--precision {precision!r}: use auto, bf16 or fp32")
+    chosen = [m.strip() for m in modalities.split(",") if m.strip()] if modalities else None
+    if modalities is not None and not chosen:
+        raise UsageError("--modalities is empty; give sensor names such as rgb,sar")
+    if out is None:
+        out = Path(f"{(scene_dir.resolve().name if scene_dir else 'scene')}_prediction.tif")
+    job = PredictJob(
+        checkpoint=checkpoint, scene_dir=scene_dir, out=out, files=files, modalities=chosen, window=window,
+        overlap=overlap, batch_size=batch_size, device=device, gpus=gpus, nproc=nproc, precision=precision,
+        probabilities=probabilities, confidence=confidence, robustness=robustness, vectorize=vectorize,
+        min_area=min_area, resolution=_parse_resolution(resolution), extent=extent,  # type: ignore[arg-type]
+    )
+    with _progress_bar() as update:
+        result = run_predict(job, progress=update, on_scene=_describe_scene)
+    _render(result)
