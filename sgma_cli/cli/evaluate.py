@@ -19,7 +19,7 @@ import math
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.progress import (
@@ -36,20 +36,22 @@ from rich.table import Table
 from rich.text import Text
 
 from sgma_cli.cli.console import console, err_console, warn
-from sgma_cli.engine.evaluate import CheckpointEvaluation, Progress as ProgressCallback, evaluate_checkpoint, evaluate_scene
-from sgma_cli.engine.report import (
-    MARK_OFF,
-    MARK_ON,
-    check_out_dir,
-    checkpoint_names,
-    column_summaries,
-    report_json,
-    robustness_table,
-    short_labels,
-    subset_label,
-    subset_rows,
-    write_report,
-)
+
+if TYPE_CHECKING:
+    from sgma_cli.engine.evaluate import CheckpointEvaluation, Progress as ProgressCallback, evaluate_checkpoint, evaluate_scene
+    from sgma_cli.engine.report import (
+        MARK_OFF,
+        MARK_ON,
+        check_out_dir,
+        checkpoint_names,
+        column_summaries,
+        report_json,
+        robustness_table,
+        short_labels,
+        subset_label,
+        subset_rows,
+        write_report,
+    )
 from sgma_cli.errors import CheckpointError, UsageError
 
 __all__ = ["command"]
@@ -95,6 +97,8 @@ def _fmt(value: float) -> str:
 
 def _subset_table(evaluation: CheckpointEvaluation, per_class: bool = True) -> Table:
     """The paper's layout: a row per subset (● / ○), per-class IoU, mIoU, mF1, OA, then the summaries."""
+    from sgma_cli.engine.report import MARK_OFF, MARK_ON, column_summaries, short_labels, subset_rows
+
     rows = subset_rows(evaluation)
     classes, modalities = evaluation.meta.class_names, list(evaluation.result.modalities)
     short = short_labels(modalities)
@@ -123,6 +127,8 @@ def _subset_table(evaluation: CheckpointEvaluation, per_class: bool = True) -> T
 
 def _class_table(evaluation: CheckpointEvaluation) -> Table:
     """IoU per class (rows) and subset (columns): the per-class part when the paper's layout is too wide."""
+    from sgma_cli.engine.report import short_labels, subset_rows
+
     rows = subset_rows(evaluation)
     short = short_labels(evaluation.result.modalities)
     table = Table(title="IoU (%) per class and modality subset")
@@ -150,6 +156,8 @@ def _print_subsets(evaluation: CheckpointEvaluation) -> None:
 
 def _compare_table(evaluations: Sequence[CheckpointEvaluation]) -> Table:
     """One row per subset (● / ○), one mIoU column per checkpoint, a Δ column per baseline."""
+    from sgma_cli.engine.report import MARK_OFF, MARK_ON, checkpoint_names, short_labels
+
     main = evaluations[0]
     subsets, modalities = main.result.subsets, list(main.result.modalities)
     short = short_labels(modalities)
@@ -190,6 +198,8 @@ def _compare_table(evaluations: Sequence[CheckpointEvaluation]) -> Table:
 
 
 def _robustness_table(evaluation: CheckpointEvaluation) -> Table:
+    from sgma_cli.engine.report import robustness_table
+
     modalities, scales, weights = robustness_table(evaluation)
     table = Table(title="mean robustness weight r_m", caption="all sensors present; higher = relied on")
     table.add_column("modality", style="bold")
@@ -239,6 +249,9 @@ def command(
     overlap: Annotated[float, typer.Option("--overlap", help="With --scene: window overlap fraction.", min=0.0, max=0.9)] = 0.25,
 ) -> None:
     """Evaluate a checkpoint on every modality subset."""
+    from sgma_cli.engine.evaluate import CheckpointEvaluation, evaluate_checkpoint, evaluate_scene
+    from sgma_cli.engine.report import check_out_dir, report_json, subset_label, write_report
+
     if split not in ("train", "val", "test"):
         raise UsageError(f"--split {split!r}: use train, val or test")
     if (scene is None) != (labels is None):

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from sgma_cli.errors import UsageError
-from sgma_cli.model.config import ModalitySpec
+
+if TYPE_CHECKING:
+    from sgma_cli.model.config import ModalitySpec
 
 __all__ = ["KNOWN_BANDS", "parse_modalities"]
 
@@ -18,6 +22,8 @@ def parse_modalities(text: str) -> list[ModalitySpec]:
     A number N gives the first N of rgb, dsm, nir, sar, depth, event, lidar. A name
     without ``:bands`` takes its usual band count (1 if the name is not a known sensor).
     """
+    from sgma_cli.model.config import ModalitySpec
+
     text = text.strip()
     if text.isdigit():
         count = int(text)

@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, Task, TextColumn, TimeElapsedColumn, TimeRemainingColumn
@@ -26,8 +26,10 @@ from rich.table import Table
 from rich.text import Text
 
 from sgma_cli.cli.console import console, err_console
-from sgma_cli.data.scene import Scene
-from sgma_cli.engine.predict import PredictJob, PredictResult, Progress as PredictProgress, run_predict
+
+if TYPE_CHECKING:
+    from sgma_cli.data.scene import Scene
+    from sgma_cli.engine.predict import PredictJob, PredictResult, Progress as PredictProgress, run_predict
 from sgma_cli.errors import UsageError
 
 __all__ = ["command"]
@@ -46,6 +48,8 @@ class _MegapixelRate(ProgressColumn):
 
 @contextmanager
 def _progress_bar() -> Iterator[Callable[[PredictProgress], None]]:
+    from sgma_cli.engine.predict import Progress as PredictProgress
+
     columns = (
         TextColumn("predicting"),
         BarColumn(),
@@ -157,6 +161,8 @@ def command(
     extent: Annotated[str, typer.Option(help="reference (the finest sensor's footprint) or union (all chosen sensors).")] = "reference",
 ) -> None:
     """Segment a whole scene with whichever of the checkpoint's sensors you have."""
+    from sgma_cli.engine.predict import PredictJob, run_predict
+
     files = _parse_pairs(modality or [])
     if extent not in ("reference", "union"):
         raise UsageError(f"--extent {extent!r}: use reference or union")

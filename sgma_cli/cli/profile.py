@@ -8,15 +8,17 @@ from __future__ import annotations
 
 import json
 from enum import Enum
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
 
 from sgma_cli.cli.console import console, err_console
 from sgma_cli.cli.options import parse_modalities
-from sgma_cli.engine.profile import FUSION_PARTS, ProfileReport, profile_model
-from sgma_cli.model.config import SGMAConfig
+
+if TYPE_CHECKING:
+    from sgma_cli.engine.profile import FUSION_PARTS, ProfileReport, profile_model
+    from sgma_cli.model.config import SGMAConfig
 
 
 class Fusion(str, Enum):
@@ -43,6 +45,8 @@ def _g(value: int) -> str:
 
 
 def _table(report: ProfileReport) -> Table:
+    from sgma_cli.engine.profile import FUSION_PARTS
+
     cfg = report.config
     names = ", ".join(m["name"] for m in cfg["modalities"])
     table = Table(
@@ -86,6 +90,9 @@ def command(
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object instead of the table.")] = False,
 ) -> None:
     """Count parameters and compute (MACs) of an SGMA model per component, like Table IX."""
+    from sgma_cli.engine.profile import profile_model
+    from sgma_cli.model.config import SGMAConfig
+
     specs = parse_modalities(modalities)
     try:
         config = SGMAConfig(

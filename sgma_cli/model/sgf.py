@@ -161,7 +161,7 @@ class SemanticGuidedFusion(nn.Module):
         """
         prototypes = combine_prototypes(cache["prototypes"], present)  # (B, K, C)
         available: Tensor | None = (cache["available"] & present[:, :, None]).transpose(1, 2)  # (B, N, M_e)
-        if bool(available.all()):
+        if available.device.type != "meta" and bool(available.all()):
             available = None  # every modality saw every pixel: plain softmax, no masking passes
         f_se = self.sp(prototypes, cache["sp_k"], cache["sp_v"], available)
         fused, robustness = self.rp(f_se, cache["rp_k"], cache["rp_v"], available)
