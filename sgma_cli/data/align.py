@@ -12,12 +12,10 @@ from __future__ import annotations
 
 import math
 import warnings
-from dataclasses import dataclass
 from types import TracebackType
 
 import numpy as np
 import rasterio
-from affine import Affine
 from rasterio.crs import CRS
 from rasterio.enums import Resampling
 from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
@@ -25,7 +23,7 @@ from rasterio.vrt import WarpedVRT
 from rasterio.warp import calculate_default_transform, transform_bounds
 from rasterio.windows import Window
 
-from sgma_cli.data.raster import RasterInfo, open_raster
+from sgma_cli.data.raster import Grid, RasterInfo, open_raster
 from sgma_cli.errors import RasterError, UsageError
 
 __all__ = ["Grid", "reference_grid", "check_overlap", "AlignedReader", "RESAMPLING"]
@@ -33,39 +31,6 @@ __all__ = ["Grid", "reference_grid", "check_overlap", "AlignedReader", "RESAMPLI
 RESAMPLING = {r.name: r for r in (Resampling.nearest, Resampling.bilinear, Resampling.cubic,
                                     Resampling.cubic_spline, Resampling.lanczos, Resampling.average,
                                     Resampling.mode)}
-
-
-@dataclass(frozen=True)
-class Grid:
-    """A pixel grid: ``crs`` (``None`` = plain image), ``transform``, ``width`` x ``height``."""
-
-    crs: CRS | None
-    transform: Affine
-    width: int
-    height: int
-
-    @property
-    def bounds(self) -> tuple[float, float, float, float]:
-        """``(left, bottom, right, top)``."""
-        left, top = self.transform @ (0, 0)
-        right, bottom = self.transform @ (self.width, self.height)
-        return (min(left, right), min(bottom, top), max(left, right), max(bottom, top))
-
-    @property
-    def resolution(self) -> tuple[float, float]:
-        """Pixel size ``(x, y)``, positive."""
-        return (abs(self.transform.a), abs(self.transform.e))
-
-    def window_transform(self, window: Window) -> Affine:
-        """Affine of a window of this grid."""
-        return self.transform @ Affine.translation(window.col_off, window.row_off)
-
-    def window_bounds(self, window: Window) -> tuple[float, float, float, float]:
-        """``(left, bottom, right, top)`` of a window."""
-        t = self.window_transform(window)
-        left, top = t @ (0, 0)
-        right, bottom = t @ (window.width, window.height)
-        return (min(left, right), min(bottom, top), max(left, right), max(bottom, top))
 
 
 def reference_grid(info: RasterInfo, resolution: float | None = None, crs: str | None = None) -> Grid:
@@ -82,7 +47,7 @@ def reference_grid(info: RasterInfo, resolution: float | None = None, crs: str |
     if info.crs is None:
         if resolution is not None or crs is not None:
             raise UsageError("--resolution/--crs need georeferenced rasters; the reference has no CRS", info.path)
-        return Grid(None, info.transform, info.width, info.height)
+        return info.grid
     if resolution is not None and resolution <= 0:
         raise UsageError(f"--resolution must be > 0, got {resolution}")
     dst_crs = info.crs
@@ -92,7 +57,7 @@ def reference_grid(info: RasterInfo, resolution: float | None = None, crs: str |
         except (rasterio.errors.CRSError, ValueError):
             raise UsageError(f"--crs {crs!r} is not a CRS rasterio knows (try EPSG:32633)") from None
     if dst_crs == info.crs and resolution is None:
-        return Grid(info.crs, info.transform, info.width, info.height)
+        return info.grid
     transform, width, height = calculate_default_transform(
         info.crs, dst_crs, info.width, info.height, *info.bounds, resolution=resolution
     )

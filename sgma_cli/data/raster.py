@@ -20,7 +20,38 @@ from rasterio.windows import Window
 
 from sgma_cli.errors import RasterError
 
-__all__ = ["RasterInfo", "inspect_raster", "open_raster"]
+__all__ = ["Grid", "RasterInfo", "inspect_raster", "open_raster"]
+
+
+@dataclass(frozen=True)
+class Grid:
+    """A pixel grid: ``crs`` (``None`` = plain image), ``transform``, ``width`` x ``height``."""
+
+    crs: CRS | None
+    transform: Affine
+    width: int
+    height: int
+
+    @property
+    def bounds(self) -> tuple[float, float, float, float]:
+        """``(left, bottom, right, top)``."""
+        left, top = self.transform @ (0, 0)
+        right, bottom = self.transform @ (self.width, self.height)
+        return (min(left, right), min(bottom, top), max(left, right), max(bottom, top))
+
+    @property
+    def resolution(self) -> tuple[float, float]:
+        """Pixel size ``(x, y)``, positive."""
+        return (abs(self.transform.a), abs(self.transform.e))
+
+    def window_transform(self, window: Window) -> Affine:
+        """Affine of a window of this grid."""
+        return self.transform @ Affine.translation(window.col_off, window.row_off)
+
+    def window_bounds(self, window: Window) -> tuple[float, float, float, float]:
+        """``(left, bottom, right, top)`` of a window."""
+        return Grid(self.crs, self.window_transform(window), int(window.width), int(window.height)).bounds
+
 
 
 @dataclass(frozen=True)
@@ -55,16 +86,19 @@ class RasterInfo:
         return self.crs is not None
 
     @property
+    def grid(self) -> Grid:
+        """The raster's own pixel grid."""
+        return Grid(self.crs, self.transform, self.width, self.height)
+
+    @property
     def resolution(self) -> tuple[float, float]:
         """Pixel size ``(x, y)`` in CRS units (positive)."""
-        return (abs(self.transform.a), abs(self.transform.e))
+        return self.grid.resolution
 
     @property
     def bounds(self) -> tuple[float, float, float, float]:
         """``(left, bottom, right, top)`` in CRS units."""
-        left, top = self.transform @ (0, 0)
-        right, bottom = self.transform @ (self.width, self.height)
-        return (min(left, right), min(bottom, top), max(left, right), max(bottom, top))
+        return self.grid.bounds
 
     @property
     def crs_text(self) -> str:
