@@ -70,14 +70,14 @@ def _progress_bar() -> Iterator[Callable[[PredictProgress], None]]:
 
 
 def _parse_pairs(pairs: list[str]) -> dict[str, Path]:
+    from sgma_cli.data.discovery import parse_modality_option
+
     files: dict[str, Path] = {}
     for text in pairs:
-        name, sep, where = text.partition("=")
-        if not sep or not name.strip() or not where.strip():
-            raise UsageError(f"--modality {text!r}: expected NAME=PATH, e.g. sar=s1_scene.tif")
-        if name.strip() in files:
-            raise UsageError(f"--modality {name.strip()!r} given twice")
-        files[name.strip()] = Path(where.strip())
+        name, where = parse_modality_option(text)
+        if name in files:
+            raise UsageError(f"--modality {name!r} given twice")
+        files[name] = Path(where)
     return files
 
 
