@@ -1,17 +1,11 @@
 """One training forward and its loss: SGF + MAS (Algorithm 1 lines 1-27), DDP-exact.
 
-The forward follows :meth:`SGMA.forward_train` step by step (encode once, fuse the SGF
-subset, MAS probabilities from the SGF robustness maps, one sampled modality per scale and
-sample, both branches through the head as one batch), with two differences:
-
-* the MAS draw turns per-sample uniforms ``mas_u`` ``(B, S)`` (from
-  :class:`~sgma_cli.engine.train_state.SeededSamples`) into a modality by inverse CDF,
-  so a sample draws the same modality whatever batch or rank it lands in (a shared
-  ``torch.Generator`` draws differently for a batch of 2b than for two batches of b);
-  with ``mas_granularity="batch"`` the distribution is averaged over the global batch;
-* under modality dropout the MAS distribution only covers the modalities present in the
-  SGF branch (``forward_train`` uses availability alone, so a dropped modality with
-  robustness 0 would get ``1/eps`` weight).
+:class:`TrainForward` wraps :meth:`SGMA.forward_train` in a module, because DDP hooks
+``forward``. The MAS draws come from per-sample uniforms ``mas_u`` ``(B, S)`` (from
+:class:`~sgma_cli.engine.train_state.SeededSamples`), so a sample draws the same modality
+whatever batch or rank it lands in (a shared ``torch.Generator`` draws differently for a
+batch of 2b than for two batches of b); with ``mas_granularity="batch"`` the rank-shared
+``batch_u`` draws once from the distribution averaged over the global batch.
 
 The loss is ``λ_SGF·CE(SGF) + λ_MAS·CE(MAS)``, each a mean over the pixels that are
 labelled and seen by the branch's modalities. The mean's denominator is the pixel count
@@ -28,10 +22,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from sgma_cli.model.mas import mas_probabilities
 from sgma_cli.model.sgma import SGMA
 
-__all__ = ["StepOutput", "TrainForward", "inverse_cdf", "branch_loss"]
+__all__ = ["StepOutput", "TrainForward", "branch_loss"]
 
 #: ``reduce(tensor) -> tensor`` summing over ranks (identity on one process).
 Reduce = Callable[[Tensor], Tensor]
@@ -54,18 +47,6 @@ class StepOutput:
     valid_sgf: Tensor
     valid_mas: Tensor | None
     mas_probs: Tensor | None
-
-
-def inverse_cdf(probs: Tensor, uniforms: Tensor) -> Tensor:
-    """Index per row of ``probs`` ``(B, M)`` drawn with ``uniforms`` ``(B,)`` in [0, 1).
-
-    Zero-probability entries are never chosen (the CDF does not step there).
-    """
-    cdf = probs.detach().double().cumsum(dim=1)  # (B, M)
-    target = uniforms.to(cdf) * cdf[:, -1]
-    index = torch.arange(probs.shape[1], device=probs.device)
-    last_positive = torch.where(probs.detach() > 0, index, torch.zeros_like(index)).amax(dim=1)  # u == 1 guard
-    return torch.minimum((cdf <= target[:, None]).sum(dim=1), last_positive)
 
 
 class TrainForward(nn.Module):
@@ -100,35 +81,17 @@ class TrainForward(nn.Module):
             batch_u: ``(S,)`` uniforms shared by all ranks for ``mas_granularity="batch"``.
             reduce: sum over ranks, for the global batch-mean distribution.
         """
-        model = self.model
-        enc = model.encode(images, mask)
-        sgf = model.fuse(enc, present)
         if not self.mas:
-            (logits,) = model.decode([sgf], enc.image_size)
-            return StepOutput(logits, None, sgf.valid, None, None)
-        idx = list(enc.modalities)
-        B, M = mask.shape[:2]
-        used = present.to(torch.bool)[:, idx]  # (B, M_e)
-        probs, choices = [], []
-        for scale, (cache, size, r) in enumerate(zip(enc.scales, enc.sizes, sgf.robustness)):
-            available = cache["available"].unflatten(2, size) & used[:, :, None, None]  # (B, M_e, h, w)
-            p = torch.zeros(B, M, device=r.device)
-            p[:, idx] = mas_probabilities(r[:, idx].detach(), available)
-            probs.append(p)
-            if model.mas_granularity == "batch":
-                total = p.sum(dim=0, keepdim=True)
-                count = torch.tensor([float(B)], device=p.device)
-                if reduce is not None:
-                    total, count = reduce(total.clone()), reduce(count)
-                if batch_u is None:
-                    raise ValueError("mas_granularity='batch' needs batch_u, one uniform per scale")
-                choice = inverse_cdf(total / count, batch_u[scale : scale + 1]).expand(B)
-            else:
-                choice = inverse_cdf(p, mas_u[:, scale])
-            choices.append(choice.to(p.device))
-        mas = model.fuse(enc, F.one_hot(torch.stack(choices), M).bool())  # (S, B, M) subsets
-        logits_sgf, logits_mas = model.decode([sgf, mas], enc.image_size)
-        return StepOutput(logits_sgf, logits_mas, sgf.valid, mas.valid, torch.stack(probs))
+            out = self.model(images, mask, present)
+            return StepOutput(out.logits, None, out.valid, None, None)
+        if self.model.mas_granularity == "batch":
+            if batch_u is None:
+                raise ValueError("mas_granularity='batch' needs batch_u, one uniform per scale")
+            uniforms = batch_u[:, None].expand(-1, mas_u.shape[0])
+        else:
+            uniforms = mas_u.T
+        out = self.model.forward_train(images, mask, present, uniforms=uniforms, reduce=reduce)
+        return StepOutput(out.logits_sgf, out.logits_mas, out.valid_sgf, out.valid_mas, out.mas_probs)
 
 
 def branch_loss(

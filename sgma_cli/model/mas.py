@@ -3,7 +3,9 @@
 From SGF's robustness maps ``r_m`` MAS derives, per scale, a distribution over modalities
 that favours the less-trusted ones: ``r̂_m = (1/r_m) / Σ_m' (1/r_m')`` per pixel, averaged
 over the pixels into ``s_m``. One modality ``m*`` is drawn from ``s`` per sample and per
-scale (or once per batch), and that modality alone goes through the same SGF path.
+scale (or once per batch, from the batch-mean distribution), and that modality alone goes
+through the same SGF path. Draws take uniforms rather than a generator so that training
+can seed them per sample (see :func:`sample_modalities`).
 """
 
 from __future__ import annotations
@@ -43,21 +45,17 @@ def mas_probabilities(robustness: Tensor, available: Tensor, eps: float = 1e-6) 
     return probs / probs.sum(dim=1, keepdim=True)
 
 
-def sample_modalities(
-    probs: Tensor,
-    generator: torch.Generator | None = None,
-    granularity: MASGranularity = "sample",
-) -> Tensor:
-    """Draw one modality index per sample ``(B,)`` from ``probs`` ``(B, M)``.
+def sample_modalities(probs: Tensor, uniforms: Tensor) -> Tensor:
+    """Draw one modality index per row of ``probs`` ``(B, M)`` from ``uniforms`` ``(B,)`` in [0, 1).
 
-    Sampling runs on the CPU so a seeded CPU ``generator`` reproduces it on any device.
-    ``granularity="batch"`` draws once from the batch-mean distribution for all samples.
+    Inverse-CDF sampling: a sample's draw depends only on its own probabilities and its
+    own uniform, not on the batch it lands in, so seeded per-sample uniforms reproduce the
+    same draws whatever the batch size or the number of processes. Modalities with zero
+    probability are never drawn.
     """
-    p = probs.detach().float().cpu()
-    if granularity == "batch":
-        choice = torch.multinomial(p.mean(dim=0), 1, generator=generator).expand(p.shape[0])
-    elif granularity == "sample":
-        choice = torch.multinomial(p, 1, generator=generator)[:, 0]
-    else:
-        raise ValueError(f"unknown MAS granularity {granularity!r}; use 'sample' or 'batch'")
-    return choice.to(probs.device)
+    p = probs.detach().double()
+    cdf = p.cumsum(dim=1)  # (B, M)
+    target = uniforms.to(cdf) * cdf[:, -1]
+    index = torch.arange(p.shape[1], device=p.device)
+    last_positive = torch.where(p > 0, index, torch.zeros_like(index)).amax(dim=1)  # guards u -> 1
+    return torch.minimum((cdf <= target[:, None]).sum(dim=1), last_positive)

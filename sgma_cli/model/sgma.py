@@ -16,7 +16,7 @@ the attention keys and prototype sums at the pixels it did not see.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import torch
@@ -84,6 +84,8 @@ class SGMA(nn.Module):
             raise ValueError("SGMA needs at least one modality")
         if num_classes < 2:
             raise ValueError(f"num_classes must be at least 2, got {num_classes}")
+        if mas_granularity not in ("sample", "batch"):
+            raise ValueError(f"unknown MAS granularity {mas_granularity!r}; use 'sample' or 'batch'")
         dd = {"device": device, "dtype": dtype}
         self.modality_names = tuple(name for name, _ in modalities)
         self.modality_bands = tuple(int(bands) for _, bands in modalities)
@@ -222,26 +224,51 @@ class SGMA(nn.Module):
         images: Mapping[str, Tensor],
         mask: Tensor | None = None,
         present: Subset = None,
+        uniforms: Tensor | None = None,
         generator: torch.Generator | None = None,
+        reduce: Callable[[Tensor], Tensor] | None = None,
     ) -> TrainOutput:
         """Training forward with both branches (Algorithm 1, lines 1-27).
 
         The SGF branch fuses ``present`` (default: all given modalities); MAS draws one
-        modality per scale and sample from the SGF robustness maps and sends it alone
-        through the same fusion. Both branches share the backbone features; their
-        features go through the head as one batch.
+        modality per scale and sample from the SGF robustness maps, among the modalities
+        that branch used, and sends it alone through the same fusion. Both branches share
+        the backbone features; their features go through the head as one batch.
+
+        Args:
+            images: ``{name: (B, bands, H, W)}``.
+            mask: optional bool ``(B, M, H, W)`` availability.
+            present: the SGF subset (see :meth:`fuse`), e.g. per sample under modality dropout.
+            uniforms: ``(S, B)`` in [0, 1) driving the MAS draws (default: drawn from
+                ``generator``). With ``mas_granularity="batch"`` column 0 draws for the
+                whole batch: pass the same values on every process.
+            generator: random source when ``uniforms`` is not given.
+            reduce: sums a tensor over processes (DDP); with ``"batch"`` granularity the
+                distribution is then the mean over the global batch.
         """
         enc = self.encode(images, mask)
         sgf = self.fuse(enc, present)
         idx = list(enc.modalities)
-        B, M = enc.available.shape[0], len(self.modality_names)
+        B, M, S = enc.available.shape[0], len(self.modality_names), len(enc.scales)
+        device = enc.available.device
+        if uniforms is None:
+            uniforms = torch.rand(S, B, generator=generator).to(device)
         probs, choices = [], []
-        for cache, size, r in zip(enc.scales, enc.sizes, sgf.robustness):
-            available = cache["available"].unflatten(2, size)  # (B, M_e, h, w)
-            p = torch.zeros(B, M, device=r.device)
+        for scale, (cache, size, r) in enumerate(zip(enc.scales, enc.sizes, sgf.robustness)):
+            used = sgf.present[scale][:, idx]  # (B, M_e): only the modalities the SGF branch used
+            available = cache["available"].unflatten(2, size) & used[:, :, None, None]  # (B, M_e, h, w)
+            p = torch.zeros(B, M, device=device)
             p[:, idx] = mas_probabilities(r[:, idx].detach(), available)
             probs.append(p)
-            choices.append(sample_modalities(p, generator, self.mas_granularity))
+            if self.mas_granularity == "batch":
+                total = p.sum(dim=0, keepdim=True)
+                count = torch.tensor([float(B)], device=device)
+                if reduce is not None:
+                    total, count = reduce(total.clone()), reduce(count)
+                choice = sample_modalities(total / count, uniforms[scale, :1]).expand(B)
+            else:
+                choice = sample_modalities(p, uniforms[scale])
+            choices.append(choice)
         mas_choice = torch.stack(choices)  # (S, B)
         mas = self.fuse(enc, F.one_hot(mas_choice, M).bool())
         logits_sgf, logits_mas = self.decode([sgf, mas], enc.image_size)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from sgma_cli.engine.train_step import TrainForward, branch_loss, inverse_cdf
+from sgma_cli.engine.train_step import TrainForward, branch_loss
 from sgma_cli.model.sgma import SGMA
 
 
@@ -18,18 +18,6 @@ def _batch(B: int = 2) -> tuple[dict, torch.Tensor]:
     images = {"rgb": torch.randn(B, 3, 64, 64, generator=g), "dsm": torch.randn(B, 1, 64, 64, generator=g),
               "sar": torch.randn(B, 1, 64, 64, generator=g)}
     return images, torch.ones(B, 3, 64, 64, dtype=torch.bool)
-
-
-class TestInverseCdf:
-    def test_quantiles(self) -> None:
-        probs = torch.tensor([[0.2, 0.0, 0.8]]).expand(5, 3)
-        u = torch.tensor([0.0, 0.19, 0.2, 0.5, 0.999999])
-        assert inverse_cdf(probs, u).tolist() == [0, 0, 2, 2, 2]
-
-    def test_never_zero_probability(self) -> None:
-        probs = torch.tensor([[0.0, 1.0, 0.0]])
-        for u in (0.0, 0.5, 1.0 - 1e-12):
-            assert inverse_cdf(probs, torch.tensor([u])).item() == 1
 
 
 class TestTrainForward:

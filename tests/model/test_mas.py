@@ -41,18 +41,26 @@ class TestProbabilities:
 
 
 class TestSampling:
+    def test_inverse_cdf_quantiles(self) -> None:
+        probs = torch.tensor([[0.2, 0.0, 0.8]]).expand(5, 3)
+        u = torch.tensor([0.0, 0.19, 0.2, 0.5, 0.999999])
+        assert sample_modalities(probs, u).tolist() == [0, 0, 2, 2, 2]
+
+    def test_never_zero_probability(self) -> None:
+        probs = torch.tensor([[0.0, 1.0, 0.0]])
+        for u in (0.0, 0.5, 1.0 - 1e-12):
+            assert sample_modalities(probs, torch.tensor([u])).item() == 1
+
     def test_frequencies_follow_probabilities(self) -> None:
         probs = torch.tensor([[0.1, 0.3, 0.6]]).expand(20000, 3)
-        choice = sample_modalities(probs, torch.Generator().manual_seed(0))
+        choice = sample_modalities(probs, torch.rand(20000, generator=torch.Generator().manual_seed(0)))
         freq = torch.bincount(choice, minlength=3).float() / choice.numel()
         torch.testing.assert_close(freq, probs[0], atol=0.02, rtol=0)
 
-    def test_batch_granularity_draws_once(self) -> None:
-        probs = torch.tensor([[0.5, 0.5], [0.5, 0.5], [0.5, 0.5]])
-        for seed in range(5):
-            choice = sample_modalities(probs, torch.Generator().manual_seed(seed), granularity="batch")
-            assert (choice == choice[0]).all()
-
-    def test_unknown_granularity(self) -> None:
-        with pytest.raises(ValueError, match="unknown MAS granularity 'pixel'"):
-            sample_modalities(torch.ones(1, 2) / 2, granularity="pixel")  # type: ignore[arg-type]
+    def test_a_sample_draws_the_same_in_any_batch(self) -> None:
+        g = torch.Generator().manual_seed(1)
+        probs = torch.softmax(torch.randn(6, 3, generator=g), dim=1)
+        u = torch.rand(6, generator=g)
+        whole = sample_modalities(probs, u)
+        halves = torch.cat([sample_modalities(probs[:3], u[:3]), sample_modalities(probs[3:], u[3:])])
+        assert torch.equal(whole, halves)

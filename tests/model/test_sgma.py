@@ -71,6 +71,19 @@ class TestTrainingForward:
         full = model(images).logits
         torch.testing.assert_close(out.logits_sgf, full, atol=1e-5, rtol=1e-5)
 
+    def test_mas_draws_only_modalities_the_sgf_branch_used(self, images) -> None:
+        model = SGMA(MODALITIES, num_classes=4, backbone="test_convnext", head_dim=32).eval()
+        present = torch.tensor([[True, True, False], [True, False, False]])
+        out = model.forward_train(images, present=present, generator=torch.Generator().manual_seed(0))
+        assert (out.mas_probs[:, 0, 2] == 0).all() and (out.mas_probs[:, 1, 1:] == 0).all()
+        torch.testing.assert_close(out.mas_probs[:, 1, 0], torch.ones(4))
+        assert (out.mas_choice[:, 1] == 0).all() and (out.mas_choice[:, 0] != 2).all()
+
+    def test_batch_granularity_one_draw_per_scale(self, images) -> None:
+        model = SGMA(MODALITIES, num_classes=4, backbone="test_convnext", head_dim=32, mas_granularity="batch").eval()
+        out = model.forward_train(images, generator=torch.Generator().manual_seed(0))
+        assert (out.mas_choice == out.mas_choice[:, :1]).all()
+
     def test_seeded_sampling_is_reproducible(self, images) -> None:
         model = SGMA(MODALITIES, num_classes=4, backbone="test_convnext", head_dim=32).eval()
         a = model.forward_train(images, generator=torch.Generator().manual_seed(7)).mas_choice
