@@ -20,7 +20,14 @@ $(VENV)/.installed: pyproject.toml
 install: $(VENV)/.installed
 
 demo: $(VENV)/.installed
-	$(SGMA) profile --backbone pvt_v2_b2 --modalities rgb,dsm,nir --num-classes 6 --size 512
+	rm -rf $(DEMO)
+	$(SGMA) sample $(DEMO)/scene --size 1024
+	$(SGMA) prepare $(DEMO)/scene --out $(DEMO)/data --tile 128 --stride 128
+	$(SGMA) train recipes/sample.toml --data $(DEMO)/data --out $(DEMO)/run
+	$(SGMA) evaluate $(DEMO)/run/checkpoints/best.pt --out $(DEMO)/report
+	$(SGMA) predict $(DEMO)/scene --checkpoint $(DEMO)/run/checkpoints/best.pt --modalities rgb,sar \
+		--out $(DEMO)/map_rgb_sar.tif --robustness --vectorize $(DEMO)/map_rgb_sar.gpkg
+	@echo "demo outputs in $(DEMO)/: report/ (tables, plots), map_rgb_sar.tif (open in QGIS), run/ (logs, plots)"
 
 test: $(VENV)/.installed
 	$(PY) -m pytest -q

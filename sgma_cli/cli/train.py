@@ -18,7 +18,7 @@ import math
 from collections.abc import Callable
 from enum import Enum
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn, TimeRemainingColumn
@@ -27,8 +27,10 @@ from rich.text import Text
 
 from sgma_cli.cli.console import console, err_console, warn
 from sgma_cli.config.recipe import load_recipe, recipe_to_toml
-from sgma_cli.engine.distributed import torchrun_env
-from sgma_cli.engine.train import TrainEvent, TrainResult, train
+
+if TYPE_CHECKING:
+    from sgma_cli.engine.distributed import torchrun_env
+    from sgma_cli.engine.train import TrainEvent, TrainResult, train
 
 __all__ = ["command"]
 
@@ -161,6 +163,9 @@ def command(
     print_recipe: Annotated[bool, typer.Option("--print", help="Print the resolved recipe and exit.")] = False,
 ) -> None:
     """Train SGMA on a prepared dataset."""
+    from sgma_cli.engine.distributed import torchrun_env
+    from sgma_cli.engine.train import train
+
     resolved = load_recipe(recipe, list(overrides or []))
     if data is not None:
         resolved = resolved.model_copy(update={"data": resolved.data.model_copy(update={"dir": str(data)})})
