@@ -3,7 +3,7 @@
 Same tiles, same model (M = 3: rgb, dsm, sar; K = 6), one run, three ways:
 
 * full:   one forward with all modalities (the unit: ratios are divided by it);
-* cached: ``sgma_cli.engine.evaluate.evaluate_subsets`` on all 7 subsets (one ``encode``
+* cached: ``sgma_cli.engine.subset_evaluation.evaluate_subsets`` on all 7 subsets (one ``encode``
           per batch, then ``fuse`` + head per subset, several subsets per head call);
 * naive:  one full forward per subset, feeding only that subset's images.
 
@@ -35,7 +35,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from sgma_cli.engine.evaluate import evaluate_subsets  # noqa: E402
+from sgma_cli.engine.subset_evaluation import evaluate_subsets  # noqa: E402
 from sgma_cli.engine.metrics import confusion_matrix  # noqa: E402
 from sgma_cli.engine.subsets import all_subsets  # noqa: E402
 from sgma_cli.model.config import ModalitySpec, SGMAConfig  # noqa: E402

@@ -37,22 +37,11 @@ from rich.text import Text
 
 from sgma_cli.cli.console import console, err_console, warn
 
-if TYPE_CHECKING:
-    from sgma_cli.engine.evaluate import CheckpointEvaluation, Progress as ProgressCallback, evaluate_checkpoint, evaluate_scene
-    from sgma_cli.engine.report import (
-        MARK_OFF,
-        MARK_ON,
-        check_out_dir,
-        checkpoint_names,
-        column_summaries,
-        report_json,
-        robustness_table,
-        short_labels,
-        subset_label,
-        subset_rows,
-        write_report,
-    )
 from sgma_cli.errors import CheckpointError, UsageError
+
+if TYPE_CHECKING:
+    from sgma_cli.engine.evaluate import CheckpointEvaluation
+    from sgma_cli.engine.subset_evaluation import Progress as ProgressCallback
 
 __all__ = ["command"]
 

@@ -29,7 +29,8 @@ from sgma_cli.cli.console import console, err_console
 
 if TYPE_CHECKING:
     from sgma_cli.data.scene import Scene
-    from sgma_cli.engine.predict import PredictJob, PredictResult, Progress as PredictProgress, run_predict
+    from sgma_cli.engine.predict import PredictResult, Progress as PredictProgress
+
 from sgma_cli.errors import UsageError
 
 __all__ = ["command"]

@@ -17,8 +17,7 @@ from sgma_cli.cli.console import console, err_console
 from sgma_cli.cli.options import parse_modalities
 
 if TYPE_CHECKING:
-    from sgma_cli.engine.profile import FUSION_PARTS, ProfileReport, profile_model
-    from sgma_cli.model.config import SGMAConfig
+    from sgma_cli.engine.profile import ProfileReport
 
 
 class Fusion(str, Enum):

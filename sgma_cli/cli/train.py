@@ -29,8 +29,7 @@ from sgma_cli.cli.console import console, err_console, warn
 from sgma_cli.config.recipe import load_recipe, recipe_to_toml
 
 if TYPE_CHECKING:
-    from sgma_cli.engine.distributed import torchrun_env
-    from sgma_cli.engine.train import TrainEvent, TrainResult, train
+    from sgma_cli.engine.train import TrainEvent, TrainResult
 
 __all__ = ["command"]
 

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import rasterio
 from rasterio.warp import transform_geom
-from shapely.geometry import box, mapping, shape
+from shapely.geometry import box, shape
 
 from sgma_cli import __version__
 from sgma_cli.config.dataset import INDEX_NAME, BandStats, ClassSpec, DatasetManifest, ModalityEntry, save_manifest, tile_dir

@@ -36,7 +36,7 @@ from sgma_cli.data.tiles import TileDataset
 from sgma_cli.data.transforms import JointAugment
 from sgma_cli.engine.device import autocast
 from sgma_cli.engine.distributed import DistContext, all_reduce_sum, gather_objects, init_process, shutdown, sync_batchnorm
-from sgma_cli.engine.evaluate import evaluate_subsets
+from sgma_cli.engine.subset_evaluation import evaluate_subsets
 from sgma_cli.engine.run_log import RunLog, subset_label, write_plots
 from sgma_cli.engine.schedule import WarmupPoly
 from sgma_cli.engine.train_state import ResumableSampler, SeededSamples, ShardSampler, capture_rng, restore_rng
