@@ -27,13 +27,11 @@ from __future__ import annotations
 
 import functools
 import os
-import pickle
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import timm
 import torch
 
 from sgma_cli.config.checkpoint import Checkpoint, load_checkpoint
@@ -45,7 +43,7 @@ from sgma_cli.engine.distributed import launch, torchrun_env
 from sgma_cli.engine.subsets import parse_subsets
 from sgma_cli.engine.train_loop import TrainEvent, TrainResult, run_loop
 from sgma_cli.errors import CheckpointError, ConfigError, DatasetError, UsageError
-from sgma_cli.model.backbones import create_backbone
+from sgma_cli.model.backbones import create_backbone, load_backbone_weights
 from sgma_cli.model.config import ModalitySpec, SGMAConfig
 
 __all__ = [
@@ -111,43 +109,16 @@ def model_config(recipe: Recipe, manifest: DatasetManifest, modalities: Sequence
         raise ConfigError(f"recipe [model] does not fit the dataset: {err}") from None
 
 
-def check_pretrained(weights: Path, backbone: str, min_fraction: float = 0.5) -> None:
-    """Check that a local weights file fits ``backbone`` (by tensor names and shapes).
-
-    timm loads backbone weights non-strictly (unknown keys are only logged), so a file of
-    another network would silently leave the backbone random; this check refuses it.
+def check_pretrained(weights: Path, backbone: str) -> None:
+    """Refuse, before any process starts, a ``model.pretrained`` file that does not fit ``backbone``.
 
     Raises:
-        ConfigError: missing or unreadable file, or fewer than ``min_fraction`` of the
-            backbone's tensors found with the right shape.
+        ConfigError: missing, unreadable or not-fitting file (see ``load_backbone_weights``).
     """
-    if not weights.is_file():
-        raise ConfigError("model.pretrained weights file not found", weights)
     try:
-        if weights.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
-            state: Any = load_file(str(weights))
-        else:
-            state = torch.load(weights, map_location="cpu", weights_only=True)
-    except (OSError, RuntimeError, ValueError, pickle.UnpicklingError, EOFError) as err:
-        first = (str(err).strip().splitlines() or [type(err).__name__])[0][:160]
-        raise ConfigError(f"model.pretrained: not a readable weights file ({first})", weights) from None
-    for key in ("state_dict", "model", "state_dict_ema"):
-        if isinstance(state, dict) and isinstance(state.get(key), dict):
-            state = state[key]
-            break
-    if not isinstance(state, dict):
-        raise ConfigError("model.pretrained: the file holds no state dict", weights)
-    with torch.device("meta"):
-        reference = timm.create_model(backbone, pretrained=False).state_dict()
-    fits = sum(1 for k, v in reference.items() if isinstance(state.get(k), torch.Tensor) and state[k].shape == v.shape)
-    if fits < min_fraction * len(reference):
-        raise ConfigError(
-            f"model.pretrained does not fit backbone {backbone!r}: only {fits} of its {len(reference)} tensors "
-            "are in the file with the right shape; use weights of that timm model",
-            weights,
-        )
+        load_backbone_weights(weights, backbone)
+    except ValueError as err:
+        raise ConfigError(f"model.pretrained {err}", weights) from None
 
 
 def _check_writable(run_dir: Path) -> None:

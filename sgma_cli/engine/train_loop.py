@@ -171,7 +171,7 @@ class _Loop:
         try:
             model = self.config.build(backbone_weights=weights)
         except ValueError as err:
-            raise ConfigError(f"model.pretrained does not fit backbone {r.model.backbone!r}: {err}", weights) from None
+            raise ConfigError(f"model.pretrained: {err}", weights) from None
         torch.manual_seed(self.seed + 1_000_003 * ctx.rank)  # dropout streams differ per rank
         self.model = sync_batchnorm(model.to(ctx.device), ctx)
         forward: torch.nn.Module = TrainForward(self.model, mas=r.train.mas)
