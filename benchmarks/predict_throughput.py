@@ -38,7 +38,8 @@ from sgma_cli.data.scene import find_sensor_files, open_scene  # noqa: E402
 from sgma_cli.data.synthetic import write_scene  # noqa: E402
 from sgma_cli.data.windows import window_grid  # noqa: E402
 from sgma_cli.engine.checkpoints import load_model  # noqa: E402
-from sgma_cli.engine.predict import PredictJob, batches_of, read_batches, run_predict  # noqa: E402
+from sgma_cli.engine.predict import PredictJob, run_predict
+from sgma_cli.engine.sliding_window import batches_of, read_batches  # noqa: E402
 from sgma_cli.model.config import ModalitySpec, SGMAConfig  # noqa: E402
 
 STATS = {"rgb": ([120.0, 120.0, 110.0], [50.0, 50.0, 50.0]), "dsm": ([40.0], [5.0]), "sar": ([-12.0], [5.0])}

@@ -29,7 +29,8 @@ from sgma_cli.cli.console import console, err_console
 
 if TYPE_CHECKING:
     from sgma_cli.data.scene import Scene
-    from sgma_cli.engine.predict import PredictResult, Progress as PredictProgress
+    from sgma_cli.engine.predict import PredictResult
+    from sgma_cli.engine.sliding_window import Progress as PredictProgress
 
 from sgma_cli.errors import UsageError
 
@@ -49,7 +50,7 @@ class _MegapixelRate(ProgressColumn):
 
 @contextmanager
 def _progress_bar() -> Iterator[Callable[[PredictProgress], None]]:
-    from sgma_cli.engine.predict import Progress as PredictProgress
+    from sgma_cli.engine.sliding_window import Progress as PredictProgress
 
     columns = (
         TextColumn("predicting"),

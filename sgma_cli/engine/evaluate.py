@@ -234,7 +234,7 @@ def evaluate_scene(
     """Evaluate every subset on a whole scene through ``predict``'s sliding-window path.
 
     The scene is read window by window on the reference grid exactly as ``sgma predict``
-    reads it (:func:`sgma_cli.engine.predict.read_batches`, same windows, normalisation
+    reads it (:func:`sgma_cli.engine.sliding_window.read_batches`, same windows, normalisation
     and blend weights). Each batch of windows is encoded once; per subset the class
     probabilities are blended over overlapping windows (pixels that no sensor of the
     subset saw get no weight), and every finished band of rows is compared with the
@@ -257,7 +257,8 @@ def evaluate_scene(
 
     from sgma_cli.data.scene import find_sensor_files, open_scene
     from sgma_cli.data.windows import RowAccumulator, blend_weights, window_grid
-    from sgma_cli.engine.predict import batches_of, default_window, read_batches
+    from sgma_cli.engine.predict import default_window
+    from sgma_cli.engine.sliding_window import batches_of, read_batches
 
     checkpoint, scene_dir = Path(checkpoint), Path(scene_dir)
     dev = device if isinstance(device, torch.device) else resolve_device(device)

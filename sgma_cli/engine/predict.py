@@ -1,43 +1,28 @@
-"""The ``sgma predict`` job: a whole scene, window by window, in bounded memory.
+"""The ``sgma predict`` job: a whole scene written as georeferenced outputs.
 
-Windows (:mod:`sgma_cli.data.windows`) are read on the reference grid by a background
-thread (:mod:`sgma_cli.data.scene`), normalised with the checkpoint's statistics and
-batched, while the model computes the previous batch (GDAL reads and torch kernels both
-release the GIL). Class probabilities of overlapping windows are blended with a smooth
-window weight; rows are finalised as soon as no pending window touches them and handed on
-as :class:`PredictionBlock` s, so only the windows in flight and one band of output rows
-are ever in memory. :func:`predict_scene` yields those blocks (``evaluate`` uses it to
-score whole scenes); :func:`run_predict` writes them as COG GeoTIFFs (+ a GeoPackage).
-
-With several devices (``--gpus N``, or ``--device cpu --nproc N``) batches are dealt
-round-robin to N worker processes (:func:`worker_results`); this process only
-assembles and writes.
+:func:`run_predict` checks the job (sensors, checkpoint, output paths), opens the scene on
+its reference grid, runs :func:`~sgma_cli.engine.sliding_window.predict_scene` (or, with
+several devices, deals batches round-robin to worker processes with
+:func:`worker_results`, this process only assembling and writing) and writes the blocks as
+COG GeoTIFFs (+ a GeoPackage), each under a temporary name renamed at the end.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
-import multiprocessing
-import multiprocessing.queues
-import os
-import queue
-import threading
 import time
-import traceback
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import rasterio
 import torch
-import torch.nn.functional as F
 
 from sgma_cli.config.checkpoint import CheckpointMeta, load_checkpoint
-from sgma_cli.data.normalize import normalize
 from sgma_cli.data.scene import Extent, Scene, find_sensor_files, open_scene
-from sgma_cli.data.windows import SIZE_MULTIPLE, RowAccumulator, WindowSpec, blend_weights, window_grid
+from sgma_cli.data.windows import SIZE_MULTIPLE, window_grid
 from sgma_cli.data.writers import (
     CLASS_NODATA,
     PERCENT_NODATA,
@@ -48,264 +33,13 @@ from sgma_cli.data.writers import (
     vectorize_classes,
 )
 from sgma_cli.engine.checkpoints import load_model
-from sgma_cli.engine.device import autocast, check_gpu_count, resolve_device
-from sgma_cli.errors import SgmaError, UsageError
+from sgma_cli.engine.device import check_gpu_count, resolve_device
+from sgma_cli.engine.predict_workers import WorkerPlan, worker_results
+from sgma_cli.engine.sliding_window import GDAL_CACHE_MB, PredictionBlock, ProgressFn, assemble, batches_of, local_results
+from sgma_cli.errors import UsageError
 from sgma_cli.model.sgma import SGMA
 
-__all__ = [
-    "Progress",
-    "ProgressFn",
-    "PredictionBlock",
-    "WindowBatch",
-    "batches_of",
-    "read_batches",
-    "compute_batch",
-    "predict_scene",
-    "local_results",
-    "worker_results",
-    "assemble",
-    "WorkerPlan",
-    "PredictJob",
-    "PredictResult",
-    "output_paths",
-    "default_window",
-    "run_predict",
-]
-
-_DONE = object()
-#: GDAL block cache for a prediction (MiB). GDAL's default, 5 % of the machine's RAM, lets
-#: the cache of warped reads grow with the scene; a fixed size keeps memory flat.
-GDAL_CACHE_MB = 64
-
-
-@dataclass(frozen=True)
-class Progress:
-    """Where a prediction stands: windows and megapixels of the scene."""
-
-    windows_done: int
-    windows_total: int
-    megapixels_done: float
-    megapixels_total: float
-
-
-ProgressFn = Callable[[Progress], None]
-
-
-@dataclass
-class PredictionBlock:
-    """Finished full-width rows ``[row, row + h)`` of the scene.
-
-    Attributes:
-        row: first row on the reference grid.
-        classes: uint8 ``(h, W)`` class indices, ``nodata`` where not ``valid``.
-        valid: bool ``(h, W)``: some chosen sensor saw the pixel.
-        probabilities: float32 ``(K, h, W)`` blended class probabilities, or ``None``.
-        robustness: float32 ``(M_used, h, W)`` blended RP weights of the used sensors
-            (finest scale, upsampled), or ``None``.
-    """
-
-    row: int
-    classes: np.ndarray
-    valid: np.ndarray
-    probabilities: np.ndarray | None = None
-    robustness: np.ndarray | None = None
-
-
-@dataclass
-class WindowBatch:
-    """Normalised inputs of a batch of windows.
-
-    Attributes:
-        windows: the windows, ``B`` of them.
-        images: ``{name: float32 (B, C, S, S)}`` of the chosen sensors.
-        mask: bool ``(B, M, S, S)`` over all checkpoint modalities.
-    """
-
-    windows: list[WindowSpec]
-    images: dict[str, np.ndarray]
-    mask: np.ndarray
-
-
-@dataclass
-class _Result:
-    windows: list[WindowSpec]
-    values: np.ndarray | None  # (B, C, S, S) float32; None when nothing was seen
-    valid: np.ndarray | None  # (B, S, S) bool
-    error: BaseException | None = field(default=None)
-
-
-def batches_of(windows: Sequence[WindowSpec], batch_size: int) -> list[list[WindowSpec]]:
-    """Consecutive (row-major) windows in batches of ``batch_size``."""
-    return [list(windows[i : i + batch_size]) for i in range(0, len(windows), batch_size)]
-
-
-def read_batches(scene: Scene, meta: CheckpointMeta, batches: Sequence[Sequence[WindowSpec]]) -> Iterator[WindowBatch]:
-    """Read and normalise each batch of windows (call from one thread)."""
-    norms = {m.name: m for m in meta.modalities}
-    names = meta.modality_names
-    with scene.reader() as reader:
-        for batch in batches:
-            size = batch[0].size
-            images = {n: np.zeros((len(batch), norms[n].bands, size, size), np.float32) for n in scene.names}
-            mask = np.zeros((len(batch), len(names), size, size), bool)
-            for b, w in enumerate(batch):
-                arrays, valid = reader.read(w.row, w.col, size, size)
-                for n in scene.names:
-                    images[n][b] = normalize(arrays[n], norms[n].mean, norms[n].std, valid[n])
-                    mask[b, names.index(n)] = valid[n]
-            yield WindowBatch(list(batch), images, mask)
-
-
-def compute_batch(
-    model: SGMA,
-    batch: WindowBatch,
-    device: torch.device,
-    *,
-    precision: str = "auto",
-    robustness_of: Sequence[int] = (),
-) -> tuple[np.ndarray, np.ndarray]:
-    """Run the model on one batch.
-
-    Args:
-        model: the model, in eval mode on ``device``.
-        batch: normalised inputs.
-        device: where to compute.
-        precision: ``auto`` (bf16 autocast on CUDA), ``bf16`` or ``fp32``.
-        robustness_of: model indices of the sensors whose RP weights to return.
-
-    Returns:
-        ``values`` float32 ``(B, K + len(robustness_of), S, S)`` (softmax probabilities, then
-        robustness upsampled from the finest scale) and ``valid`` bool ``(B, S, S)``.
-    """
-    pin = device.type == "cuda"
-    images = {}
-    for n, a in batch.images.items():
-        t = torch.from_numpy(a)
-        images[n] = (t.pin_memory() if pin else t).to(device, non_blocking=pin)
-    mask = torch.from_numpy(batch.mask).to(device)
-    with torch.inference_mode(), autocast(device, precision):
-        out = model(images, mask)
-        values = out.logits.float().softmax(1)
-        if robustness_of:
-            size = values.shape[-2:]
-            r = out.robustness[0][:, list(robustness_of)].float()
-            values = torch.cat([values, F.interpolate(r, size=size, mode="bilinear", align_corners=False)], 1)
-    return values.cpu().numpy(), out.valid.cpu().numpy()
-
-
-def _prefetch(source: Iterator[WindowBatch], depth: int, stop: threading.Event) -> Iterator[WindowBatch]:
-    """Run ``source`` in a background thread, ``depth`` batches ahead."""
-    slots: queue.Queue[object] = queue.Queue(maxsize=max(1, depth))
-
-    def produce() -> None:
-        try:
-            for item in source:
-                while not stop.is_set():
-                    try:
-                        slots.put(item, timeout=0.1)
-                        break
-                    except queue.Full:
-                        continue
-                if stop.is_set():
-                    return
-            slots.put(_DONE)
-        except BaseException as err:  # noqa: BLE001 - handed to the consumer, re-raised there
-            slots.put(err)
-        finally:
-            close = getattr(source, "close", None)
-            if close is not None:
-                close()  # release the files in the thread that opened them
-
-    thread = threading.Thread(target=produce, name="sgma-read", daemon=True)
-    thread.start()
-    try:
-        while True:
-            item = slots.get()
-            if item is _DONE:
-                return
-            if isinstance(item, BaseException):
-                raise item
-            yield item  # type: ignore[misc]
-    finally:
-        stop.set()
-        thread.join(timeout=5)
-
-
-def local_results(
-    model: SGMA,
-    meta: CheckpointMeta,
-    scene: Scene,
-    batches: Sequence[Sequence[WindowSpec]],
-    device: torch.device,
-    *,
-    precision: str = "auto",
-    robustness: bool = False,
-    prefetch: int = 2,
-) -> Iterator[tuple[list[WindowSpec], np.ndarray | None, np.ndarray | None]]:
-    """``(windows, values, valid)`` per batch computed in this process (see :func:`compute_batch`)."""
-    names = meta.modality_names
-    robust_idx = [names.index(n) for n in scene.names] if robustness else []
-    stop = threading.Event()
-    for batch in _prefetch(read_batches(scene, meta, batches), prefetch, stop):
-        seen = batch.mask.any(axis=(1, 2, 3))
-        if not seen.any():
-            yield batch.windows, None, None
-            continue
-        if not seen.all():  # compute only windows some sensor saw
-            keep = np.flatnonzero(seen)
-            sub = WindowBatch([batch.windows[i] for i in keep], {n: a[keep] for n, a in batch.images.items()}, batch.mask[keep])
-            values, valid = compute_batch(model, sub, device, precision=precision, robustness_of=robust_idx)
-            full_v = np.zeros((len(batch.windows), *values.shape[1:]), np.float32)
-            full_ok = np.zeros((len(batch.windows), *valid.shape[1:]), bool)
-            full_v[keep], full_ok[keep] = values, valid
-            yield batch.windows, full_v, full_ok
-        else:
-            yield batch.windows, *compute_batch(model, batch, device, precision=precision, robustness_of=robust_idx)
-
-
-def assemble(
-    results: Iterator[tuple[list[WindowSpec], np.ndarray | None, np.ndarray | None]],
-    scene: Scene,
-    windows: list[WindowSpec],
-    num_classes: int,
-    channels: int,
-    *,
-    want_probabilities: bool = False,
-    nodata: int = 255,
-    progress: ProgressFn | None = None,
-) -> Iterator[PredictionBlock]:
-    """Blend window results into finished rows, in order."""
-    grid = scene.grid
-    mpix = grid.width * grid.height / 1e6
-    acc = RowAccumulator(grid.height, grid.width, channels, windows)
-    weight = blend_weights(windows[0].size)
-    zeros = np.zeros((channels, windows[0].size, windows[0].size), np.float32)
-    done, total = 0, len(windows)
-    for batch, values, valid in results:
-        for b, w in enumerate(batch):
-            if values is None or valid is None:
-                acc.add(w, zeros, np.zeros_like(weight))
-            else:
-                acc.add(w, values[b], weight * valid[b])
-        done += len(batch)
-        if progress is not None:
-            progress(Progress(done, total, mpix * done / total, mpix))
-        while (finished := acc.pop_finished()) is not None:
-            yield _finalize(*finished, num_classes, want_probabilities, nodata)
-    if done != total:
-        raise RuntimeError(f"only {done} of {total} windows came back")
-
-
-def _finalize(row: int, sums: np.ndarray, weights: np.ndarray, K: int, want_probs: bool, nodata: int) -> PredictionBlock:
-    valid = weights > 0
-    values = sums  # a copy owned by this block: normalise in place
-    values /= np.where(valid, weights, np.float32(1.0))[None]
-    classes = values[:K].argmax(0).astype(np.uint8)
-    classes[~valid] = nodata
-    probs = values[:K] if want_probs else None
-    robust = values[K:] if values.shape[0] > K else None
-    return PredictionBlock(row, classes, valid, probs, robust)
-
+__all__ = ["predict_scene", "PredictJob", "PredictResult", "output_paths", "default_window", "run_predict"]
 
 def predict_scene(
     model: SGMA | None,
@@ -359,113 +93,6 @@ def predict_scene(
     yield from assemble(results, scene, windows, K, channels, want_probabilities=probabilities, progress=progress)
 
 
-@dataclass(frozen=True)
-class WorkerPlan:
-    """Compute windows in worker processes, one per device.
-
-    Attributes:
-        checkpoint: the checkpoint each worker loads.
-        devices: one device per worker, e.g. ``["cuda:0", "cuda:1"]`` or ``["cpu", "cpu"]``.
-        threads: torch CPU threads per worker (``None``: cores / workers).
-    """
-
-    checkpoint: Path
-    devices: tuple[str, ...]
-    threads: int | None = None
-
-
-# ---------------------------------------------------------------- worker processes
-def _worker_main(
-    rank: int,
-    plan: WorkerPlan,
-    scene: Scene,
-    batches: list[list[WindowSpec]],
-    precision: str,
-    robustness: bool,
-    prefetch: int,
-    out: multiprocessing.queues.Queue,  # type: ignore[type-arg]
-) -> None:
-    """One worker process: load the model on its device, compute its batches, send results."""
-    try:
-        torch.set_num_threads(plan.threads or max(1, (os.cpu_count() or 1) // len(plan.devices)))
-        device = resolve_device(plan.devices[rank])
-        model, meta = load_model(plan.checkpoint, device)
-        with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB):
-            for windows, values, valid in local_results(
-                model, meta, scene, batches, device, precision=precision, robustness=robustness, prefetch=prefetch
-            ):
-                out.put(("ok", windows, values, valid))
-        out.put(("done", rank, None, None))
-    except SgmaError as err:
-        out.put(("error", err, None, None))
-    except Exception:  # noqa: BLE001 - a bug in a worker: send its traceback to the parent
-        out.put(("bug", traceback.format_exc(), None, None))
-
-
-def worker_results(
-    plan: WorkerPlan,
-    meta: CheckpointMeta,
-    scene: Scene,
-    batches: Sequence[Sequence[WindowSpec]],
-    *,
-    precision: str = "auto",
-    robustness: bool = False,
-    prefetch: int = 2,
-) -> Iterator[tuple[list[WindowSpec], np.ndarray | None, np.ndarray | None]]:
-    """Like :func:`local_results`, computed by one worker process per device in ``plan``.
-
-    Batches are dealt round-robin (batch ``i`` to worker ``i % N``) so the workers move
-    down the scene together and the row buffer stays small.
-
-    Raises:
-        SgmaError: what a worker raised (e.g. :class:`CheckpointError`).
-        RuntimeError: a worker crashed or hit a bug (its traceback is in the message).
-    """
-    n = len(plan.devices)
-    # forkserver: a clean server process (no CUDA, no thread pools) imports sgma once and
-    # forks the workers, so they start in a fraction of a second instead of re-importing torch
-    ctx = multiprocessing.get_context("forkserver")
-    ctx.set_forkserver_preload(["sgma_cli.engine.predict"])
-    results: multiprocessing.queues.Queue = ctx.Queue(maxsize=2 * n)  # type: ignore[type-arg]
-    procs = [
-        ctx.Process(
-            target=_worker_main,
-            args=(r, plan, scene, [list(b) for b in batches[r::n]], precision, robustness, prefetch, results),
-            name=f"sgma-predict-{r}",
-            daemon=True,
-        )
-        for r in range(n)
-    ]
-    for p in procs:
-        p.start()
-    running = n
-    try:
-        while running:
-            try:
-                kind, a, b, c = results.get(timeout=1.0)
-            except queue.Empty:
-                dead = [p for p in procs if p.exitcode not in (None, 0)]
-                if dead:
-                    raise RuntimeError(f"prediction worker {dead[0].name} died (exit code {dead[0].exitcode})") from None
-                continue
-            if kind == "ok":
-                yield a, b, c
-            elif kind == "done":
-                running -= 1
-            elif kind == "error":
-                raise a
-            else:
-                raise RuntimeError(f"prediction worker failed:\n{a}")
-    finally:
-        for p in procs:
-            if p.is_alive():
-                p.terminate()
-        for p in procs:
-            p.join(timeout=10)
-        results.close()
-
-
-# ------------------------------------------------------------------------- the job
 @dataclass
 class PredictJob:
     """Everything ``sgma predict`` was asked to do.

@@ -24,7 +24,7 @@ class TestScene:
         from sgma_cli.config.checkpoint import Checkpoint, save_checkpoint
         from sgma_cli.data.scene import find_sensor_files, open_scene
         from sgma_cli.data.windows import window_grid
-        from sgma_cli.engine.predict import batches_of, read_batches
+        from sgma_cli.engine.sliding_window import batches_of, read_batches
         from tests.conftest import make_tiny_scene
 
         root = tmp_path_factory.mktemp("scene")

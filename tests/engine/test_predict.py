@@ -1,4 +1,5 @@
-"""Tests for sgma_cli.engine.predict: seamless blending, nodata, streaming, outputs, processes."""
+"""Tests for sgma predict (engine.predict, sliding_window, predict_workers): seamless blending, nodata,
+streaming, outputs, processes."""
 
 from __future__ import annotations
 
@@ -16,11 +17,13 @@ import rasterio
 import torch
 import torch.nn.functional as F
 
-import sgma_cli.engine.predict as predict_mod
+import sgma_cli.engine.sliding_window as predict_mod
 from sgma_cli.config.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from sgma_cli.data.scene import Scene, find_sensor_files, open_scene
 from sgma_cli.engine.checkpoints import load_model
-from sgma_cli.engine.predict import PredictJob, Progress, WorkerPlan, batches_of, predict_scene, read_batches, run_predict
+from sgma_cli.engine.predict import PredictJob, predict_scene, run_predict
+from sgma_cli.engine.predict_workers import WorkerPlan
+from sgma_cli.engine.sliding_window import Progress, batches_of, read_batches
 from sgma_cli.data.windows import window_grid
 from tests.conftest import make_tiny_checkpoint, make_tiny_scene
 
@@ -209,10 +212,11 @@ class TestRunPredict:
         script = f"""
 import sys, time
 import sgma_cli.engine.predict as P
-real = P.compute_batch
+import sgma_cli.engine.sliding_window as W
+real = W.compute_batch
 def slow(*a, **k):
     print("batch", flush=True); time.sleep(0.25); return real(*a, **k)
-P.compute_batch = slow
+W.compute_batch = slow
 P.run_predict(P.PredictJob(P.Path({str(trained[1])!r}), P.Path({str(trained[0])!r}), P.Path({str(tmp_path / 'map.tif')!r}), window=32, batch_size=1))
 """
         env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).parents[2])}
