@@ -113,6 +113,9 @@ def inspect_plan(plan: Plan, reference: str, resolution: float | None, crs: str 
             info = infos[m]
             if src.same_grid_as_reference and info.crs is None and grid.crs is not None:
                 ref = infos[reference]
+                if grid != ref.grid:
+                    raise UsageError(f"{m} has no CRS, so it can only be read on {reference}'s own grid; "
+                                     "drop --resolution/--crs", info.path)
                 if (info.width, info.height) != (ref.width, ref.height):
                     raise RasterError(f"{m} has no CRS and {info.width}x{info.height} pixels; the reference "
                                       f"{reference} has {ref.width}x{ref.height}", info.path)

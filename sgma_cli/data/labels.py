@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
+import pandas as pd
 from rasterio.features import rasterize
 from rasterio.windows import Window
 
@@ -29,7 +30,7 @@ from sgma_cli.data.palettes import Palette
 from sgma_cli.data.raster import RasterInfo, inspect_raster, open_raster
 from sgma_cli.errors import RasterError, UsageError
 
-__all__ = ["LabelSource", "label_source_for", "scan_values", "resolve_classes", "LabelReader"]
+__all__ = ["LabelSource", "label_source_for", "read_coco_json", "scan_values", "resolve_classes", "LabelReader"]
 
 VECTOR_EXT = {".gpkg", ".geojson", ".shp", ".json", ".fgb"}
 LabelKind = Literal["raster", "index", "vector", "coco"]
@@ -97,13 +98,18 @@ def parse_ignore(specs: list[str], colour: bool) -> set[Any]:
     for spec in specs:
         s = spec.strip()
         if colour:
-            if s.startswith("#") and len(s) == 7:
-                out.add(int(s[1:], 16))
-            elif s.count(",") == 2:
-                r, g, b = (int(x) for x in s.split(","))
-                out.add((r << 16) | (g << 8) | b)
-            else:
-                raise UsageError(f"--ignore {spec!r}: colour labels need #rrggbb or r,g,b")
+            try:
+                if s.startswith("#") and len(s) == 7:
+                    out.add(int(s[1:], 16))
+                    continue
+                if s.count(",") == 2:
+                    r, g, b = (int(x) for x in s.split(","))
+                    if all(0 <= c <= 255 for c in (r, g, b)):
+                        out.add((r << 16) | (g << 8) | b)
+                        continue
+            except ValueError:
+                pass
+            raise UsageError(f"--ignore {spec!r}: colour labels need #rrggbb or r,g,b (0-255)")
         else:
             out.add(int(s) if re.fullmatch(r"-?\d+", s) else _norm_name(s))
     return out
@@ -125,7 +131,7 @@ def scan_values(source: LabelSource) -> tuple[str, set[Any], RasterInfo | None]:
     if source.kind == "coco":
         names = set()
         for p in source.paths:
-            data = _read_json(p)
+            data = read_coco_json(p)
             names |= {_norm_name(str(c.get("name", c.get("id")))) for c in data.get("categories", [])}
         return "coco", names, None
     if source.kind == "vector":
@@ -175,7 +181,7 @@ def resolve_classes(kind: str, values: set[Any], palette: Palette | None, ignore
             codes = [(c[0] << 16) | (c[1] << 8) | c[2] for _, c in palette]
             idx = codes.index(v) if v in codes else None
         elif isinstance(v, int):
-            idx = v if palette is None or v < len(palette) else None
+            idx = v if v >= 0 and (palette is None or v < len(palette)) else None
         elif palette is not None:
             names = [_norm_name(n) for n, _ in palette]
             idx = names.index(v) if v in names else None
@@ -192,7 +198,8 @@ def resolve_classes(kind: str, values: set[Any], palette: Palette | None, ignore
     return mapping
 
 
-def _read_json(path: Path) -> dict[str, Any]:
+def read_coco_json(path: Path) -> dict[str, Any]:
+    """An MS-COCO annotation file as a dict; unreadable or malformed files raise :class:`RasterError`."""
     try:
         data = json.loads(Path(path).read_text())
     except (OSError, ValueError) as err:
@@ -251,7 +258,7 @@ class LabelReader:
             if frame.crs is not None and grid.crs is not None and frame.crs != grid.crs:
                 frame = frame.to_crs(grid.crs)
             for geom, value in zip(frame.geometry, frame[source.field]):
-                if geom is None or geom.is_empty or value is None:
+                if geom is None or geom.is_empty or pd.isna(value):
                     continue
                 self._shapes.append((geom, mapping[_vector_value(value)]))
         else:
@@ -266,7 +273,7 @@ class LabelReader:
 
         out = []
         for path in self.source.paths:
-            data = _read_json(path)
+            data = read_coco_json(path)
             cats = {c["id"]: _norm_name(str(c.get("name", c["id"]))) for c in data.get("categories", [])}
             images = {im["id"]: Path(str(im.get("file_name", ""))).stem.lower() for im in data.get("images", [])}
             ids = {i for i, stem in images.items() if stem == scene.lower()}

@@ -8,16 +8,15 @@ parent folders.
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Callable
 from pathlib import Path
 
-from sgma_cli.data.labels import LabelSource, label_source_for
+from sgma_cli.data.labels import LabelSource, label_source_for, read_coco_json
 from sgma_cli.data.palettes import DELIVER, DFC2023, POTSDAM
 from sgma_cli.data.plan import RASTER_EXT, ModalitySource, Plan, Scene, scene_key
 from sgma_cli.data.synthetic import SAMPLE_MARKER
-from sgma_cli.errors import RasterError, UsageError
+from sgma_cli.errors import UsageError
 
 __all__ = ["PRESETS", "PRESET_READERS", "POTSDAM_TRAIN", "POTSDAM_TEST", "potsdam", "dfc2023", "deliver"]
 
@@ -146,10 +145,7 @@ def dfc2023(src: Path, label_field: str) -> Plan:
         notes.append(f"labels <- {', '.join(str(c.relative_to(src)) for c in coco)} (MS-COCO buildings)")
         labelled = set()
         for c in coco:
-            try:
-                data = json.loads(c.read_text())
-            except (OSError, ValueError) as err:
-                raise RasterError(f"cannot read COCO JSON ({err})", c) from None
+            data = read_coco_json(c)
             labelled |= {Path(str(im.get("file_name", ""))).stem.lower() for im in data.get("images", [])}
         source = LabelSource(tuple(coco), "coco", label_field)
         scenes = [Scene(s.name, s.modalities, source if s.name.lower() in labelled else None, s.split) for s in scenes]

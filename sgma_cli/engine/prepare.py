@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import rasterio
 from rasterio.warp import transform_geom
-from shapely.geometry import box, shape
+from shapely.geometry import box, mapping, shape
 
 from sgma_cli import __version__
 from sgma_cli.config.dataset import INDEX_NAME, BandStats, ClassSpec, DatasetManifest, ModalityEntry, save_manifest, tile_dir
@@ -187,9 +187,9 @@ def _run(plan: Plan, jobs: dict[str, SceneJob], bands: dict[str, int], palette: 
                        for m, src in scene.modalities.items()}
             labels = None
             if scene.labels is not None:
-                kind, mapping = label_maps[scene.labels.path]
+                kind, label_map = label_maps[scene.labels.path]
                 background = 0 if kind == "coco" and palette[0][0].lower() == "background" else None
-                labels = LabelReader(scene.labels, job.grid, mapping, kind, scene.name, background)
+                labels = LabelReader(scene.labels, job.grid, label_map, kind, scene.name, background)
             try:
                 for tid, split, spec in job.tiles:
                     folder = tile_dir(out, split, tid)

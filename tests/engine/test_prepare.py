@@ -284,3 +284,29 @@ class TestBadInput:
 
         monkeypatch.setattr(align.AlignedReader, "read", flaky)
         self._fails(_opts(scene, tmp_path / "o"), RasterError, "simulated")
+
+
+class TestScenesInSeveralCRS:
+    def test_footprints_reprojected_to_one_crs(self, tmp_path: Path) -> None:
+        from rasterio.crs import CRS
+        from rasterio.transform import from_origin
+
+        src = tmp_path / "src"
+        for name, epsg in (("a", 32633), ("b", 32632)):
+            folder = src / name
+            folder.mkdir(parents=True)
+            cls = np.zeros((64, 64), np.uint8)
+            cls[:, 32:] = 1
+            rgb = np.stack([cls * 100 + 50] * 3).astype(np.uint8)
+            transform = from_origin(500000, 5800000, 1.0, 1.0)
+            write_raster(folder / "rgb.tif", rgb, CRS.from_epsg(epsg), transform)
+            write_raster(folder / "labels.tif", cls, CRS.from_epsg(epsg), transform)
+        out = tmp_path / "data"
+        report = prepare(PrepareOptions(src=src, out=out, palette="potsdam", tile=32, stride=32, split="0.5,0.5,0"))
+        index = gpd.read_file(out / "index.gpkg")
+        assert index.crs.to_epsg() == 32633
+        assert len(index) == sum(report.splits.values()) == 8
+        b = index[index["scene"] == "b"]
+        assert len(b) == 4
+        # scene b sits on zone 32N's central meridian (9°E): in zone 33N (15°E) that is ~408 km west of a
+        assert b.geometry.bounds["maxx"].max() < index[index["scene"] == "a"].geometry.bounds["minx"].min() - 400_000
