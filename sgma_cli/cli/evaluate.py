@@ -239,7 +239,8 @@ def command(
 ) -> None:
     """Evaluate a checkpoint on every modality subset."""
     from sgma_cli.engine.evaluate import CheckpointEvaluation, evaluate_checkpoint, evaluate_scene
-    from sgma_cli.engine.report import check_out_dir, report_json, subset_label, write_report
+    from sgma_cli.engine.report import check_out_dir, report_json, write_report
+    from sgma_cli.engine.subsets import subset_label
 
     if split not in ("train", "val", "test"):
         raise UsageError(f"--split {split!r}: use train, val or test")

@@ -19,7 +19,7 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-__all__ = ["save_figure", "bar_chart", "confusion_plot", "heatmap"]
+__all__ = ["save_figure", "bar_chart", "confusion_plot", "heatmap", "line_plot"]
 
 _DPI = 120
 

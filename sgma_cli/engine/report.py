@@ -39,12 +39,12 @@ import numpy as np
 from sgma_cli.engine.evaluate import CheckpointEvaluation
 from sgma_cli.engine.metrics import SubsetSummary, summarize
 from sgma_cli.engine.plots import bar_chart, confusion_plot, heatmap
+from sgma_cli.engine.subsets import subset_label
 from sgma_cli.errors import UsageError
 from sgma_cli.model.backbones import FEATURE_STRIDES
 
 __all__ = [
     "SubsetRow",
-    "subset_label",
     "short_labels",
     "scale_labels",
     "checkpoint_names",
@@ -63,11 +63,6 @@ MARK_ON, MARK_OFF = "●", "○"
 def _pct(value: float) -> float | None:
     """Fraction -> percent rounded to 4 decimals; NaN -> None (JSON null)."""
     return None if value is None or math.isnan(value) else round(100.0 * value, 4)
-
-
-def subset_label(subset: Sequence[str]) -> str:
-    """``("rgb", "dsm")`` -> ``"rgb+dsm"``."""
-    return "+".join(subset)
 
 
 def short_labels(modalities: Sequence[str]) -> dict[str, str]:

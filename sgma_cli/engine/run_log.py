@@ -18,12 +18,9 @@ import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-__all__ = ["subset_label", "RunLog", "read_metrics", "write_plots"]
+from sgma_cli.engine.subsets import subset_label
 
-
-def subset_label(subset: Sequence[str]) -> str:
-    """``("rgb", "dsm")`` -> ``"rgb+dsm"``."""
-    return "+".join(subset)
+__all__ = ["RunLog", "read_metrics", "write_plots"]
 
 
 class RunLog:

@@ -7,7 +7,7 @@ from itertools import combinations
 
 from sgma_cli.errors import UsageError
 
-__all__ = ["all_subsets", "parse_subsets"]
+__all__ = ["all_subsets", "parse_subsets", "subset_label"]
 
 
 def all_subsets(modalities: Sequence[str]) -> list[tuple[str, ...]]:
@@ -34,3 +34,8 @@ def parse_subsets(text: str, modalities: Sequence[str]) -> list[tuple[str, ...]]
     if not subsets:
         raise UsageError(f"no subset in {text!r}; use 'all' or e.g. 'rgb,dsm;rgb'")
     return subsets
+
+
+def subset_label(subset: Sequence[str]) -> str:
+    """``("rgb", "dsm")`` -> ``"rgb+dsm"``."""
+    return "+".join(subset)

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import functools
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -146,7 +146,12 @@ def _check_modalities(recipe: Recipe, manifest: DatasetManifest, data_dir: Path)
     return tuple(n for n in manifest.modality_names if n in wanted)
 
 
-def _check_resume(plan_recipe: Recipe, manifest: DatasetManifest, modalities: Sequence[str], path: Path) -> Checkpoint:
+def _samples_per_step(recipe: Mapping[str, Any], world: int) -> int:
+    """Images per optimizer step: ``batch_size x processes x accumulate`` (what sets epoch length)."""
+    return int(recipe["data"]["batch_size"]) * world * int(recipe["train"]["accumulate"])
+
+
+def _check_resume(plan_recipe: Recipe, manifest: DatasetManifest, modalities: Sequence[str], path: Path, world: int) -> Checkpoint:
     ckpt = load_checkpoint(path, with_train_state=True)
     if ckpt.meta.class_names != manifest.class_names:
         raise CheckpointError(f"was trained on classes {ckpt.meta.class_names}, the dataset has {manifest.class_names}", path)
@@ -156,9 +161,22 @@ def _check_resume(plan_recipe: Recipe, manifest: DatasetManifest, modalities: Se
     if ckpt.meta.model != expected:
         changed = sorted(k for k in expected if ckpt.meta.model.get(k) != expected[k])
         raise CheckpointError(f"model settings {changed} differ from the recipe; resume with the recipe of that run", path)
-    for key in ("optimizer", "step", "rng"):
+    for key in ("optimizer", "step", "rng", "world_size", "seed"):
         if key not in ckpt.train:  # type: ignore[operator]
             raise CheckpointError(f"training state lacks {key!r}; the checkpoint is damaged", path)
+    # The position in the data and the learning-rate schedule are derived from the step count,
+    # so the images per step and the seed must be those of the interrupted run.
+    train = ckpt.train or {}
+    before = _samples_per_step(ckpt.meta.recipe, int(train["world_size"]))
+    now = _samples_per_step(plan_recipe.model_dump(), world)
+    if before != now:
+        raise CheckpointError(
+            f"the run used {before} images per step (batch_size x processes x accumulate), this resume "
+            f"would use {now}; resume with the same data.batch_size, train.accumulate and process count",
+            path,
+        )
+    if int(train["seed"]) != plan_recipe.train.seed:
+        raise CheckpointError(f"the run used train.seed = {train['seed']}; resume with the same seed", path)
     return ckpt
 
 
@@ -235,7 +253,7 @@ def plan_training(
         raise UsageError(f"already holds a run ({last.name}); add --resume to continue it or choose another --out", out)
     resolved = recipe.model_copy(update={"data": recipe.data.model_copy(update={"dir": str(data_path)})})
     if resume:
-        _check_resume(resolved, manifest, modalities, last)
+        _check_resume(resolved, manifest, modalities, last, world)
     _check_writable(out)
     return TrainPlan(resolved, data_path, out, device_type, world, resume, modalities, subsets)
 

@@ -37,7 +37,8 @@ from sgma_cli.data.transforms import JointAugment
 from sgma_cli.engine.device import autocast
 from sgma_cli.engine.distributed import DistContext, all_reduce_sum, gather_objects, init_process, shutdown, sync_batchnorm
 from sgma_cli.engine.subset_evaluation import evaluate_subsets
-from sgma_cli.engine.run_log import RunLog, subset_label, write_plots
+from sgma_cli.engine.run_log import RunLog, write_plots
+from sgma_cli.engine.subsets import subset_label
 from sgma_cli.engine.schedule import WarmupPoly
 from sgma_cli.engine.train_state import ResumableSampler, SeededSamples, ShardSampler, capture_rng, restore_rng
 from sgma_cli.engine.train_step import TrainForward, branch_loss
@@ -326,7 +327,9 @@ class _Loop:
         self.last_val = {subset_label(s): float(m.miou) for s, m in zip(result.subsets, result.metrics)}
         summary = {"average": result.summary.average, "top1": result.summary.top1, "last1": result.summary.last1}
         epoch = self._epoch_reached()
-        improved = not self.best or (summary["average"] == summary["average"] and summary["average"] > self.best["average"])
+        previous = self.best.get("average", -math.inf)
+        # a NaN average never wins, and a NaN best (no class scored yet) is beaten by any number
+        improved = summary["average"] == summary["average"] and (summary["average"] > previous or previous != previous)
         if improved:
             self.best = {**summary, "epoch": float(epoch), "step": float(self.step)}
         if self.ctx.is_main and self.log is not None:
@@ -365,6 +368,7 @@ class _Loop:
         while self.step < self.total_steps:
             self.sampler.set_epoch(epoch, skip)
             left, micro, tick = spe * r.train.accumulate - skip, 0, time.perf_counter()
+            totals: dict[str, float] = {}
             for batch in self.loader:
                 if left == 0:
                     break
@@ -373,10 +377,12 @@ class _Loop:
                 last = micro == r.train.accumulate
                 no_sync = self.forward.no_sync() if isinstance(self.forward, DistributedDataParallel) and not last else contextlib.nullcontext()
                 with no_sync:
-                    values = self._micro_step(batch)
+                    micro_values = self._micro_step(batch)
+                totals = micro_values if micro == 1 else {k: totals[k] + v for k, v in micro_values.items()}
                 if not last:
                     continue
                 micro = 0
+                values = {k: v / r.train.accumulate for k, v in totals.items()}  # mean over the micro-batches
                 values["lr"] = self._optimizer_step()
                 now = time.perf_counter()
                 rate = per_step / max(now - tick, 1e-9)
@@ -406,7 +412,7 @@ class _Loop:
                 "world_size": self.ctx.world_size, "device": self.ctx.device.type,
             }
             tmp = self.plan.run_dir / ".summary.json.tmp"
-            tmp.write_text(json.dumps(summary, indent=2))
+            tmp.write_text(json.dumps(_json_safe(summary), indent=2, allow_nan=False))
             os.replace(tmp, self.plan.run_dir / "summary.json")
         result = TrainResult(
             run_dir=self.plan.run_dir, step=self.step, epoch=self._epoch_reached(), total_steps=self.total_steps,
@@ -418,3 +424,14 @@ class _Loop:
         )
         self._emit("end")
         return result
+
+
+def _json_safe(value: Any) -> Any:
+    """NaN and infinities -> ``None`` (JSON has no NaN), recursively."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    return value

@@ -198,3 +198,14 @@ class TestPretrained:
         check_pretrained(weights, "test_convnext")
         with pytest.raises(ConfigError, match="convnext.pth: model.pretrained does not fit backbone 'test_resnet'"):
             check_pretrained(weights, "test_resnet")
+
+
+class TestResumeGuards:
+    def test_other_images_per_step_refused(self, tiny_dataset: Path, tmp_path: Path) -> None:
+        run = tmp_path / "run"
+        train(tiny_recipe(), data_dir=tiny_dataset, run_dir=run, device="cpu")
+        plan_training(tiny_recipe(), data_dir=tiny_dataset, run_dir=run, device="cpu", resume=True)  # same settings: fine
+        with pytest.raises(CheckpointError, match="used 1 images per step .* would use 2"):
+            plan_training(tiny_recipe("data.batch_size=2"), data_dir=tiny_dataset, run_dir=run, device="cpu", resume=True)
+        with pytest.raises(CheckpointError, match="train.seed = 0; resume with the same seed"):
+            plan_training(tiny_recipe("train.seed=5"), data_dir=tiny_dataset, run_dir=run, device="cpu", resume=True)
