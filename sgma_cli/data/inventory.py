@@ -127,6 +127,9 @@ def inspect_plan(plan: Plan, reference: str, resolution: float | None, crs: str 
                 raise RasterError(f"{m} has {n} bands here but {bands[m]} in other scenes", info.path)
             rows.append(PlanRow(scene.name, m, info.path, info.crs_text, info.resolution, (info.width, info.height),
                                 info.bounds, n, info.dtype, info.nodata, scene.split or ""))
+        if scene.labels is not None and scene.labels.kind == "coco" and grid != infos[reference].grid:
+            raise UsageError(f"COCO labels are pixel coordinates of the {reference} images, so they need "
+                             f"{reference}'s own grid; drop --resolution/--crs", scene.labels.paths[0])
         if grid.crs is None and not no_crs_warned:
             warn("rasters without CRS: all modalities of a scene must share one pixel grid; outputs have no CRS")
             no_crs_warned = True

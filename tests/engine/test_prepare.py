@@ -310,3 +310,9 @@ class TestScenesInSeveralCRS:
         assert len(b) == 4
         # scene b sits on zone 32N's central meridian (9°E): in zone 33N (15°E) that is ~408 km west of a
         assert b.geometry.bounds["maxx"].max() < index[index["scene"] == "a"].geometry.bounds["minx"].min() - 400_000
+
+
+def test_coco_labels_need_the_reference_grid(tmp_path: Path) -> None:
+    with pytest.raises(UsageError, match="COCO labels are pixel coordinates .* drop --resolution/--crs"):
+        prepare(PrepareOptions(src=make_dfc2023(tmp_path / "D"), out=tmp_path / "d", preset="dfc2023", tile=64, resolution=0.25))
+    assert not (tmp_path / "d").exists()
