@@ -62,7 +62,7 @@ def _progress_bar() -> Iterator[Callable[[PredictProgress], None]]:
         TextColumn("eta"),
         TimeRemainingColumn(),
     )
-    with Progress(*columns, console=err_console, transient=True) as bar:
+    with Progress(*columns, console=err_console, transient=True, disable=not err_console.is_terminal) as bar:
         task = bar.add_task("predict", total=None, mpix=0.0)
 
         def update(p: PredictProgress) -> None:
