@@ -120,25 +120,19 @@ def create_backbone(
         except ValueError as err:
             raise ValueError(f"weights {weights} {err}") from None
         kwargs.update(pretrained=True, pretrained_cfg_overlay={"state_dict": state})
+    last_levels = tuple(range(-len(FEATURE_STRIDES), 0))  # the 4 deepest feature levels
     with torch.device(device) if device is not None else contextlib.nullcontext():
         try:
-            probe = timm.create_model(name, **{**kwargs, "pretrained": False})
-        except (RuntimeError, TypeError, AssertionError) as err:
-            raise ValueError(f"backbone {name!r} has no features_only form: {err}") from None
-        reductions = list(probe.feature_info.reduction())
-        indices = [reductions.index(s) for s in FEATURE_STRIDES if s in reductions]
-        if len(indices) != len(FEATURE_STRIDES):
-            raise ValueError(
-                f"backbone {name!r} yields strides {reductions}; SGMA needs {list(FEATURE_STRIDES)}"
-            )
-        if weights is None and indices == list(range(len(reductions))):
-            return probe
-        del probe
-        try:
-            return timm.create_model(name, out_indices=tuple(indices), **kwargs)
-        except (RuntimeError, KeyError) as err:
-            first = str(err).strip().splitlines()[0][:200]
-            raise ValueError(f"weights {weights} do not fit backbone {name!r}: {first}") from None
+            backbone = timm.create_model(name, out_indices=last_levels, **kwargs)
+        except (RuntimeError, TypeError, AssertionError, IndexError, KeyError) as err:
+            first = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
+            if weights is not None:
+                raise ValueError(f"weights {weights} do not fit backbone {name!r}: {first}") from None
+            raise ValueError(f"backbone {name!r} has no features_only form: {first}") from None
+    reductions = list(backbone.feature_info.reduction())
+    if reductions != list(FEATURE_STRIDES):
+        raise ValueError(f"backbone {name!r} yields strides {reductions}; SGMA needs {list(FEATURE_STRIDES)}")
+    return backbone
 
 
 def backbone_channels(backbone: nn.Module) -> list[int]:
