@@ -16,7 +16,7 @@ from __future__ import annotations
 import queue
 import threading
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -94,14 +94,6 @@ class WindowBatch:
     windows: list[WindowSpec]
     images: dict[str, np.ndarray]
     mask: np.ndarray
-
-
-@dataclass
-class _Result:
-    windows: list[WindowSpec]
-    values: np.ndarray | None  # (B, C, S, S) float32; None when nothing was seen
-    valid: np.ndarray | None  # (B, S, S) bool
-    error: BaseException | None = field(default=None)
 
 
 def batches_of(windows: Sequence[WindowSpec], batch_size: int) -> list[list[WindowSpec]]:
