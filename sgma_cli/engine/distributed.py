@@ -38,7 +38,6 @@ __all__ = [
     "launch",
     "all_reduce_sum",
     "gather_objects",
-    "broadcast_object",
     "AllReduceBatchNorm",
     "sync_batchnorm",
 ]
@@ -163,15 +162,6 @@ def gather_objects(obj: Any, ctx: DistContext) -> list[Any]:
     out: list[Any] = [None] * ctx.world_size
     dist.all_gather_object(out, obj)
     return out
-
-
-def broadcast_object(obj: Any, ctx: DistContext) -> Any:
-    """Rank 0's ``obj`` on every rank."""
-    if not ctx.distributed:
-        return obj
-    box = [obj]
-    dist.broadcast_object_list(box, src=0)
-    return box[0]
 
 
 class _AllReduceSum(torch.autograd.Function):
