@@ -3,7 +3,7 @@
 Same tiles, same model (M = 3: rgb, dsm, sar; K = 6), one run, three ways:
 
 * full:   one forward with all modalities (the unit: ratios are divided by it);
-* cached: ``sgma_cli.engine.subset_evaluation.evaluate_subsets`` on all 7 subsets (one ``encode``
+* cached: ``sgma_cli.engine.evaluate.scoring.evaluate_subsets`` on all 7 subsets (one ``encode``
           per batch, then ``fuse`` + head per subset, several subsets per head call);
 * naive:  one full forward per subset, feeding only that subset's images.
 
@@ -35,11 +35,12 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from sgma_cli.engine.subset_evaluation import evaluate_subsets  # noqa: E402
+from sgma_cli.engine.evaluate.scoring import evaluate_subsets  # noqa: E402
 from sgma_cli.engine.metrics import confusion_matrix  # noqa: E402
 from sgma_cli.engine.subsets import all_subsets  # noqa: E402
-from sgma_cli.model.config import ModalitySpec, SGMAConfig  # noqa: E402
+from sgma_cli.config.model import ModalitySpec, SGMAConfig  # noqa: E402
 from sgma_cli.model.sgma import SGMA  # noqa: E402
+from sgma_cli.engine.weights import build_model  # noqa: E402
 
 MODALITIES = (ModalitySpec("rgb", 3), ModalitySpec("dsm", 1), ModalitySpec("sar", 1))
 K = 6
@@ -63,7 +64,7 @@ def make_batches(n: int, batch: int, size: int, seed: int = 0) -> list[dict[str,
 def build(backbone: str, head_dim: int, seed: int = 0) -> SGMA:
     torch.manual_seed(seed)
     config = SGMAConfig(modalities=MODALITIES, num_classes=K, backbone=backbone, head_dim=head_dim)
-    return config.build().eval()  # type: ignore[return-value]
+    return build_model(config).eval()  # type: ignore[return-value]
 
 
 def full_pass(model: SGMA, batches: list[dict[str, Any]]) -> None:

@@ -19,7 +19,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from sgma_cli.engine.profile import profile_model  # noqa: E402
-from sgma_cli.model.config import ModalitySpec, SGMAConfig  # noqa: E402
+from sgma_cli.config.model import ModalitySpec, SGMAConfig  # noqa: E402
 from sgma_cli.model.head import MLPDecoder  # noqa: E402
 from sgma_cli.model.backbones import create_backbone  # noqa: E402
 

@@ -36,11 +36,12 @@ from sgma_cli.config.dataset import ClassSpec  # noqa: E402
 from sgma_cli.data.palettes import POTSDAM  # noqa: E402
 from sgma_cli.data.scene import find_sensor_files, open_scene  # noqa: E402
 from sgma_cli.data.synthetic import write_scene  # noqa: E402
-from sgma_cli.data.windows import window_grid  # noqa: E402
-from sgma_cli.engine.checkpoints import load_model  # noqa: E402
-from sgma_cli.engine.predict import PredictJob, run_predict
-from sgma_cli.engine.sliding_window import batches_of, read_batches  # noqa: E402
-from sgma_cli.model.config import ModalitySpec, SGMAConfig  # noqa: E402
+from sgma_cli.data.window_grid import window_grid  # noqa: E402
+from sgma_cli.engine.weights import load_model  # noqa: E402
+from sgma_cli.engine.predict.job import PredictJob, run_predict
+from sgma_cli.engine.predict.inference import batches_of, read_batches  # noqa: E402
+from sgma_cli.config.model import ModalitySpec, SGMAConfig  # noqa: E402
+from sgma_cli.engine.weights import build_model  # noqa: E402
 
 STATS = {"rgb": ([120.0, 120.0, 110.0], [50.0, 50.0, 50.0]), "dsm": ([40.0], [5.0]), "sar": ([-12.0], [5.0])}
 
@@ -58,7 +59,7 @@ def make_checkpoint(path: Path, backbone: str) -> Path:
         modalities=[ModalityNorm(name=n, bands=len(m), mean=m, std=s, optical=n == "rgb") for n, (m, s) in STATS.items()],
         crs="EPSG:32633", resolution=(0.5, 0.5), tile_size=256,
     )
-    return save_checkpoint(path, Checkpoint(meta=meta, model=config.build().state_dict()))
+    return save_checkpoint(path, Checkpoint(meta=meta, model=build_model(config).state_dict()))
 
 
 def job(ckpt: Path, scene: Path, out: Path, window: int, overlap: float, batch: int) -> PredictJob:

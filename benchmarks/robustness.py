@@ -32,9 +32,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from sgma_cli.config.recipe import load_recipe  # noqa: E402
-from sgma_cli.engine.evaluate import evaluate_checkpoint  # noqa: E402
+from sgma_cli.engine.evaluate.job import evaluate_checkpoint  # noqa: E402
 from sgma_cli.engine.prepare import PrepareOptions, prepare  # noqa: E402
-from sgma_cli.engine.sample import sample  # noqa: E402
+from sgma_cli.engine.sample_scene import sample  # noqa: E402
 from sgma_cli.engine.train import train  # noqa: E402
 
 VARIANTS: dict[str, list[str]] = {

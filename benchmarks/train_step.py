@@ -36,7 +36,7 @@ sys.path.insert(0, str(ROOT))
 
 from sgma_cli.config.recipe import load_recipe  # noqa: E402
 from sgma_cli.engine.device import autocast, resolve_device  # noqa: E402
-from sgma_cli.engine.train_step import TrainForward, branch_loss  # noqa: E402
+from sgma_cli.engine.train.step import TrainForward, branch_loss  # noqa: E402
 from sgma_cli.model.sgma import SGMA  # noqa: E402
 
 MODALITIES = [("rgb", 3), ("dsm", 1), ("nir", 1)]
@@ -128,14 +128,14 @@ def step_cost(args: argparse.Namespace) -> None:
 def loader_vs_model(args: argparse.Namespace) -> None:
     from sgma_cli.engine.distributed import DistContext
     from sgma_cli.engine.train import plan_training
-    from sgma_cli.engine.train_loop import _Loop
+    from sgma_cli.engine.train.loop import _Loop
 
     work = Path(tempfile.mkdtemp(prefix="sgma-bench-"))
     try:
         data = args.data
         if data is None:
             from sgma_cli.engine.prepare import PrepareOptions, prepare
-            from sgma_cli.engine.sample import sample
+            from sgma_cli.engine.sample_scene import sample
 
             sample(work / "scene", size=1024, seed=0)
             prepare(PrepareOptions(src=work / "scene", out=work / "data", tile=128, stride=128))

@@ -18,7 +18,8 @@ from rasterio.transform import from_origin
 
 from sgma_cli.config.checkpoint import Checkpoint, CheckpointMeta, ModalityNorm, save_checkpoint
 from sgma_cli.config.dataset import BandStats, ClassSpec, DatasetManifest, ModalityEntry, save_manifest, tile_dir
-from sgma_cli.model.config import ModalitySpec, SGMAConfig
+from sgma_cli.config.model import ModalitySpec, SGMAConfig
+from sgma_cli.engine.weights import build_model
 
 torch.set_num_threads(min(2, torch.get_num_threads()))
 
@@ -94,7 +95,7 @@ def make_tiny_checkpoint(path: Path, backbone: str = "test_convnext", fusion: st
         fusion=fusion,  # type: ignore[arg-type]
         head_dim=32,
     )
-    model = config.build()
+    model = build_model(config)
     stats = {"rgb": ([120.0, 145.0, 120.0], [45.0, 10.0, 10.0]), "dsm": ([4.0], [5.0]), "sar": ([-12.0], [5.0])}
     meta = CheckpointMeta(
         model=config.to_dict(),

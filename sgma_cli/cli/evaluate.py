@@ -40,8 +40,8 @@ from sgma_cli.cli.console import console, err_console, warn
 from sgma_cli.errors import CheckpointError, UsageError
 
 if TYPE_CHECKING:
-    from sgma_cli.engine.evaluate import CheckpointEvaluation
-    from sgma_cli.engine.subset_evaluation import Progress as ProgressCallback
+    from sgma_cli.engine.evaluate.job import CheckpointEvaluation
+    from sgma_cli.engine.evaluate.scoring import Progress as ProgressCallback
 
 __all__ = ["command"]
 
@@ -86,7 +86,7 @@ def _fmt(value: float) -> str:
 
 def _subset_table(evaluation: CheckpointEvaluation, per_class: bool = True) -> Table:
     """The paper's layout: a row per subset (● / ○), per-class IoU, mIoU, mF1, OA, then the summaries."""
-    from sgma_cli.engine.report import MARK_OFF, MARK_ON, column_summaries, short_labels, subset_rows
+    from sgma_cli.engine.evaluate.report import MARK_OFF, MARK_ON, column_summaries, short_labels, subset_rows
 
     rows = subset_rows(evaluation)
     classes, modalities = evaluation.meta.class_names, list(evaluation.result.modalities)
@@ -116,7 +116,7 @@ def _subset_table(evaluation: CheckpointEvaluation, per_class: bool = True) -> T
 
 def _class_table(evaluation: CheckpointEvaluation) -> Table:
     """IoU per class (rows) and subset (columns): the per-class part when the paper's layout is too wide."""
-    from sgma_cli.engine.report import short_labels, subset_rows
+    from sgma_cli.engine.evaluate.report import short_labels, subset_rows
 
     rows = subset_rows(evaluation)
     short = short_labels(evaluation.result.modalities)
@@ -145,7 +145,7 @@ def _print_subsets(evaluation: CheckpointEvaluation) -> None:
 
 def _compare_table(evaluations: Sequence[CheckpointEvaluation]) -> Table:
     """One row per subset (● / ○), one mIoU column per checkpoint, a Δ column per baseline."""
-    from sgma_cli.engine.report import MARK_OFF, MARK_ON, checkpoint_names, short_labels
+    from sgma_cli.engine.evaluate.report import MARK_OFF, MARK_ON, checkpoint_names, short_labels
 
     main = evaluations[0]
     subsets, modalities = main.result.subsets, list(main.result.modalities)
@@ -187,7 +187,7 @@ def _compare_table(evaluations: Sequence[CheckpointEvaluation]) -> Table:
 
 
 def _robustness_table(evaluation: CheckpointEvaluation) -> Table:
-    from sgma_cli.engine.report import robustness_table
+    from sgma_cli.engine.evaluate.report import robustness_table
 
     modalities, scales, weights = robustness_table(evaluation)
     table = Table(title="mean robustness weight r_m", caption="all sensors present; higher = relied on")
@@ -238,8 +238,8 @@ def command(
     overlap: Annotated[float, typer.Option("--overlap", help="With --scene: window overlap fraction.", min=0.0, max=0.9)] = 0.25,
 ) -> None:
     """Evaluate a checkpoint on every modality subset."""
-    from sgma_cli.engine.evaluate import CheckpointEvaluation, evaluate_checkpoint, evaluate_scene
-    from sgma_cli.engine.report import check_out_dir, report_json, write_report
+    from sgma_cli.engine.evaluate.job import evaluate_checkpoint, evaluate_scene
+    from sgma_cli.engine.evaluate.report import check_out_dir, report_json, write_report
     from sgma_cli.engine.subsets import subset_label
 
     if split not in ("train", "val", "test"):

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 from sgma_cli.errors import UsageError
 
 if TYPE_CHECKING:
-    from sgma_cli.model.config import ModalitySpec
+    from sgma_cli.config.model import ModalitySpec
 
 __all__ = ["KNOWN_BANDS", "parse_modalities"]
 
@@ -22,7 +22,7 @@ def parse_modalities(text: str) -> list[ModalitySpec]:
     A number N gives the first N of rgb, dsm, nir, sar, depth, event, lidar. A name
     without ``:bands`` takes its usual band count (1 if the name is not a known sensor).
     """
-    from sgma_cli.model.config import ModalitySpec
+    from sgma_cli.config.model import ModalitySpec
 
     text = text.strip()
     if text.isdigit():

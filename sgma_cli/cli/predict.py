@@ -29,8 +29,8 @@ from sgma_cli.cli.console import console, err_console
 
 if TYPE_CHECKING:
     from sgma_cli.data.scene import Scene
-    from sgma_cli.engine.predict import PredictResult
-    from sgma_cli.engine.sliding_window import Progress as PredictProgress
+    from sgma_cli.engine.predict.job import PredictResult
+    from sgma_cli.engine.predict.inference import Progress as PredictProgress
 
 from sgma_cli.errors import UsageError
 
@@ -50,7 +50,6 @@ class _MegapixelRate(ProgressColumn):
 
 @contextmanager
 def _progress_bar() -> Iterator[Callable[[PredictProgress], None]]:
-    from sgma_cli.engine.sliding_window import Progress as PredictProgress
 
     columns = (
         TextColumn("predicting"),
@@ -163,7 +162,7 @@ def command(
     extent: Annotated[str, typer.Option(help="reference (the finest sensor's footprint) or union (all chosen sensors).")] = "reference",
 ) -> None:
     """Segment a whole scene with whichever of the checkpoint's sensors you have."""
-    from sgma_cli.engine.predict import PredictJob, run_predict
+    from sgma_cli.engine.predict.job import PredictJob, run_predict
 
     files = _parse_pairs(modality or [])
     if extent not in ("reference", "union"):

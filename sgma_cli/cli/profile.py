@@ -90,7 +90,7 @@ def command(
 ) -> None:
     """Count parameters and compute (MACs) of an SGMA model per component, like Table IX."""
     from sgma_cli.engine.profile import profile_model
-    from sgma_cli.model.config import SGMAConfig
+    from sgma_cli.config.model import SGMAConfig
 
     specs = parse_modalities(modalities)
     try:

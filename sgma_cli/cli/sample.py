@@ -16,7 +16,7 @@ import typer
 from rich.table import Table
 
 from sgma_cli.cli.console import console
-from sgma_cli.engine.sample import sample
+from sgma_cli.engine.sample_scene import sample
 
 __all__ = ["command"]
 

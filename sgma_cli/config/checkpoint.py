@@ -29,7 +29,7 @@ from sgma_cli import __version__
 from sgma_cli.config._base import StrictModel, explain_validation_error
 from sgma_cli.config.dataset import ClassSpec
 from sgma_cli.errors import CheckpointError
-from sgma_cli.model.config import SGMAConfig
+from sgma_cli.config.model import SGMAConfig
 
 __all__ = ["FORMAT", "ModalityNorm", "CheckpointMeta", "Checkpoint", "save_checkpoint", "load_checkpoint"]
 

@@ -72,7 +72,7 @@ class DataRecipe(StrictModel):
 
 
 class ModelRecipe(StrictModel):
-    """Architecture; see :class:`sgma_cli.model.config.SGMAConfig` for each field.
+    """Architecture; see :class:`sgma_cli.config.model.SGMAConfig` for each field.
 
     ``pretrained`` is an optional local backbone weights file (never downloaded).
     """

@@ -1,6 +1,6 @@
 """Training augmentation: one joint geometric transform for every sensor, mask and label.
 
-It plugs into :class:`~sgma_cli.data.tiles.TileDataset`'s ``transform=`` hook, which sees
+It plugs into :class:`~sgma_cli.data.tile_dataset.TileDataset`'s ``transform=`` hook, which sees
 the raw sample (numpy, sensor units, before normalisation). All modality bands are
 stacked into one ``(H, W, ΣC)`` image and the label plus the ``M`` availability masks into
 one ``(H, W, 1 + M)`` mask, so albumentations draws ONE random scale, crop, flip and
@@ -30,7 +30,7 @@ import albumentations as A
 import cv2
 import numpy as np
 
-from sgma_cli.data.tiles import RawSample
+from sgma_cli.data.tile_dataset import RawSample
 
 __all__ = ["JointAugment"]
 

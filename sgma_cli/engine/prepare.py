@@ -31,12 +31,12 @@ from sgma_cli import __version__
 from sgma_cli.config.dataset import INDEX_NAME, BandStats, ClassSpec, DatasetManifest, ModalityEntry, save_manifest, tile_dir
 from sgma_cli.data.align import RESAMPLING, AlignedReader
 from sgma_cli.data.discovery import Plan, discover
-from sgma_cli.data.inventory import PlanRow, SceneJob, cut_tiles, inspect_plan, resolve_palette
+from sgma_cli.data.scene_jobs import PlanRow, SceneJob, cut_tiles, inspect_plan, resolve_palette
 from sgma_cli.data.labels import LabelReader
 from sgma_cli.data.palettes import Palette, load_palette
 from sgma_cli.data.stats import BandAccumulator, ClassCounter
-from sgma_cli.data.tile_io import TileData, prepare_output_dir, read_tile, remove_outputs, write_index, write_tile
-from sgma_cli.data.tiling import TileSpec, parse_split
+from sgma_cli.data.tile_files import TileData, prepare_output_dir, read_tile, remove_outputs, write_index, write_tile
+from sgma_cli.data.tile_layout import TileSpec, parse_split
 from sgma_cli.errors import RasterError, SgmaError, UsageError
 
 __all__ = ["PrepareOptions", "PlanRow", "PrepareReport", "prepare"]

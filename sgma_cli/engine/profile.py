@@ -25,8 +25,9 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from sgma_cli.engine.device import resolve_device
 from sgma_cli.errors import ConfigError, UsageError
-from sgma_cli.model.config import SGMAConfig
+from sgma_cli.config.model import SGMAConfig
 from sgma_cli.model.sgma import SGMA
+from sgma_cli.engine.weights import build_model
 
 __all__ = ["FUSION_PARTS", "ProfileReport", "profile_model", "count_macs"]
 
@@ -112,7 +113,7 @@ def count_macs(model: SGMA, images: dict[str, torch.Tensor]) -> dict[str, Any]:
 
 def _build(config: SGMAConfig, device: torch.device | str) -> SGMA:
     try:
-        return config.build(device=device).eval()  # type: ignore[return-value]
+        return build_model(config, device=device).eval()  # type: ignore[return-value]
     except ValueError as err:
         raise ConfigError(str(err)) from None
 

@@ -2,23 +2,22 @@
 
 SGMA shares ONE encoder across all modalities (paper Eq. 2). Any timm model whose
 ``features_only`` variant reaches strides 4, 8, 16 and 32 works; :data:`BACKBONES` lists the
-ones sgma is tested with. Weights are never downloaded: ``weights`` is a local timm
-checkpoint or safetensors file, read here with ``weights_only=True`` (no code runs) and
-checked against the backbone before timm adapts it (classifier dropped, input stem).
+ones sgma is tested with. Weights are never downloaded: ``weights`` is a state dict that
+the engine read from a local file and checked (``engine.weights.load_backbone_weights``);
+timm adapts it here (classifier dropped, input stem).
 """
 
 from __future__ import annotations
 
 import contextlib
 import difflib
-import pickle
-from pathlib import Path
+from collections.abc import Mapping
 
 import timm
 import torch
 from torch import nn
 
-__all__ = ["BACKBONES", "FEATURE_STRIDES", "create_backbone", "backbone_channels", "load_backbone_weights"]
+__all__ = ["BACKBONES", "FEATURE_STRIDES", "create_backbone", "backbone_channels"]
 
 #: The strides of the four scales SGMA fuses (the paper's PVT-v2 pyramid).
 FEATURE_STRIDES: tuple[int, ...] = (4, 8, 16, 32)
@@ -45,56 +44,10 @@ def _check_name(name: str) -> None:
     raise ValueError(f"unknown backbone {name!r}{hint}")
 
 
-def load_backbone_weights(path: Path, name: str, min_fraction: float = 0.5) -> dict[str, torch.Tensor]:
-    """Read a local weights file for backbone ``name`` and check that it fits.
-
-    timm would load a file of another network non-strictly (unknown keys only logged) and
-    leave the backbone random; this refuses files where fewer than ``min_fraction`` of the
-    backbone's tensors are present with the right shape.
-
-    Args:
-        path: ``.safetensors``, or a torch file (read with ``weights_only=True``), holding a
-            state dict directly or under ``state_dict``/``model``/``state_dict_ema``.
-        name: timm model name.
-        min_fraction: share of the model's tensors that must match by name and shape.
-
-    Raises:
-        ValueError: missing, unreadable or not-fitting file (message says which).
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise ValueError("weights file not found")
-    try:
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
-            state: object = load_file(str(path))
-        else:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-    except (OSError, RuntimeError, ValueError, pickle.UnpicklingError, EOFError) as err:
-        first = (str(err).strip().splitlines() or [type(err).__name__])[0][:160]
-        raise ValueError(f"is not a readable weights file ({first})") from None
-    for key in ("state_dict", "model", "state_dict_ema"):
-        if isinstance(state, dict) and isinstance(state.get(key), dict):
-            state = state[key]
-            break
-    if not isinstance(state, dict):
-        raise ValueError("holds no state dict")
-    with torch.device("meta"):
-        reference = timm.create_model(name, pretrained=False).state_dict()
-    fits = sum(1 for k, v in reference.items() if isinstance(state.get(k), torch.Tensor) and state[k].shape == v.shape)
-    if fits < min_fraction * len(reference):
-        raise ValueError(
-            f"does not fit backbone {name!r}: only {fits} of its {len(reference)} tensors are in the file "
-            "with the right shape; use weights of that timm model"
-        )
-    return state
-
-
 def create_backbone(
     name: str,
     in_chans: int = 3,
-    weights: Path | None = None,
+    weights: Mapping[str, torch.Tensor] | None = None,
     device: torch.device | str | None = None,
 ) -> nn.Module:
     """Build a timm encoder returning 4 feature maps at strides 4, 8, 16, 32.
@@ -102,7 +55,7 @@ def create_backbone(
     Args:
         name: timm model name, e.g. ``"pvt_v2_b2"``.
         in_chans: input channels of the shared encoder (3: modality stems map to RGB-like).
-        weights: optional local weights file (see :func:`load_backbone_weights`).
+        weights: optional state dict of the timm model ``name`` (read and checked by the engine).
         device: where to build the parameters (``"meta"`` to count without allocating).
 
     Returns:
@@ -115,11 +68,7 @@ def create_backbone(
     _check_name(name)
     kwargs: dict[str, object] = {"features_only": True, "in_chans": in_chans}
     if weights is not None:
-        try:
-            state = load_backbone_weights(weights, name)
-        except ValueError as err:
-            raise ValueError(f"weights {weights} {err}") from None
-        kwargs.update(pretrained=True, pretrained_cfg_overlay={"state_dict": state})
+        kwargs.update(pretrained=True, pretrained_cfg_overlay={"state_dict": dict(weights)})
     last_levels = tuple(range(-len(FEATURE_STRIDES), 0))  # the 4 deepest feature levels
     with torch.device(device) if device is not None else contextlib.nullcontext():
         try:
@@ -127,7 +76,7 @@ def create_backbone(
         except (RuntimeError, TypeError, AssertionError, IndexError, KeyError) as err:
             first = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
             if weights is not None:
-                raise ValueError(f"weights {weights} do not fit backbone {name!r}: {first}") from None
+                raise ValueError(f"weights do not fit backbone {name!r}: {first}") from None
             raise ValueError(f"backbone {name!r} has no features_only form: {first}") from None
     reductions = list(backbone.feature_info.reduction())
     if reductions != list(FEATURE_STRIDES):

@@ -10,14 +10,14 @@ can seed them per sample (see :func:`sample_modalities`).
 
 from __future__ import annotations
 
-from typing import Literal
 
 import torch
 from torch import Tensor
 
+from sgma_cli.config.model import MASGranularity
+
 __all__ = ["MASGranularity", "mas_probabilities", "sample_modalities"]
 
-MASGranularity = Literal["sample", "batch"]
 
 
 def mas_probabilities(robustness: Tensor, available: Tensor, eps: float = 1e-6) -> Tensor:

@@ -17,7 +17,6 @@ the attention keys and prototype sums at the pixels it did not see.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -26,12 +25,12 @@ from torch import Tensor, nn
 from sgma_cli.model.availability import downsample_availability
 from sgma_cli.model.backbones import FEATURE_STRIDES, backbone_channels, create_backbone
 from sgma_cli.model.baselines import PoolingFusion
-from sgma_cli.model.config import FusionKind
+from sgma_cli.config.model import FusionKind, MASGranularity, StemKind
 from sgma_cli.model.head import MLPDecoder
-from sgma_cli.model.mas import MASGranularity, mas_probabilities, sample_modalities
+from sgma_cli.model.mas import mas_probabilities, sample_modalities
 from sgma_cli.model.outputs import Encoded, Fused, SegmentationOutput, TrainOutput
 from sgma_cli.model.sgf import SemanticGuidedFusion
-from sgma_cli.model.stems import ModalityStem, StemKind
+from sgma_cli.model.stems import ModalityStem
 
 __all__ = ["SGMA", "Subset"]
 
@@ -56,7 +55,7 @@ class SGMA(nn.Module):
         head_dim: all-MLP decoder width.
         head_dropout: decoder dropout.
         mas_granularity: MAS draws per ``"sample"`` or per ``"batch"``.
-        backbone_weights: optional local weights file for the backbone.
+        backbone_weights: optional state dict for the backbone (read by the engine).
         device: where to create parameters (``"meta"`` to count them without memory).
         dtype: parameter dtype.
     """
@@ -75,7 +74,7 @@ class SGMA(nn.Module):
         head_dim: int = 256,
         head_dropout: float = 0.1,
         mas_granularity: MASGranularity = "sample",
-        backbone_weights: Path | None = None,
+        backbone_weights: Mapping[str, Tensor] | None = None,
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
     ) -> None:

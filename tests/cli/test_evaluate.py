@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 from sgma_cli.cli.app import app
 from sgma_cli.config._base import read_toml
 from sgma_cli.config.checkpoint import load_checkpoint, save_checkpoint
-from sgma_cli.engine.evaluate import evaluate_checkpoint
+from sgma_cli.engine.evaluate.job import evaluate_checkpoint
 from sgma_cli.errors import DatasetError
 from tests.conftest import make_tiny_checkpoint
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from sgma_cli.data.tiles import TileDataset
+from sgma_cli.data.tile_dataset import TileDataset
 from sgma_cli.data.transforms import JointAugment
 
 MODALITIES = [("rgb", 3, True), ("dsm", 1, False), ("sar", 1, False)]

@@ -11,7 +11,7 @@ from torch import nn
 from sgma_cli.config.checkpoint import load_checkpoint
 from sgma_cli.engine.distributed import AllReduceBatchNorm, DistContext, launch, sync_batchnorm, torchrun_env
 from sgma_cli.engine.train import train
-from tests.engine.test_train import tiny_recipe
+from tests.engine.train.test_job import tiny_recipe
 
 #: One AdamW step. Its first update is ``lr·g/(|g| + eps)``: with the default eps a weight
 #: whose true gradient is 0 (a bias before batch norm) moves by ±lr on float32 noise alone,

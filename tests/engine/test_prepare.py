@@ -148,7 +148,7 @@ class TestPrepare:
         assert next(r for r in report.rows if r.role == "sar").crs == "EPSG:3857"
 
     def test_sample_folder(self, tmp_path: Path) -> None:
-        from sgma_cli.engine.sample import sample
+        from sgma_cli.engine.sample_scene import sample
 
         sample(tmp_path / "s", size=256, vectors=False)
         report = prepare(PrepareOptions(src=tmp_path / "s", out=tmp_path / "d", tile=64, stride=32))
@@ -158,7 +158,7 @@ class TestPrepare:
 
 
     def test_sample_polygons_equal_colour_raster(self, tmp_path: Path) -> None:
-        from sgma_cli.engine.sample import sample
+        from sgma_cli.engine.sample_scene import sample
 
         sample(tmp_path / "s", size=128)
         prepare(PrepareOptions(src=tmp_path / "s", out=tmp_path / "a", tile=64, stride=64, split="1,0,0"))

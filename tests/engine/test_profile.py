@@ -6,7 +6,7 @@ import pytest
 
 from sgma_cli.engine.profile import FUSION_PARTS, profile_model
 from sgma_cli.errors import ConfigError, UsageError
-from sgma_cli.model.config import ModalitySpec, SGMAConfig
+from sgma_cli.config.model import ModalitySpec, SGMAConfig
 
 POTSDAM = (ModalitySpec("rgb", 3), ModalitySpec("dsm", 1), ModalitySpec("nir", 1))
 

@@ -1,0 +1,332 @@
+"""The ``sgma predict`` job: a whole scene written as georeferenced outputs.
+
+:func:`run_predict` checks the job (sensors, checkpoint, output paths), opens the scene on
+its reference grid, runs :func:`~sgma_cli.engine.predict.inference.predict_scene` (or, with
+several devices, deals batches round-robin to worker processes with
+:func:`worker_results`, this process only assembling and writing) and writes the blocks as
+COG GeoTIFFs (+ a GeoPackage), each under a temporary name renamed at the end.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import rasterio
+import torch
+
+from sgma_cli.config.checkpoint import CheckpointMeta, load_checkpoint
+from sgma_cli.data.scene import Extent, Scene, find_sensor_files, open_scene
+from sgma_cli.data.window_grid import SIZE_MULTIPLE, window_grid
+from sgma_cli.data.writers import (
+    CLASS_NODATA,
+    PERCENT_NODATA,
+    BlockRasterWriter,
+    RasterSpec,
+    check_writable,
+    to_percent,
+    vectorize_classes,
+)
+from sgma_cli.engine.weights import load_model
+from sgma_cli.engine.device import check_gpu_count, resolve_device
+from sgma_cli.engine.predict.workers import WorkerPlan, worker_results
+from sgma_cli.engine.predict.inference import GDAL_CACHE_MB, PredictionBlock, ProgressFn, assemble, batches_of, local_results
+from sgma_cli.errors import UsageError
+from sgma_cli.model.sgma import SGMA
+
+__all__ = ["predict_scene", "PredictJob", "PredictResult", "output_paths", "default_window", "run_predict"]
+
+def predict_scene(
+    model: SGMA | None,
+    meta: CheckpointMeta,
+    scene: Scene,
+    *,
+    window: int = 512,
+    overlap: float = 0.25,
+    batch_size: int = 8,
+    device: torch.device | str = "cpu",
+    precision: str = "auto",
+    probabilities: bool = False,
+    robustness: bool = False,
+    progress: ProgressFn | None = None,
+    prefetch: int = 2,
+    workers: WorkerPlan | None = None,
+) -> Iterator[PredictionBlock]:
+    """Predict a whole scene; yield finished row blocks top to bottom.
+
+    Args:
+        model: the model in eval mode on ``device`` (unused, may be ``None``, with ``workers``).
+        meta: its checkpoint metadata (modality order, normalisation, classes).
+        scene: the opened scene (:func:`sgma_cli.data.scene.open_scene`).
+        window: window side in pixels (multiple of 32).
+        overlap: fraction of the window shared with neighbours.
+        batch_size: windows per forward pass.
+        device: compute device of ``model``.
+        precision: ``auto``, ``bf16`` or ``fp32``.
+        probabilities: also return blended class probabilities.
+        robustness: also return blended robustness maps of the chosen sensors.
+        progress: called after every batch with a :class:`Progress`.
+        prefetch: batches read ahead by the background reader.
+        workers: compute in worker processes instead (see :class:`WorkerPlan`).
+
+    Yields:
+        :class:`PredictionBlock` s covering rows ``0 .. H`` in order.
+    """
+    grid = scene.grid
+    windows = window_grid(grid.height, grid.width, window, overlap)
+    batches = batches_of(windows, batch_size)
+    K = len(meta.classes)
+    channels = K + (len(scene.names) if robustness else 0)
+    if workers is not None:
+        results = worker_results(workers, meta, scene, batches, precision=precision, robustness=robustness, prefetch=prefetch)
+    else:
+        if model is None:
+            raise ValueError("predict_scene needs a model unless workers are given")
+        results = local_results(
+            model, meta, scene, batches, torch.device(device), precision=precision, robustness=robustness, prefetch=prefetch
+        )
+    yield from assemble(results, scene, windows, K, channels, want_probabilities=probabilities, progress=progress)
+
+
+@dataclass
+class PredictJob:
+    """Everything ``sgma predict`` was asked to do.
+
+    Attributes:
+        checkpoint: the model.
+        scene_dir: folder of ``<modality>.tif`` files, or ``None`` with ``files``.
+        out: class map GeoTIFF.
+        files: explicit ``{name: path}`` sensors (``--modality NAME=PATH``).
+        modalities: sensors to use (``None``: every checkpoint sensor found).
+        window: window side (multiple of 32); ``None``: the checkpoint's training tile size
+            rounded up to a multiple of 32 (SGMA's prototypes sum over the window, so the
+            model sees what it was trained on), else 512.
+        overlap: window overlap fraction.
+        batch_size: windows per forward pass.
+        device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
+        gpus: GPU worker processes (> 1 splits windows over GPUs 0..N-1).
+        nproc: CPU worker processes (with ``device=cpu``).
+        precision: ``auto``, ``bf16`` or ``fp32``.
+        probabilities: also write ``<out>.probabilities.tif``.
+        confidence: also write ``<out>.confidence.tif``.
+        robustness: also write ``<out>.robustness.tif``.
+        vectorize: GeoPackage of class polygons, or ``None``.
+        min_area: smallest polygon in CRS units² (``vectorize``).
+        resolution: ``"checkpoint"``, ``"native"`` or a pixel size in CRS units.
+        extent: ``"reference"`` or ``"union"``.
+    """
+
+    checkpoint: Path
+    scene_dir: Path | None
+    out: Path
+    files: dict[str, Path] = field(default_factory=dict)
+    modalities: list[str] | None = None
+    window: int | None = None
+    overlap: float = 0.25
+    batch_size: int = 8
+    device: str = "auto"
+    gpus: int = 1
+    nproc: int = 1
+    precision: str = "auto"
+    probabilities: bool = False
+    confidence: bool = False
+    robustness: bool = False
+    vectorize: Path | None = None
+    min_area: float = 0.0
+    resolution: str | float = "checkpoint"
+    extent: Extent = "reference"
+
+
+@dataclass
+class PredictResult:
+    """What a prediction wrote.
+
+    Attributes:
+        outputs: ``{"classes"|"probabilities"|"confidence"|"robustness"|"vectors": path}``.
+        scene: the scene (sensors used, grid).
+        windows: windows computed.
+        seconds: wall time.
+        class_pixels: pixels per class name.
+        nodata_pixels: pixels no chosen sensor saw.
+        polygons: polygons written (``vectorize``).
+        notes: lines on the choices made.
+    """
+
+    outputs: dict[str, Path]
+    scene: Scene
+    windows: int
+    seconds: float
+    class_pixels: dict[str, int]
+    nodata_pixels: int
+    polygons: int | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+def output_paths(job: PredictJob) -> dict[str, Path]:
+    """Every file ``job`` will write, by kind."""
+    out = Path(job.out)
+    stem = out.with_suffix("")
+    paths = {"classes": out}
+    for kind, on in (("probabilities", job.probabilities), ("confidence", job.confidence), ("robustness", job.robustness)):
+        if on:
+            paths[kind] = stem.with_name(f"{stem.name}.{kind}.tif")
+    if job.vectorize is not None:
+        paths["vectors"] = Path(job.vectorize)
+    return paths
+
+
+def _check_job(job: PredictJob) -> None:
+    if job.window is not None and (job.window <= 0 or job.window % SIZE_MULTIPLE):
+        raise UsageError(f"--window {job.window} must be a positive multiple of {SIZE_MULTIPLE}, e.g. 256 or 512")
+    if not 0.0 <= job.overlap <= 0.9:
+        raise UsageError(f"--overlap {job.overlap} must be between 0 and 0.9")
+    if job.batch_size < 1:
+        raise UsageError(f"--batch-size {job.batch_size} must be at least 1")
+    if job.gpus < 1 or job.nproc < 1:
+        raise UsageError("--gpus and --nproc must be at least 1")
+    if job.min_area < 0:
+        raise UsageError(f"--min-area {job.min_area} must be >= 0")
+    if job.scene_dir is None and not job.files:
+        raise UsageError("give SCENE_DIR or at least one --modality NAME=PATH")
+    paths = output_paths(job)
+    if len(set(paths.values())) != len(paths):
+        raise UsageError("two outputs would share one path; choose another --out or --vectorize")
+    for path in paths.values():
+        check_writable(path)
+
+
+def _workers_for(job: PredictJob) -> tuple[torch.device, WorkerPlan | None]:
+    if job.gpus > 1:
+        if job.device.lower() == "cpu":
+            raise UsageError("--gpus asks for GPUs but --device is cpu; use --nproc N for CPU processes")
+        check_gpu_count(job.gpus)
+        return torch.device("cuda:0"), WorkerPlan(job.checkpoint, tuple(f"cuda:{i}" for i in range(job.gpus)))
+    device = resolve_device(job.device)
+    if job.nproc > 1:
+        if device.type != "cpu":
+            raise UsageError("--nproc is for CPU processes; use --gpus N to spread over GPUs")
+        return device, WorkerPlan(job.checkpoint, ("cpu",) * job.nproc)
+    return device, None
+
+
+def default_window(meta: CheckpointMeta, fallback: int = 512) -> int:
+    """The checkpoint's training tile size rounded up to a multiple of 32, else ``fallback``."""
+    if meta.tile_size:
+        return int(-(-meta.tile_size // SIZE_MULTIPLE) * SIZE_MULTIPLE)
+    return fallback
+
+
+def _resolution(job: PredictJob, meta: CheckpointMeta) -> tuple[float | None, str | None]:
+    if job.resolution == "native":
+        return None, None
+    if job.resolution == "checkpoint":
+        return (meta.resolution[0] if meta.resolution else None), meta.crs
+    try:
+        value = float(job.resolution)
+    except ValueError:
+        raise UsageError(f"--resolution {job.resolution!r}: use checkpoint, native or a pixel size") from None
+    if value <= 0:
+        raise UsageError(f"--resolution {value} must be positive")
+    return value, None
+
+
+def _specs(job: PredictJob, meta: CheckpointMeta, scene: Scene, paths: dict[str, Path]) -> dict[str, RasterSpec]:
+    names = meta.class_names
+    tags = {"CLASS_NAMES": json.dumps(names), "CHECKPOINT": Path(job.checkpoint).name, "SENSORS": ",".join(scene.names)}
+    specs = {
+        "classes": RasterSpec(
+            paths["classes"], scene.grid, 1, CLASS_NODATA, ["class"],
+            colormap={i: tuple(c.color) for i, c in enumerate(meta.classes)}, tags=tags,
+        )
+    }
+    pct = {"scale": 0.01, "overview_resampling": "AVERAGE", "tags": {**tags, "UNITS": "percent"}}
+    if "probabilities" in paths:
+        specs["probabilities"] = RasterSpec(paths["probabilities"], scene.grid, len(names), PERCENT_NODATA, names, **pct)  # type: ignore[arg-type]
+    if "confidence" in paths:
+        specs["confidence"] = RasterSpec(paths["confidence"], scene.grid, 1, PERCENT_NODATA, ["confidence"], **pct)  # type: ignore[arg-type]
+    if "robustness" in paths:
+        specs["robustness"] = RasterSpec(
+            paths["robustness"], scene.grid, len(scene.names), PERCENT_NODATA, [f"robustness_{n}" for n in scene.names], **pct  # type: ignore[arg-type]
+        )
+    return specs
+
+
+def run_predict(job: PredictJob, progress: ProgressFn | None = None, on_scene: Callable[[Scene], None] | None = None) -> PredictResult:
+    """Validate, predict the scene and write every output (all or nothing).
+
+    Args:
+        job: the request.
+        progress: called after every batch.
+        on_scene: called once the scene is opened (e.g. to print the grid), before compute.
+
+    Raises:
+        UsageError: bad option values.
+        CheckpointError: unreadable checkpoint.
+        RasterError: missing/unfit sensors, unwritable outputs.
+        DeviceError: a device this machine lacks.
+    """
+    with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB):
+        return _run_predict(job, progress, on_scene)
+
+
+def _run_predict(job: PredictJob, progress: ProgressFn | None, on_scene: Callable[[Scene], None] | None) -> PredictResult:
+    start = time.perf_counter()
+    _check_job(job)
+    paths = output_paths(job)
+    device, plan = _workers_for(job)
+    if plan is None:
+        model, meta = load_model(job.checkpoint, device)
+    else:
+        model, meta = None, load_checkpoint(job.checkpoint).meta
+    bands = {m.name: m.bands for m in meta.modalities}
+    files = find_sensor_files(job.scene_dir, meta.modality_names, job.files)
+    res, res_crs = _resolution(job, meta)
+    scene = open_scene(
+        files, bands, modalities=job.modalities, resolution=res, resolution_crs=res_crs, extent=job.extent,
+        source=job.scene_dir,
+    )
+    if on_scene is not None:
+        on_scene(scene)
+    specs = _specs(job, meta, scene, paths)
+    K = len(meta.classes)
+    counts = np.zeros(K + 1, np.int64)
+    window = job.window or default_window(meta)
+    windows = len(window_grid(scene.grid.height, scene.grid.width, window, job.overlap))
+    with contextlib.ExitStack() as stack:
+        writers = {k: stack.enter_context(BlockRasterWriter(s)) for k, s in specs.items()}
+        blocks = predict_scene(
+            model, meta, scene, window=window, overlap=job.overlap, batch_size=job.batch_size, device=device,
+            precision=job.precision, probabilities="probabilities" in writers or "confidence" in writers,
+            robustness="robustness" in writers, progress=progress, workers=plan,
+        )
+        for block in blocks:
+            writers["classes"].write_rows(block.row, block.classes[None])
+            counts += np.bincount(np.where(block.valid, block.classes, K).ravel(), minlength=K + 1)[: K + 1]
+            if block.probabilities is not None:
+                if "probabilities" in writers:
+                    writers["probabilities"].write_rows(block.row, to_percent(block.probabilities, block.valid))
+                if "confidence" in writers:
+                    writers["confidence"].write_rows(block.row, to_percent(block.probabilities.max(0, keepdims=True), block.valid))
+            if block.robustness is not None and "robustness" in writers:
+                writers["robustness"].write_rows(block.row, to_percent(block.robustness, block.valid))
+        finished = {k: w.finish() for k, w in writers.items()}
+        polygons = None
+        if job.vectorize is not None:
+            polygons = vectorize_classes(finished["classes"], Path(job.vectorize), meta.class_names, min_area=job.min_area)
+        for w in writers.values():
+            w.publish()
+    return PredictResult(
+        outputs=paths,
+        scene=scene,
+        windows=windows,
+        seconds=time.perf_counter() - start,
+        class_pixels={n: int(counts[i]) for i, n in enumerate(meta.class_names)},
+        nodata_pixels=int(counts[K]),
+        polygons=polygons,
+        notes=[*scene.notes, f"windows of {window} px, overlap {job.overlap:g}"],
+    )

@@ -1,0 +1,67 @@
+"""The ``train`` job: SGMA with Modality-Aware Sampling on a prepared dataset, 1 to N processes.
+
+Use from Python::
+
+    from sgma_cli.config.recipe import load_recipe
+    from sgma_cli.engine.train import train
+    result = train(load_recipe(Path("recipes/sample.toml")), data_dir=Path("demo/data"),
+                   run_dir=Path("demo/run"))
+
+:func:`~sgma_cli.engine.train.plan.plan_training` checks everything first; :func:`train`
+then runs :func:`run_worker` on one process, on N spawned processes (``--gpus N`` /
+``--nproc N``), or as one rank of a ``torchrun`` group. The loop itself lives in
+:mod:`sgma_cli.engine.train.loop`.
+"""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+from typing import Any
+
+from sgma_cli.config.recipe import Recipe
+from sgma_cli.engine.distributed import launch, torchrun_env
+from sgma_cli.engine.train.loop import TrainResult, run_loop
+from sgma_cli.engine.train.plan import TrainPlan, plan_training
+
+__all__ = ["run_worker", "train"]
+
+
+def run_worker(rank: int, world_size: int, plan: TrainPlan, progress: Any = None, local_rank: int | None = None) -> TrainResult:
+    """One rank of the job (rank 0 gets ``progress`` and writes files)."""
+    return run_loop(plan, rank, world_size, rank if local_rank is None else local_rank, progress if rank == 0 else None)
+
+
+def _spawned(rank: int, world_size: int, plan: TrainPlan) -> TrainResult:
+    return run_worker(rank, world_size, plan)
+
+
+def train(
+    recipe: Recipe,
+    *,
+    data_dir: Path | None = None,
+    run_dir: Path | None = None,
+    device: str = "auto",
+    gpus: int = 0,
+    nproc: int = 1,
+    resume: bool = False,
+    progress: Any = None,
+) -> TrainResult:
+    """Plan and run a training job; returns rank 0's :class:`TrainResult`.
+
+    Args:
+        recipe: a validated recipe (``load_recipe``).
+        data_dir: the prepared dataset (default: ``recipe.data.dir``).
+        run_dir: the run folder (default: ``runs/<recipe.name>``).
+        device: ``auto``, ``cpu`` or ``cuda`` (single process or ``--nproc``).
+        gpus: data-parallel GPU processes (NCCL); 0: one process on ``device``.
+        nproc: data-parallel processes on ``device`` (gloo on CPU).
+        resume: continue from ``RUN_DIR/checkpoints/last.pt``.
+        progress: ``progress(TrainEvent)`` on rank 0.
+    """
+    plan = plan_training(recipe, data_dir=data_dir, run_dir=run_dir, device=device, gpus=gpus, nproc=nproc, resume=resume)
+    env = torchrun_env()
+    if env is not None:
+        rank, world, local = env
+        return run_worker(rank, world, plan, progress, local)
+    return launch(_spawned, plan.world_size, (plan,), main=functools.partial(run_worker, progress=progress))

@@ -1,0 +1,436 @@
+"""The training loop of one rank: data, model, AdamW + warm-up/poly, validation, checkpoints.
+
+Called by :mod:`sgma_cli.engine.train.job` once the job is validated. Per optimizer step:
+``train.accumulate`` micro-batches (DDP gradient sync only on the last), the SGF + MAS
+loss of :mod:`sgma_cli.engine.train.step` under bf16 autocast on CUDA (fp32 on CPU unless
+``train.precision = "bf16"``), optional gradient clipping, then the learning rate of the
+step. Every ``train.checkpoint_every`` steps and at each epoch end rank 0 writes
+``checkpoints/last.pt`` with everything needed to continue bit for bit: weights,
+optimizer, step, epoch and position in the epoch, and the RNG states of every rank.
+Validation (every ``train.val_every`` epochs) scores all modality subsets on the ``val``
+split, sharded over ranks and all-reduced; the best Average mIoU goes to ``best.pt``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import random
+import time
+import warnings
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader
+
+from sgma_cli.config.checkpoint import Checkpoint, CheckpointMeta, ModalityNorm, load_checkpoint, save_checkpoint
+from sgma_cli.config.dataset import load_manifest
+from sgma_cli.data.tile_dataset import TileDataset
+from sgma_cli.data.transforms import JointAugment
+from sgma_cli.engine.device import autocast
+from sgma_cli.engine.distributed import DistContext, all_reduce_sum, gather_objects, init_process, shutdown, sync_batchnorm
+from sgma_cli.engine.evaluate.scoring import evaluate_subsets
+from sgma_cli.engine.train.run_log import RunLog, write_plots
+from sgma_cli.engine.subsets import subset_label
+from sgma_cli.engine.train.schedule import WarmupPoly
+from sgma_cli.engine.train.randomness import ResumableSampler, SeededSamples, ShardSampler, capture_rng, restore_rng
+from sgma_cli.engine.train.step import TrainForward, branch_loss
+from sgma_cli.errors import ConfigError
+from sgma_cli.engine.train.plan import TrainPlan, model_config, write_recipe
+from sgma_cli.engine.weights import build_model, load_backbone_weights
+
+
+__all__ = ["TrainEvent", "TrainResult", "ProgressCallback", "run_loop"]
+
+NUM_SCALES = 4
+
+
+@dataclass(frozen=True)
+class TrainEvent:
+    """What the loop reports to its progress callback (rank 0 only).
+
+    ``kind``: ``start`` (totals known), ``step`` (after each optimizer step: ``values``
+    holds loss, loss_sgf, loss_mas, lr, samples_per_s), ``validate`` (``values``: done,
+    total batches), ``val`` (``values``: average, top1, last1 and ``miou_<subset>``),
+    ``checkpoint`` (``message``: path), ``info`` (``message``), ``end``.
+    """
+
+    kind: Literal["start", "step", "validate", "val", "checkpoint", "info", "end"]
+    epoch: int
+    step: int
+    total_steps: int
+    epochs: int
+    steps_per_epoch: int
+    values: Mapping[str, float] = field(default_factory=dict)
+    message: str = ""
+
+
+ProgressCallback = Callable[[TrainEvent], None]
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """What a run produced (meaningful on rank 0).
+
+    Attributes:
+        run_dir: the run folder.
+        step: optimizer steps done.
+        epoch: epochs reached (1-based; partial epochs count).
+        total_steps: steps planned.
+        best: ``{"average", "top1", "last1", "epoch", "step"}`` of the best validation, or empty.
+        last_val: mIoU per subset label at the last validation.
+        best_checkpoint: ``best.pt`` (``None`` without validation).
+        last_checkpoint: ``last.pt``.
+        plots: PNG files written.
+        seconds: wall time of this invocation.
+        resumed_from: the step resumed from, or ``None``.
+        world_size: processes.
+        device: ``cpu`` or ``cuda``.
+        final_loss: mean loss over the last logging window.
+    """
+
+    run_dir: Path
+    step: int
+    epoch: int
+    total_steps: int
+    best: dict[str, float] = field(default_factory=dict)
+    last_val: dict[str, float] = field(default_factory=dict)
+    best_checkpoint: Path | None = None
+    last_checkpoint: Path | None = None
+    plots: list[Path] = field(default_factory=list)
+    seconds: float = 0.0
+    resumed_from: int | None = None
+    world_size: int = 1
+    device: str = "cpu"
+    final_loss: float = math.nan
+
+
+def run_loop(plan: TrainPlan, rank: int, world_size: int, local_rank: int, progress: ProgressCallback | None) -> TrainResult:
+    """Run one rank of ``plan`` to the end; see the module docstring."""
+    ctx = init_process(rank, world_size, local_rank, plan.device_type)
+    deterministic = torch.are_deterministic_algorithms_enabled()
+    try:
+        if plan.recipe.train.deterministic:
+            torch.use_deterministic_algorithms(True, warn_only=True)
+            torch.backends.cudnn.benchmark = False
+        with warnings.catch_warnings():
+            # DDP's hint about depthwise-conv gradient strides: harmless, not actionable
+            warnings.filterwarnings("ignore", message="Grad strides do not match bucket view strides")
+            return _Loop(plan, ctx, progress).run()
+    finally:
+        torch.use_deterministic_algorithms(deterministic)
+        shutdown(ctx)
+
+
+class _Loop:
+    """State of one rank's run; split in methods only for readability."""
+
+    def __init__(self, plan: TrainPlan, ctx: DistContext, progress: ProgressCallback | None) -> None:
+        self.plan, self.ctx, self.progress = plan, ctx, progress
+        r = self.recipe = plan.recipe
+        self.started = time.perf_counter()
+        self.manifest = manifest = load_manifest(plan.data_dir)
+        self.seed = r.train.seed
+        random.seed(self.seed + ctx.rank)
+        np.random.seed(self.seed + ctx.rank)
+        # data
+        entries = [manifest.modality(n) for n in plan.modalities]
+        band_range = {e.name: (e.stats.p2, e.stats.p98) for e in entries if e.optical and e.stats is not None}
+        augment = JointAugment(
+            [(e.name, e.bands, e.optical) for e in entries], r.data.crop_size, tuple(r.data.scale), r.data.hflip,
+            r.data.vflip, r.data.rotate90, r.data.photometric, band_range, seed=self.seed,
+        )
+        base = TileDataset(plan.data_dir, "train", modalities=plan.modalities, transform=augment, manifest=manifest)
+        samples = SeededSamples(base, self.seed, len(plan.modalities), NUM_SCALES, r.train.modality_dropout)
+        self.sampler = ResumableSampler(len(samples), r.data.batch_size, self.seed, ctx.rank, ctx.world_size)
+        cuda = ctx.device.type == "cuda"
+        workers = r.data.num_workers
+        self.loader = DataLoader(
+            samples, batch_size=r.data.batch_size, sampler=self.sampler, num_workers=workers, pin_memory=cuda,
+            persistent_workers=workers > 0, generator=torch.Generator().manual_seed(self.seed),
+        )
+        val = TileDataset(plan.data_dir, "val", modalities=plan.modalities, manifest=manifest)
+        self.val_loader = None
+        if len(val) and r.train.val_every:
+            self.val_loader = DataLoader(
+                val, batch_size=r.data.val_batch_size, sampler=ShardSampler(len(val), ctx.rank, ctx.world_size),
+                num_workers=min(workers, 2), pin_memory=cuda,
+            )
+        # model
+        self.config = model_config(r, manifest, plan.modalities)
+        torch.manual_seed(self.seed)  # identical initial weights on every rank
+        weights = Path(r.model.pretrained).expanduser() if r.model.pretrained else None
+        try:
+            state = load_backbone_weights(weights, r.model.backbone) if weights is not None else None
+            model = build_model(self.config, backbone_weights=state)
+        except ValueError as err:
+            raise ConfigError(f"model.pretrained: {err}", weights) from None
+        torch.manual_seed(self.seed + 1_000_003 * ctx.rank)  # dropout streams differ per rank
+        self.model = sync_batchnorm(model.to(ctx.device), ctx)
+        forward: torch.nn.Module = TrainForward(self.model, mas=r.train.mas)
+        if ctx.distributed:
+            forward = DistributedDataParallel(
+                forward, device_ids=[ctx.local_rank] if cuda else None,
+                find_unused_parameters=r.train.modality_dropout > 0,
+            )
+        self.forward = forward
+        o = r.optim
+        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=o.lr, betas=o.betas, eps=o.eps, weight_decay=o.weight_decay)
+        # schedule
+        self.steps_per_epoch = self.sampler.batches_per_epoch // r.train.accumulate
+        full = r.schedule.epochs * self.steps_per_epoch
+        self.total_steps = min(full, r.schedule.max_steps) if r.schedule.max_steps else full
+        self.schedule = WarmupPoly(
+            o.lr, full, round(r.schedule.warmup_epochs * self.steps_per_epoch), r.schedule.warmup_ratio,
+            r.schedule.power, r.schedule.min_lr,
+        )
+        self.step = 0
+        self.best: dict[str, float] = {}
+        self.last_val: dict[str, float] = {}
+        self.resumed_from: int | None = None
+        if plan.resume:
+            self._restore()
+        self.log: RunLog | None = None
+        if ctx.is_main:
+            write_recipe(plan)
+            self.log = RunLog(plan.run_dir, plan.modalities, plan.subsets, NUM_SCALES, self.resumed_from)
+        self.window: dict[str, float] = {}
+        self.final_loss = math.nan
+
+    # ------------------------------------------------------------------ events
+    def _emit(self, kind: Any, values: Mapping[str, float] | None = None, message: str = "") -> None:
+        if self.progress is None:
+            return
+        spe = max(self.steps_per_epoch, 1)
+        epoch = self.step // spe + 1 if kind == "start" else max(self._epoch_reached(), 1)
+        epoch = min(epoch, self.recipe.schedule.epochs)
+        self.progress(TrainEvent(kind, epoch, self.step, self.total_steps, self.recipe.schedule.epochs,
+                                 self.steps_per_epoch, dict(values or {}), message))
+
+    # ------------------------------------------------------------- checkpoints
+    def _meta(self) -> CheckpointMeta:
+        m = self.manifest
+        norms = []
+        for name in self.plan.modalities:
+            e = m.modality(name)
+            mean, std = (e.stats.mean, e.stats.std) if e.stats is not None else ([0.0] * e.bands, [1.0] * e.bands)
+            norms.append(ModalityNorm(name=name, bands=e.bands, mean=mean, std=std, optical=e.optical))
+        metrics = {f"val_{k}": v for k, v in self.best.items() if k in ("average", "top1", "last1")}
+        metrics.update({f"miou_{k}": v for k, v in self.last_val.items()})
+        return CheckpointMeta(
+            model=self.config.to_dict(), classes=m.classes, ignore_index=m.ignore_index, modalities=norms, crs=m.crs,
+            resolution=m.resolution, tile_size=m.tile_size, recipe=self.recipe.model_dump(mode="json"),
+            epoch=self._epoch_reached(), step=self.step, metrics=metrics,
+        )
+
+    def _epoch_reached(self) -> int:
+        return -(-self.step // max(self.steps_per_epoch, 1))
+
+    def _save_last(self) -> None:
+        rngs = gather_objects(capture_rng(), self.ctx)  # a collective: every rank calls it
+        if not self.ctx.is_main:
+            return
+        state = {
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": {**self.schedule.state_dict(), "step": self.step},
+            "step": self.step,
+            "epoch": self.step // max(self.steps_per_epoch, 1),
+            "batch_in_epoch": (self.step % max(self.steps_per_epoch, 1)) * self.recipe.train.accumulate,
+            "world_size": self.ctx.world_size,
+            "seed": self.seed,
+            "rng": rngs,
+            "best": dict(self.best),
+            "last_val": dict(self.last_val),
+        }
+        path = save_checkpoint(self.plan.last_checkpoint, Checkpoint(self._meta(), self.model.state_dict(), state))
+        self._emit("checkpoint", message=str(path))
+
+    def _restore(self) -> None:
+        ckpt = load_checkpoint(self.plan.last_checkpoint, with_train_state=True)
+        state = ckpt.train or {}
+        self.model.load_state_dict(ckpt.model)
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.step = self.resumed_from = int(state["step"])
+        self.best = {k: float(v) for k, v in state.get("best", {}).items()}
+        self.last_val = {k: float(v) for k, v in state.get("last_val", {}).items()}
+        rngs = state["rng"]
+        if len(rngs) == self.ctx.world_size:
+            restore_rng(rngs[self.ctx.rank])
+        self._resume_note = "" if state.get("world_size") == self.ctx.world_size else (
+            f"resumed with {self.ctx.world_size} process(es) instead of {state.get('world_size')}: "
+            "the data order changes, the run is no longer bit-for-bit reproducible"
+        )
+
+    # -------------------------------------------------------------- one step
+    def _reduce(self, tensor: torch.Tensor) -> torch.Tensor:
+        return all_reduce_sum(tensor, self.ctx)
+
+    def _micro_step(self, batch: Mapping[str, Any]) -> dict[str, float]:
+        dev, r = self.ctx.device, self.recipe
+        images = {n: x.to(dev, non_blocking=True) for n, x in batch["image"].items()}
+        mask = batch["mask"].to(dev, non_blocking=True)
+        label = batch["label"].to(dev, non_blocking=True)
+        present = batch["present"].to(dev, non_blocking=True)
+        batch_u = None
+        if self.config.mas_granularity == "batch":
+            batch_u = torch.from_numpy(np.random.default_rng([self.seed, self.step, 99]).random(NUM_SCALES))
+        with autocast(dev, r.train.precision):
+            out = self.forward(images, mask, present, batch["mas_u"], batch_u, self._reduce)
+        world, ignore = self.ctx.world_size, self.manifest.ignore_index
+        loss_sgf, value_sgf = branch_loss(out.logits_sgf, label, out.valid_sgf, ignore, self._reduce, world)
+        loss = r.train.lambda_sgf * loss_sgf
+        values = {"loss_sgf": float(value_sgf)}
+        if out.logits_mas is not None and out.valid_mas is not None:
+            loss_mas, value_mas = branch_loss(out.logits_mas, label, out.valid_mas, ignore, self._reduce, world)
+            loss = loss + r.train.lambda_mas * loss_mas
+            values["loss_mas"] = float(value_mas)
+        (loss / r.train.accumulate).backward()
+        values["loss"] = r.train.lambda_sgf * values["loss_sgf"] + r.train.lambda_mas * values.get("loss_mas", 0.0)
+        if out.mas_probs is not None:
+            S, B, M = out.mas_probs.shape
+            sums = self._reduce(torch.cat([out.mas_probs.detach().float().sum(dim=1).flatten(), torch.tensor([float(B)], device=dev)]))
+            means = (sums[:-1] / sums[-1]).reshape(S, M).tolist()
+            for i in range(S):
+                for j, name in enumerate(self.plan.modalities):
+                    values[f"mas_s{i + 1}_{name}"] = means[i][j]
+        return values
+
+    def _optimizer_step(self) -> float:
+        lr = self.schedule.apply(self.optimizer, self.step)
+        if self.recipe.optim.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.recipe.optim.grad_clip)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.step += 1
+        return lr
+
+    # ------------------------------------------------------------ validation
+    def _validate(self) -> None:
+        if self.val_loader is None:
+            return
+
+        def report(done: int, total: int) -> None:
+            self._emit("validate", {"done": float(done), "total": float(total)})
+
+        result = evaluate_subsets(
+            self.model, self.val_loader, list(self.plan.subsets), device=self.ctx.device,
+            ignore_index=self.manifest.ignore_index, precision=self.recipe.train.precision, progress=report,
+        ).all_reduce()
+        self.last_val = {subset_label(s): float(m.miou) for s, m in zip(result.subsets, result.metrics)}
+        summary = {"average": result.summary.average, "top1": result.summary.top1, "last1": result.summary.last1}
+        epoch = self._epoch_reached()
+        previous = self.best.get("average", -math.inf)
+        # a NaN average never wins, and a NaN best (no class scored yet) is beaten by any number
+        improved = summary["average"] == summary["average"] and (summary["average"] > previous or previous != previous)
+        if improved:
+            self.best = {**summary, "epoch": float(epoch), "step": float(self.step)}
+        if self.ctx.is_main and self.log is not None:
+            self.log.log_val(epoch, self.step, summary, self.last_val)
+            if improved:
+                save_checkpoint(self.plan.best_checkpoint, Checkpoint(self._meta(), self.model.state_dict()))
+        self._emit("val", {**summary, **{f"miou_{k}": v for k, v in self.last_val.items()}})
+
+    # ------------------------------------------------------------------ loop
+    def _log_window(self, values: Mapping[str, float], samples_per_s: float) -> None:
+        for k, v in values.items():
+            self.window[k] = self.window.get(k, 0.0) + v
+        self.window["_n"] = self.window.get("_n", 0.0) + 1
+        self.window["_rate"] = samples_per_s
+        r = self.recipe.train
+        if self.step % r.log_every and self.step != self.total_steps:
+            return
+        n = self.window.pop("_n")
+        rate = self.window.pop("_rate")
+        mean = {k: v / n for k, v in self.window.items()}
+        self.final_loss = mean.get("loss", math.nan)
+        if self.log is not None:
+            row = {k: mean[k] for k in ("loss", "loss_sgf", "loss_mas") if k in mean}
+            row.update(lr=self.schedule.lr(self.step - 1), samples_per_s=rate)
+            self.log.log_train(self._epoch_reached(), self.step, row, {k: v for k, v in mean.items() if k.startswith("mas_")})
+        self.window = {}
+
+    def run(self) -> TrainResult:
+        r, spe = self.recipe, self.steps_per_epoch
+        per_step = r.data.batch_size * self.ctx.world_size * r.train.accumulate
+        self._emit("start", {"samples_per_step": float(per_step)})
+        if getattr(self, "_resume_note", ""):
+            self._emit("info", message=self._resume_note)
+        epoch, skip = self.step // spe, (self.step % spe) * r.train.accumulate
+        self.forward.train()
+        while self.step < self.total_steps:
+            self.sampler.set_epoch(epoch, skip)
+            left, micro, tick = spe * r.train.accumulate - skip, 0, time.perf_counter()
+            totals: dict[str, float] = {}
+            for batch in self.loader:
+                if left == 0:
+                    break
+                left -= 1
+                micro += 1
+                last = micro == r.train.accumulate
+                no_sync = self.forward.no_sync() if isinstance(self.forward, DistributedDataParallel) and not last else contextlib.nullcontext()
+                with no_sync:
+                    micro_values = self._micro_step(batch)
+                totals = micro_values if micro == 1 else {k: totals[k] + v for k, v in micro_values.items()}
+                if not last:
+                    continue
+                micro = 0
+                values = {k: v / r.train.accumulate for k, v in totals.items()}  # mean over the micro-batches
+                values["lr"] = self._optimizer_step()
+                now = time.perf_counter()
+                rate = per_step / max(now - tick, 1e-9)
+                tick = now
+                self._log_window(values, rate)
+                self._emit("step", {**values, "samples_per_s": rate})
+                if self.step % r.train.checkpoint_every == 0 and self.step % spe and self.step < self.total_steps:
+                    self._save_last()
+                if self.step >= self.total_steps:
+                    break
+            epoch_number = self._epoch_reached()
+            due = r.train.val_every and (epoch_number % r.train.val_every == 0 or self.step >= self.total_steps)
+            if due:
+                self._validate()
+            self._save_last()
+            epoch, skip = epoch + 1, 0
+        return self._finish()
+
+    def _finish(self) -> TrainResult:
+        plots: list[Path] = []
+        if self.ctx.is_main and self.log is not None:
+            self.log.close()
+            plots = write_plots(self.plan.run_dir)
+            summary = {
+                "step": self.step, "epoch": self._epoch_reached(), "total_steps": self.total_steps,
+                "best": self.best, "last_val": self.last_val, "final_loss": self.final_loss,
+                "world_size": self.ctx.world_size, "device": self.ctx.device.type,
+            }
+            tmp = self.plan.run_dir / ".summary.json.tmp"
+            tmp.write_text(json.dumps(_json_safe(summary), indent=2, allow_nan=False))
+            os.replace(tmp, self.plan.run_dir / "summary.json")
+        result = TrainResult(
+            run_dir=self.plan.run_dir, step=self.step, epoch=self._epoch_reached(), total_steps=self.total_steps,
+            best=dict(self.best), last_val=dict(self.last_val),
+            best_checkpoint=self.plan.best_checkpoint if self.plan.best_checkpoint.exists() else None,
+            last_checkpoint=self.plan.last_checkpoint, plots=plots, seconds=time.perf_counter() - self.started,
+            resumed_from=self.resumed_from, world_size=self.ctx.world_size, device=self.ctx.device.type,
+            final_loss=self.final_loss,
+        )
+        self._emit("end")
+        return result
+
+
+def _json_safe(value: Any) -> Any:
+    """NaN and infinities -> ``None`` (JSON has no NaN), recursively."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    return value

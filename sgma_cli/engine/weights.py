@@ -1,0 +1,109 @@
+"""Models from their configs and weight files: a checkpoint, or a pretrained backbone file."""
+
+from __future__ import annotations
+
+import pickle
+from collections.abc import Mapping
+from pathlib import Path
+
+import timm
+import torch
+
+from sgma_cli.config.checkpoint import CheckpointMeta, load_checkpoint
+from sgma_cli.config.model import SGMAConfig
+from sgma_cli.errors import CheckpointError
+from sgma_cli.model.sgma import SGMA
+
+__all__ = ["build_model", "load_backbone_weights", "load_model"]
+
+
+def build_model(
+    config: SGMAConfig,
+    backbone_weights: Mapping[str, torch.Tensor] | None = None,
+    device: torch.device | str | None = None,
+    dtype: torch.dtype | None = None,
+) -> SGMA:
+    """The :class:`SGMA` model ``config`` describes, its fields passed as constructor arguments."""
+    return SGMA(
+        modalities=[(m.name, m.bands) for m in config.modalities],
+        num_classes=config.num_classes,
+        backbone=config.backbone,
+        fusion=config.fusion,
+        stem=config.stem,
+        sp_heads=config.sp_heads,
+        rp_heads=config.rp_heads,
+        mp_kernels=config.mp_kernels,
+        head_dim=config.head_dim,
+        head_dropout=config.head_dropout,
+        mas_granularity=config.mas_granularity,
+        backbone_weights=backbone_weights,
+        device=device,
+        dtype=dtype,
+    )
+
+
+def load_model(path: Path, device: torch.device | str = "cpu") -> tuple[SGMA, CheckpointMeta]:
+    """The model in eval mode on ``device`` and the checkpoint's metadata.
+
+    Raises:
+        CheckpointError: unreadable file, not an sgma checkpoint, or weights that do not
+            fit the model config they came with.
+    """
+    ckpt = load_checkpoint(path)
+    config = ckpt.meta.model_config_()
+    try:
+        model = build_model(config)
+    except ValueError as err:
+        raise CheckpointError(f"cannot rebuild the model: {err}", path) from None
+    try:
+        model.load_state_dict(ckpt.model)
+    except RuntimeError as err:
+        first = str(err).strip().splitlines()[0][:200]
+        raise CheckpointError(f"weights do not fit the model config ({first})", path) from None
+    return model.to(device).eval(), ckpt.meta
+
+
+def load_backbone_weights(path: Path, name: str, min_fraction: float = 0.5) -> dict[str, torch.Tensor]:
+    """Read a local weights file for backbone ``name`` and check that it fits.
+
+    timm would load a file of another network non-strictly (unknown keys only logged) and
+    leave the backbone random; this refuses files where fewer than ``min_fraction`` of the
+    backbone's tensors are present with the right shape.
+
+    Args:
+        path: ``.safetensors``, or a torch file (read with ``weights_only=True``), holding a
+            state dict directly or under ``state_dict``/``model``/``state_dict_ema``.
+        name: timm model name.
+        min_fraction: share of the model's tensors that must match by name and shape.
+
+    Raises:
+        ValueError: missing, unreadable or not-fitting file (message says which).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError("weights file not found")
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            state: object = load_file(str(path))
+        else:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except (OSError, RuntimeError, ValueError, pickle.UnpicklingError, EOFError) as err:
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0][:160]
+        raise ValueError(f"is not a readable weights file ({first})") from None
+    for key in ("state_dict", "model", "state_dict_ema"):
+        if isinstance(state, dict) and isinstance(state.get(key), dict):
+            state = state[key]
+            break
+    if not isinstance(state, dict):
+        raise ValueError("holds no state dict")
+    with torch.device("meta"):
+        reference = timm.create_model(name, pretrained=False).state_dict()
+    fits = sum(1 for k, v in reference.items() if isinstance(state.get(k), torch.Tensor) and state[k].shape == v.shape)
+    if fits < min_fraction * len(reference):
+        raise ValueError(
+            f"does not fit backbone {name!r}: only {fits} of its {len(reference)} tensors are in the file "
+            "with the right shape; use weights of that timm model"
+        )
+    return state
