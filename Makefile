@@ -10,7 +10,7 @@ SHELL := /bin/bash
 .SHELLFLAGS := -o pipefail -c
 QUIET_PIP := { grep -v "^WARNING: Location" || true; }
 
-.PHONY: demo test install bench clean
+.PHONY: demo test lint format install bench clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +31,14 @@ demo: $(VENV)/.installed
 
 test: $(VENV)/.installed
 	$(PY) -m pytest -q
+
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check sgma_cli tests benchmarks
+	$(VENV)/bin/ruff format --check sgma_cli tests benchmarks
+
+format: $(VENV)/.installed
+	$(VENV)/bin/ruff check --fix sgma_cli tests benchmarks
+	$(VENV)/bin/ruff format sgma_cli tests benchmarks
 
 bench: $(VENV)/.installed
 	$(PY) benchmarks/fusion_forms.py

@@ -35,12 +35,12 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from sgma_cli.config.model import ModalitySpec, SGMAConfig  # noqa: E402
 from sgma_cli.engine.evaluate.scoring import evaluate_subsets  # noqa: E402
 from sgma_cli.engine.metrics import confusion_matrix  # noqa: E402
 from sgma_cli.engine.subsets import all_subsets  # noqa: E402
-from sgma_cli.config.model import ModalitySpec, SGMAConfig  # noqa: E402
-from sgma_cli.model.sgma import SGMA  # noqa: E402
 from sgma_cli.engine.weights import build_model  # noqa: E402
+from sgma_cli.model.sgma import SGMA  # noqa: E402
 
 MODALITIES = (ModalitySpec("rgb", 3), ModalitySpec("dsm", 1), ModalitySpec("sar", 1))
 K = 6
@@ -90,17 +90,23 @@ def flops(fn: Callable[[], Any]) -> int:
     return int(counter.get_total_flops())
 
 
-def mac_ratios(model: SGMA, batch: dict[str, Any], subsets: list[tuple[str, ...]]) -> dict[str, float]:
+def mac_ratios(
+    model: SGMA, batch: dict[str, Any], subsets: list[tuple[str, ...]]
+) -> dict[str, float]:
     """Ideal (cached) and naive cost over one full pass, from counted FLOPs, plus the parts."""
     images, mask = batch["image"], batch["mask"]
     with torch.no_grad():
         enc = model.encode(images, mask)
         fused = {s: model.fuse(enc, list(s)) for s in subsets}
     encode = flops(lambda: model.encode(images, mask))
-    backbone_one = flops(lambda: model.backbone(torch.randn(images["rgb"].shape[0], 3, *images["rgb"].shape[-2:])))
+    backbone_one = flops(
+        lambda: model.backbone(torch.randn(images["rgb"].shape[0], 3, *images["rgb"].shape[-2:]))
+    )
     fuse = {s: flops(lambda s=s: model.fuse(enc, list(s))) for s in subsets}
     head = flops(lambda: model.decode([fused[subsets[0]]], enc.image_size))
-    encode_of = {s: flops(lambda s=s: model.encode({n: images[n] for n in s}, mask)) for s in subsets}
+    encode_of = {
+        s: flops(lambda s=s: model.encode({n: images[n] for n in s}, mask)) for s in subsets
+    }
     full = encode + fuse[subsets[0]] + head
     ideal = encode + sum(fuse.values()) + len(subsets) * head
     naive_macs = sum(encode_of[s] + fuse[s] + head for s in subsets)
@@ -138,7 +144,10 @@ def time_shares(model: SGMA, batch: dict[str, Any], repeats: int) -> dict[str, f
     med = {k: statistics.median(v) for k, v in took.items()}
     singles = med.pop("singles")
     total = sum(med.values())
-    return {**{k: v / total for k, v in med.items()}, "packed_over_singles": med["encode"] / singles}
+    return {
+        **{k: v / total for k, v in med.items()},
+        "packed_over_singles": med["encode"] / singles,
+    }
 
 
 def main() -> None:
@@ -149,14 +158,18 @@ def main() -> None:
     parser.add_argument("--batches", type=int, default=3)
     parser.add_argument("--head-dim", type=int, default=256)
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--threads", type=int, default=1, help="torch threads (ratios are what matter)")
+    parser.add_argument(
+        "--threads", type=int, default=1, help="torch threads (ratios are what matter)"
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     subsets = all_subsets([m.name for m in MODALITIES])
     batches = make_batches(args.batches, args.batch, args.size)
 
     fused_attn = timm.layers.use_fused_attn()
-    timm.layers.set_fused_attn(False)  # count timm attention matmuls (FlopCounterMode misses fused SDPA on CPU)
+    timm.layers.set_fused_attn(
+        False
+    )  # count timm attention matmuls (FlopCounterMode misses fused SDPA on CPU)
     macs = mac_ratios(build(args.backbone, args.head_dim), batches[0], subsets)
     widths = {e: mac_ratios(build(args.backbone, e), batches[0], subsets) for e in (128, 256, 768)}
     timm.layers.set_fused_attn(fused_attn)
@@ -170,7 +183,9 @@ def main() -> None:
     # Each round times the three paths back to back and keeps their ratios to "full"; the
     # median over rounds resists other load on a shared machine. Process CPU time is the
     # primary clock (with 1 thread it counts this process's work only); wall time beside it.
-    ratios: dict[str, dict[str, list[float]]] = {clock: {"cached": [], "naive": []} for clock in ("cpu", "wall")}
+    ratios: dict[str, dict[str, list[float]]] = {
+        clock: {"cached": [], "naive": []} for clock in ("cpu", "wall")
+    }
     full_times: list[float] = []
     with torch.no_grad():
         for fn in runs.values():  # warm-up
@@ -180,7 +195,10 @@ def main() -> None:
             for name, fn in runs.items():
                 cpu, wall = time.process_time(), time.perf_counter()
                 fn()
-                took["cpu"][name], took["wall"][name] = time.process_time() - cpu, time.perf_counter() - wall
+                took["cpu"][name], took["wall"][name] = (
+                    time.process_time() - cpu,
+                    time.perf_counter() - wall,
+                )
             full_times.append(took["wall"]["full"])
             for clock in ratios:
                 for name in ("cached", "naive"):
@@ -188,33 +206,53 @@ def main() -> None:
 
     med = {clock: {k: statistics.median(v) for k, v in r.items()} for clock, r in ratios.items()}
     cached_ratio, naive_ratio = med["cpu"]["cached"], med["cpu"]["naive"]
-    print(f"evaluate_subsets benchmark: {args.backbone}, M = 3, K = {K}, {args.batches} x {args.batch} tiles of "
-          f"{args.size}², head_dim {args.head_dim}, {args.threads} thread(s), median of {args.repeats} rounds")
-    print(f"one full pass: {min(full_times) * 1e3:.0f} ms wall ({macs['full_gmacs']:.2f} GMACs per batch)")
-    print(f"  shares of a full pass (MACs): backbone x3 {macs['backbone_share']:.1%}, encode (stems+backbone+SGF encode) "
-          f"{macs['encode_share']:.1%}, fuse {macs['fuse_share']:.1%}, head {macs['head_share']:.1%}")
-    print(f"time(all 7 subsets, cached) / time(full pass) = {cached_ratio:.2f} (CPU time; wall {med['wall']['cached']:.2f})")
-    print(f"time(all 7 subsets, naive)  / time(full pass) = {naive_ratio:.2f} (CPU time; wall {med['wall']['naive']:.2f})")
+    print(
+        f"evaluate_subsets benchmark: {args.backbone}, M = 3, K = {K}, {args.batches} x {args.batch} tiles of "
+        f"{args.size}², head_dim {args.head_dim}, {args.threads} thread(s), median of {args.repeats} rounds"
+    )
+    print(
+        f"one full pass: {min(full_times) * 1e3:.0f} ms wall ({macs['full_gmacs']:.2f} GMACs per batch)"
+    )
+    print(
+        f"  shares of a full pass (MACs): backbone x3 {macs['backbone_share']:.1%}, encode (stems+backbone+SGF encode) "
+        f"{macs['encode_share']:.1%}, fuse {macs['fuse_share']:.1%}, head {macs['head_share']:.1%}"
+    )
+    print(
+        f"time(all 7 subsets, cached) / time(full pass) = {cached_ratio:.2f} (CPU time; wall {med['wall']['cached']:.2f})"
+    )
+    print(
+        f"time(all 7 subsets, naive)  / time(full pass) = {naive_ratio:.2f} (CPU time; wall {med['wall']['naive']:.2f})"
+    )
     print(f"ideal from MACs (encode + 7 x (fuse + head)) / full = {macs['ideal']:.2f}")
     print(f"naive from MACs (7 subset forwards) / full          = {macs['naive']:.2f}")
     print(f"cached / ideal = {cached_ratio / macs['ideal']:.2f}  (goal <= 1.15)")
     speedup, mac_speedup = naive_ratio / cached_ratio, macs["naive"] / macs["ideal"]
-    print(f"naive / cached = {speedup:.2f} x vs MACs ratio {mac_speedup:.2f} x -> {speedup / mac_speedup:.2f} of it (goal >= 0.90)")
+    print(
+        f"naive / cached = {speedup:.2f} x vs MACs ratio {mac_speedup:.2f} x -> {speedup / mac_speedup:.2f} of it (goal >= 0.90)"
+    )
     shares = time_shares(model, batches[0], args.repeats)
     print("where a full pass spends its time (CPU time) vs its MACs:")
-    print(f"  encode {shares['encode']:.1%} (MACs {macs['encode_share']:.1%}), fuse {shares['fuse']:.1%} "
-          f"(MACs {macs['fuse_share']:.1%}), head {shares['head']:.1%} (MACs {macs['head_share']:.1%}), "
-          f"argmax+confusion {shares['metrics']:.1%} (MACs 0)")
+    print(
+        f"  encode {shares['encode']:.1%} (MACs {macs['encode_share']:.1%}), fuse {shares['fuse']:.1%} "
+        f"(MACs {macs['fuse_share']:.1%}), head {shares['head']:.1%} (MACs {macs['head_share']:.1%}), "
+        f"argmax+confusion {shares['metrics']:.1%} (MACs 0)"
+    )
     per_subset = 1 - shares["encode"]
-    print(f"  -> per-subset work is {per_subset:.1%} of a full pass in time but "
-          f"{macs['fuse_share'] + macs['head_share']:.1%} in MACs; time-based ideal "
-          f"{shares['encode'] + len(subsets) * per_subset:.2f}")
-    print(f"  encode of the 3 modalities packed in one backbone batch / 3 single-modality encodes "
-          f"(same MACs): {shares['packed_over_singles']:.2f} (the naive path only runs the cheaper, smaller batches)")
+    print(
+        f"  -> per-subset work is {per_subset:.1%} of a full pass in time but "
+        f"{macs['fuse_share'] + macs['head_share']:.1%} in MACs; time-based ideal "
+        f"{shares['encode'] + len(subsets) * per_subset:.2f}"
+    )
+    print(
+        f"  encode of the 3 modalities packed in one backbone batch / 3 single-modality encodes "
+        f"(same MACs): {shares['packed_over_singles']:.2f} (the naive path only runs the cheaper, smaller batches)"
+    )
     print("head width and the ideal ratio (MACs):")
     for e, r in widths.items():
-        print(f"  head_dim {e:>3}: head {r['head_share']:.1%} of a full pass, ideal {r['ideal']:.2f}, naive {r['naive']:.2f}, "
-              f"naive/ideal {r['naive'] / r['ideal']:.2f}")
+        print(
+            f"  head_dim {e:>3}: head {r['head_share']:.1%} of a full pass, ideal {r['ideal']:.2f}, naive {r['naive']:.2f}, "
+            f"naive/ideal {r['naive'] / r['ideal']:.2f}"
+        )
 
 
 if __name__ == "__main__":

@@ -33,12 +33,19 @@ def efficient(fusions, feats, available):
         out = []
         for fusion, f, a in zip(fusions, feats, available):
             cache = fusion(f, (0, 1, 2), a)
-            out.append(fusion.fuse(cache, torch.ones(f.shape[0], M, dtype=torch.bool), tuple(f.shape[-2:]))[0])
+            out.append(
+                fusion.fuse(
+                    cache, torch.ones(f.shape[0], M, dtype=torch.bool), tuple(f.shape[-2:])
+                )[0]
+            )
         return out
 
 
 def literal(fusions, feats, available):
-    return [reference_sgf(fusion, f, (0, 1, 2), a, [0, 1, 2])[0] for fusion, f, a in zip(fusions, feats, available)]
+    return [
+        reference_sgf(fusion, f, (0, 1, 2), a, [0, 1, 2])[0]
+        for fusion, f, a in zip(fusions, feats, available)
+    ]
 
 
 def macs(fn, *args) -> float:
@@ -64,15 +71,27 @@ def main() -> None:
     args = parser.parse_args()
     torch.manual_seed(0)
     fusions = [SemanticGuidedFusion(c, M, K).eval() for c in CHANNELS]
-    print(f"SGF forms, M = {M}, K = {K}, channels {CHANNELS}, batch 1, {torch.get_num_threads()} CPU threads")
-    print(f"{'size':>6} {'literal GMACs':>14} {'efficient GMACs':>16} {'MACs ratio':>11} {'literal ms':>11} {'efficient ms':>13} {'speed-up':>9} {'max |diff|':>11}")
+    print(
+        f"SGF forms, M = {M}, K = {K}, channels {CHANNELS}, batch 1, {torch.get_num_threads()} CPU threads"
+    )
+    print(
+        f"{'size':>6} {'literal GMACs':>14} {'efficient GMACs':>16} {'MACs ratio':>11} {'literal ms':>11} {'efficient ms':>13} {'speed-up':>9} {'max |diff|':>11}"
+    )
     for size in args.sizes:
         feats = [torch.randn(1, M, c, size // s, size // s) for c, s in zip(CHANNELS, STRIDES)]
         available = [torch.ones(1, M, size // s, size // s, dtype=torch.bool) for s in STRIDES]
-        lit_macs, eff_macs = macs(literal, fusions, feats, available), macs(efficient, fusions, feats, available)
+        lit_macs, eff_macs = (
+            macs(literal, fusions, feats, available),
+            macs(efficient, fusions, feats, available),
+        )
         lit_s = seconds(literal, fusions, feats, available, repeats=args.repeats)
         eff_s = seconds(efficient, fusions, feats, available, repeats=args.repeats)
-        diff = max((a - b).abs().max().item() for a, b in zip(literal(fusions, feats, available), efficient(fusions, feats, available)))
+        diff = max(
+            (a - b).abs().max().item()
+            for a, b in zip(
+                literal(fusions, feats, available), efficient(fusions, feats, available)
+            )
+        )
         print(
             f"{size:>5}² {lit_macs / 1e9:>14.2f} {eff_macs / 1e9:>16.2f} {lit_macs / eff_macs:>10.2f}x "
             f"{lit_s * 1e3:>11.0f} {eff_s * 1e3:>13.0f} {lit_s / eff_s:>8.2f}x {diff:>11.1e}"

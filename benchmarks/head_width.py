@@ -18,10 +18,10 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from sgma_cli.engine.profile import profile_model  # noqa: E402
 from sgma_cli.config.model import ModalitySpec, SGMAConfig  # noqa: E402
-from sgma_cli.model.head import MLPDecoder  # noqa: E402
+from sgma_cli.engine.profile import profile_model  # noqa: E402
 from sgma_cli.model.backbones import create_backbone  # noqa: E402
+from sgma_cli.model.head import MLPDecoder  # noqa: E402
 
 MODALITIES = (ModalitySpec("rgb", 3), ModalitySpec("dsm", 1), ModalitySpec("nir", 1))
 WIDTHS = (128, 256, 512, 768)
@@ -48,8 +48,12 @@ def main() -> None:
     x = torch.randn(1, 3, s, s)
     backbone_s = best_time(lambda: backbone(x))
     feats = [torch.randn(1, c, s // st, s // st) for c, st in zip(CHANNELS, (4, 8, 16, 32))]
-    print(f"PVT-v2-b2, M = 3, K = 6. MACs at 512²; times at {s}² on {torch.get_num_threads()} CPU threads")
-    print(f"{'E':>4} {'head params':>12} {'head GMACs':>11} {'head/backbone pass':>19} {'train fwd (GMACs)':>18} {'eval 7 subsets / full':>22} {'head ms':>8} {'time head/bb':>13}")
+    print(
+        f"PVT-v2-b2, M = 3, K = 6. MACs at 512²; times at {s}² on {torch.get_num_threads()} CPU threads"
+    )
+    print(
+        f"{'E':>4} {'head params':>12} {'head GMACs':>11} {'head/backbone pass':>19} {'train fwd (GMACs)':>18} {'eval 7 subsets / full':>22} {'head ms':>8} {'time head/bb':>13}"
+    )
     for width in WIDTHS:
         report = profile_model(SGMAConfig(MODALITIES, 6, "pvt_v2_b2", head_dim=width), size=512)
         bb, fu, hd = report.macs["backbone"], report.macs["fusion"], report.macs["head"]

@@ -44,11 +44,23 @@ print(json.dumps({"seconds": seconds, "tiles": report.tiles_written, "tile_mpix"
 
 def main() -> None:
     """Parse options, build both scenes, measure, print a table."""
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--size", type=int, default=2048, help="side of the 1x scene in RGB pixels (4x: twice the side)")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--size",
+        type=int,
+        default=2048,
+        help="side of the 1x scene in RGB pixels (4x: twice the side)",
+    )
     parser.add_argument("--tile", type=int, default=512)
     parser.add_argument("--stride", type=int, default=512)
-    parser.add_argument("--workdir", type=Path, default=None, help="keep scenes and outputs here (default: a temp dir)")
+    parser.add_argument(
+        "--workdir",
+        type=Path,
+        default=None,
+        help="keep scenes and outputs here (default: a temp dir)",
+    )
     args = parser.parse_args()
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     from sgma_cli.data.synthetic import write_scene
@@ -62,19 +74,37 @@ def main() -> None:
             write_scene(scene, size=side, seed=0, vectors=False)
             gen = time.perf_counter() - t0
             out = work / f"data_{side}"
-            proc = subprocess.run([sys.executable, "-c", CHILD, str(scene), str(out), str(args.tile), str(args.stride)],
-                                  capture_output=True, text=True, check=False)
+            proc = subprocess.run(
+                [
+                    sys.executable,
+                    "-c",
+                    CHILD,
+                    str(scene),
+                    str(out),
+                    str(args.tile),
+                    str(args.stride),
+                ],
+                capture_output=True,
+                text=True,
+                check=False,
+            )
             if proc.returncode != 0:
                 sys.exit(f"prepare failed on {scene}:\n{proc.stderr}")
             result = json.loads(proc.stdout.strip().splitlines()[-1])
             mpix = side * side / 1e6
             rows.append((factor, side, mpix, gen, result))
-    print(f"sgma prepare scaling (tile {args.tile}, stride {args.stride}; rgb 0.5 m + dsm 1 m + sar EPSG:3857 -> rgb grid)")
-    print(f"{'area':>4} {'side px':>8} {'MPix':>7} {'tiles':>6} {'prepare s':>10} {'MPix/s':>7} {'peak RSS MiB':>13} "
-          f"{'(after import)':>15}")
+    print(
+        f"sgma prepare scaling (tile {args.tile}, stride {args.stride}; rgb 0.5 m + dsm 1 m + sar EPSG:3857 -> rgb grid)"
+    )
+    print(
+        f"{'area':>4} {'side px':>8} {'MPix':>7} {'tiles':>6} {'prepare s':>10} {'MPix/s':>7} {'peak RSS MiB':>13} "
+        f"{'(after import)':>15}"
+    )
     for factor, side, mpix, gen, r in rows:
-        print(f"{factor:>4} {side:>8} {mpix:>7.1f} {r['tiles']:>6} {r['seconds']:>10.1f} {mpix / r['seconds']:>7.2f} "
-              f"{r['peak_mib']:>13.0f} {r['import_peak_mib']:>15.0f}")
+        print(
+            f"{factor:>4} {side:>8} {mpix:>7.1f} {r['tiles']:>6} {r['seconds']:>10.1f} {mpix / r['seconds']:>7.2f} "
+            f"{r['peak_mib']:>13.0f} {r['import_peak_mib']:>15.0f}"
+        )
     ratio = rows[1][4]["peak_mib"] / rows[0][4]["peak_mib"]
     print(f"peak RSS 4x / 1x = {ratio:.2f} (flat = 1.00; area ratio 4.00)")
 

@@ -39,7 +39,11 @@ from sgma_cli.engine.train import train  # noqa: E402
 
 VARIANTS: dict[str, list[str]] = {
     "sum": ["model.fusion='sum'", "train.mas=false"],
-    "sum + modality dropout": ["model.fusion='sum'", "train.mas=false", "train.modality_dropout=0.5"],
+    "sum + modality dropout": [
+        "model.fusion='sum'",
+        "train.mas=false",
+        "train.modality_dropout=0.5",
+    ],
     "sgf (no MAS)": ["model.fusion='sgf'", "train.mas=false"],
     "sgf + MAS (SGMA)": ["model.fusion='sgf'", "train.mas=true"],
 }
@@ -54,11 +58,15 @@ def _dataset(work: Path) -> Path:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", type=Path, help="prepared sample dataset (default: make one in a temp folder)")
+    parser.add_argument(
+        "--data", type=Path, help="prepared sample dataset (default: make one in a temp folder)"
+    )
     parser.add_argument("--recipe", type=Path, default=ROOT / "recipes" / "sample.toml")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--split", default="test")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], help="extra recipe override")
+    parser.add_argument(
+        "--set", dest="overrides", action="append", default=[], help="extra recipe override"
+    )
     args = parser.parse_args()
     torch.set_num_threads(1)  # steadier timings on a shared 2-core machine
     work = Path(tempfile.mkdtemp(prefix="sgma-robustness-"))
@@ -68,35 +76,68 @@ def main() -> None:
         subsets: list[str] = []
         for name, switches in VARIANTS.items():
             for seed in args.seeds:
-                recipe = load_recipe(args.recipe, [*switches, f"train.seed={seed}", "train.val_every=0", *args.overrides])
+                recipe = load_recipe(
+                    args.recipe,
+                    [*switches, f"train.seed={seed}", "train.val_every=0", *args.overrides],
+                )
                 start = time.perf_counter()
-                result = train(recipe, data_dir=data, run_dir=work / f"{name}-{seed}".replace(" ", "_"), device="cpu")
-                evaluation = evaluate_checkpoint(result.last_checkpoint, data_dir=data, split=args.split, device="cpu")
+                result = train(
+                    recipe,
+                    data_dir=data,
+                    run_dir=work / f"{name}-{seed}".replace(" ", "_"),
+                    device="cpu",
+                )
+                evaluation = evaluate_checkpoint(
+                    result.last_checkpoint, data_dir=data, split=args.split, device="cpu"
+                )
                 res = evaluation.result
                 subsets = ["+".join(s) for s in res.subsets]
                 row = {s: 100 * m.miou for s, m in zip(subsets, res.metrics)}
-                row.update(average=100 * res.summary.average, top1=100 * res.summary.top1, last1=100 * res.summary.last1)
+                row.update(
+                    average=100 * res.summary.average,
+                    top1=100 * res.summary.top1,
+                    last1=100 * res.summary.last1,
+                )
                 table.setdefault(name, []).append(row)
-                print(f"  trained {name!r} seed {seed}: {result.step} steps in {time.perf_counter() - start:.0f} s, "
-                      f"Average {row['average']:.2f}", flush=True)
+                print(
+                    f"  trained {name!r} seed {seed}: {result.step} steps in {time.perf_counter() - start:.0f} s, "
+                    f"Average {row['average']:.2f}",
+                    flush=True,
+                )
         _print(table, subsets, args)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
 
-def _print(table: dict[str, list[dict[str, float]]], subsets: list[str], args: argparse.Namespace) -> None:
-    mean = {n: {k: sum(r[k] for r in rows) / len(rows) for k in rows[0]} for n, rows in table.items()}
+def _print(
+    table: dict[str, list[dict[str, float]]], subsets: list[str], args: argparse.Namespace
+) -> None:
+    mean = {
+        n: {k: sum(r[k] for r in rows) / len(rows) for k in rows[0]} for n, rows in table.items()
+    }
     width = max(len(s) for s in subsets + ["Average"]) + 2
     names = list(mean)
     print(f"\nmIoU (%) on the {args.split} split of the sample scene, mean over seeds {args.seeds}")
     print("subset".ljust(width) + "".join(n.rjust(24) for n in names))
     for s in subsets:
         best = max(mean[n][s] for n in names)
-        print(s.ljust(width) + "".join((f"{mean[n][s]:.2f}" + ("*" if mean[n][s] == best else " ")).rjust(24) for n in names))
+        print(
+            s.ljust(width)
+            + "".join(
+                (f"{mean[n][s]:.2f}" + ("*" if mean[n][s] == best else " ")).rjust(24)
+                for n in names
+            )
+        )
     print("-" * (width + 24 * len(names)))
     for key, label in (("average", "Average"), ("top1", "Top-1"), ("last1", "Last-1")):
         best = max(mean[n][key] for n in names)
-        print(label.ljust(width) + "".join((f"{mean[n][key]:.2f}" + ("*" if mean[n][key] == best else " ")).rjust(24) for n in names))
+        print(
+            label.ljust(width)
+            + "".join(
+                (f"{mean[n][key]:.2f}" + ("*" if mean[n][key] == best else " ")).rjust(24)
+                for n in names
+            )
+        )
     print("(* best in the row)")
 
 

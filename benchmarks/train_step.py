@@ -54,19 +54,26 @@ def _batch(B: int, size: int, device: torch.device) -> dict[str, torch.Tensor]:
     }
 
 
-def _step(forward: TrainForward, optimizer: torch.optim.Optimizer, batch: dict, device: torch.device) -> None:
+def _step(
+    forward: TrainForward, optimizer: torch.optim.Optimizer, batch: dict, device: torch.device
+) -> None:
     with autocast(device, "auto"):
         out = forward(batch["images"], batch["mask"], batch["present"], batch["mas_u"])
     loss, _ = branch_loss(out.logits_sgf, batch["label"], out.valid_sgf, 255, lambda t: t, 1)
     loss = 2.0 * loss
     if out.logits_mas is not None and out.valid_mas is not None:
-        loss = loss + branch_loss(out.logits_mas, batch["label"], out.valid_mas, 255, lambda t: t, 1)[0]
+        loss = (
+            loss
+            + branch_loss(out.logits_mas, batch["label"], out.valid_mas, 255, lambda t: t, 1)[0]
+        )
     loss.backward()
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
 
 
-def _build(fusion: str, mas: bool, args: argparse.Namespace, device: torch.device) -> tuple[TrainForward, torch.optim.Optimizer]:
+def _build(
+    fusion: str, mas: bool, args: argparse.Namespace, device: torch.device
+) -> tuple[TrainForward, torch.optim.Optimizer]:
     torch.manual_seed(0)
     model = SGMA(MODALITIES, 6, args.backbone, fusion=fusion, head_dim=args.head_dim).to(device)  # type: ignore[arg-type]
     return TrainForward(model, mas=mas), torch.optim.AdamW(model.parameters(), lr=1e-5)
@@ -108,8 +115,10 @@ def _time(fusion: str, mas: bool, args: argparse.Namespace, device: torch.device
 
 def step_cost(args: argparse.Namespace) -> None:
     device = resolve_device(args.device)
-    print(f"training step: {args.backbone}, {len(MODALITIES)} modalities, batch {args.batch}, {args.size} px, "
-          f"head_dim {args.head_dim}, {device}")
+    print(
+        f"training step: {args.backbone}, {len(MODALITIES)} modalities, batch {args.batch}, {args.size} px, "
+        f"head_dim {args.head_dim}, {device}"
+    )
     macs = {k: _macs(*k, args) for k in (("sum", False), ("sgf", True))}
     # interleave the timings so both see the same machine load
     runs: dict[tuple[str, bool], list[float]] = {("sum", False): [], ("sgf", True): []}
@@ -119,10 +128,14 @@ def step_cost(args: argparse.Namespace) -> None:
     t_sum, t_sgma = statistics.median(runs[("sum", False)]), statistics.median(runs[("sgf", True)])
     m_sum, m_sgma = macs[("sum", False)], macs[("sgf", True)]
     print(f"  sum fusion     {t_sum * 1e3:9.1f} ms/step   {m_sum / 1e9:8.2f} GMACs (forward)")
-    print(f"  SGF + MAS      {t_sgma * 1e3:9.1f} ms/step   {m_sgma / 1e9:8.2f} GMACs (forward, both branches)")
+    print(
+        f"  SGF + MAS      {t_sgma * 1e3:9.1f} ms/step   {m_sgma / 1e9:8.2f} GMACs (forward, both branches)"
+    )
     time_ratio, macs_ratio = t_sgma / t_sum, m_sgma / m_sum
-    print(f"  ratio          {time_ratio:9.3f} x (time)     {macs_ratio:8.3f} x (MACs)   "
-          f"time/MACs = {time_ratio / macs_ratio:.3f} (goal <= 1.1)")
+    print(
+        f"  ratio          {time_ratio:9.3f} x (time)     {macs_ratio:8.3f} x (MACs)   "
+        f"time/MACs = {time_ratio / macs_ratio:.3f} (goal <= 1.1)"
+    )
 
 
 def loader_vs_model(args: argparse.Namespace) -> None:
@@ -143,8 +156,10 @@ def loader_vs_model(args: argparse.Namespace) -> None:
         recipe = load_recipe(args.recipe, [f"data.num_workers={args.workers}"])
         plan = plan_training(recipe, data_dir=data, run_dir=work / "run", device="cpu")
         loop = _Loop(plan, DistContext(), None)
-        print(f"\nloader vs model: {args.recipe.name} (crop {recipe.data.crop_size}, batch {recipe.data.batch_size}, "
-              f"{args.workers} loader worker(s)), {data}")
+        print(
+            f"\nloader vs model: {args.recipe.name} (crop {recipe.data.crop_size}, batch {recipe.data.batch_size}, "
+            f"{args.workers} loader worker(s)), {data}"
+        )
         loop.sampler.set_epoch(0)
         n = 0
         start = time.perf_counter()

@@ -17,7 +17,14 @@ import torch
 from rasterio.transform import from_origin
 
 from sgma_cli.config.checkpoint import Checkpoint, CheckpointMeta, ModalityNorm, save_checkpoint
-from sgma_cli.config.dataset import BandStats, ClassSpec, DatasetManifest, ModalityEntry, save_manifest, tile_dir
+from sgma_cli.config.dataset import (
+    BandStats,
+    ClassSpec,
+    DatasetManifest,
+    ModalityEntry,
+    save_manifest,
+    tile_dir,
+)
 from sgma_cli.config.model import ModalitySpec, SGMAConfig
 from sgma_cli.engine.weights import build_model
 
@@ -28,15 +35,27 @@ TINY_MODALITIES = [("rgb", 3, True), ("dsm", 1, False), ("sar", 1, False)]
 TINY_CRS = "EPSG:32633"
 
 
-def _write(path: Path, array: np.ndarray, transform: object, nodata: float | None, dtype: str) -> None:
+def _write(
+    path: Path, array: np.ndarray, transform: object, nodata: float | None, dtype: str
+) -> None:
     with rasterio.open(
-        path, "w", driver="GTiff", width=array.shape[-1], height=array.shape[-2], count=array.shape[0],
-        dtype=dtype, crs=TINY_CRS, transform=transform, nodata=nodata,
+        path,
+        "w",
+        driver="GTiff",
+        width=array.shape[-1],
+        height=array.shape[-2],
+        count=array.shape[0],
+        dtype=dtype,
+        crs=TINY_CRS,
+        transform=transform,
+        nodata=nodata,
     ) as dst:
         dst.write(array.astype(dtype))
 
 
-def make_tiny_dataset(root: Path, tile: int = 64, tiles: dict[str, int] | None = None, seed: int = 0) -> Path:
+def make_tiny_dataset(
+    root: Path, tile: int = 64, tiles: dict[str, int] | None = None, seed: int = 0
+) -> Path:
     """Write a prepared dataset with 3 classes and rgb/dsm/sar tiles; return its folder."""
     tiles = tiles or {"train": 4, "val": 2, "test": 2}
     rng = np.random.default_rng(seed)
@@ -50,9 +69,17 @@ def make_tiny_dataset(root: Path, tile: int = 64, tiles: dict[str, int] | None =
                 h, w = rng.integers(8, 24, size=2)
                 label[y : y + h, x : x + w] = cls
             label[:2, :2] = 255  # a few unlabelled pixels
-            rgb = np.stack([np.where(label == 2, 60, 160), np.where(label == 2, 140, 150), np.full_like(label, 120)])
+            rgb = np.stack(
+                [
+                    np.where(label == 2, 60, 160),
+                    np.where(label == 2, 140, 150),
+                    np.full_like(label, 120),
+                ]
+            )
             rgb = rgb + rng.normal(0, 10, rgb.shape)
-            dsm = np.where(label == 1, 12.0, np.where(label == 2, 8.0, 0.5))[None] + rng.normal(0, 0.5, (1, tile, tile))
+            dsm = np.where(label == 1, 12.0, np.where(label == 2, 8.0, 0.5))[None] + rng.normal(
+                0, 0.5, (1, tile, tile)
+            )
             sar = np.where(label == 1, -2.0, -15.0)[None] + rng.normal(0, 1.0, (1, tile, tile))
             mask = np.ones((3, tile, tile), dtype=np.uint8)
             if t % 2 == 1:  # the SAR swath ends mid-tile
@@ -67,7 +94,12 @@ def make_tiny_dataset(root: Path, tile: int = 64, tiles: dict[str, int] | None =
             _write(folder / "mask.tif", mask, transform, None, "uint8")
             _write(folder / "label.tif", label[None], transform, 255, "uint8")
     stats = {
-        "rgb": BandStats(mean=[120.0, 145.0, 120.0], std=[45.0, 10.0, 10.0], p2=[50.0, 130.0, 100.0], p98=[180.0, 160.0, 140.0]),
+        "rgb": BandStats(
+            mean=[120.0, 145.0, 120.0],
+            std=[45.0, 10.0, 10.0],
+            p2=[50.0, 130.0, 100.0],
+            p98=[180.0, 160.0, 140.0],
+        ),
         "dsm": BandStats(mean=[4.0], std=[5.0], p2=[0.0], p98=[12.0]),
         "sar": BandStats(mean=[-12.0], std=[5.0], p2=[-18.0], p98=[0.0]),
     }
@@ -78,14 +110,18 @@ def make_tiny_dataset(root: Path, tile: int = 64, tiles: dict[str, int] | None =
         tile_size=tile,
         stride=tile,
         classes=[ClassSpec(name=n, color=c) for n, c in TINY_CLASSES],
-        modalities=[ModalityEntry(name=n, bands=b, optical=o, stats=stats[n]) for n, b, o in TINY_MODALITIES],
+        modalities=[
+            ModalityEntry(name=n, bands=b, optical=o, stats=stats[n]) for n, b, o in TINY_MODALITIES
+        ],
         splits=dict(tiles),
     )
     save_manifest(manifest, root)
     return root
 
 
-def make_tiny_checkpoint(path: Path, backbone: str = "test_convnext", fusion: str = "sgf", seed: int = 0) -> Path:
+def make_tiny_checkpoint(
+    path: Path, backbone: str = "test_convnext", fusion: str = "sgf", seed: int = 0
+) -> Path:
     """Save an (untrained, seeded) model for the tiny dataset as an sgma checkpoint."""
     torch.manual_seed(seed)
     config = SGMAConfig(
@@ -96,11 +132,18 @@ def make_tiny_checkpoint(path: Path, backbone: str = "test_convnext", fusion: st
         head_dim=32,
     )
     model = build_model(config)
-    stats = {"rgb": ([120.0, 145.0, 120.0], [45.0, 10.0, 10.0]), "dsm": ([4.0], [5.0]), "sar": ([-12.0], [5.0])}
+    stats = {
+        "rgb": ([120.0, 145.0, 120.0], [45.0, 10.0, 10.0]),
+        "dsm": ([4.0], [5.0]),
+        "sar": ([-12.0], [5.0]),
+    }
     meta = CheckpointMeta(
         model=config.to_dict(),
         classes=[ClassSpec(name=n, color=c) for n, c in TINY_CLASSES],
-        modalities=[ModalityNorm(name=n, bands=b, mean=stats[n][0], std=stats[n][1], optical=o) for n, b, o in TINY_MODALITIES],
+        modalities=[
+            ModalityNorm(name=n, bands=b, mean=stats[n][0], std=stats[n][1], optical=o)
+            for n, b, o in TINY_MODALITIES
+        ],
         crs=TINY_CRS,
         resolution=(0.5, 0.5),
         tile_size=64,
@@ -154,22 +197,57 @@ def make_tiny_scene(root: Path, size: int = 160, seed: int = 0, dsm_hole: bool =
         label[y : y + h, x : x + w] = cls
     x0, y0 = TINY_SCENE_ORIGIN
     rgb_t = from_origin(x0, y0, 0.5, 0.5)
-    rgb = np.stack([np.where(label == 2, 60, 160), np.where(label == 2, 140, 150), np.full_like(label, 120)])
+    rgb = np.stack(
+        [np.where(label == 2, 60, 160), np.where(label == 2, 140, 150), np.full_like(label, 120)]
+    )
     rgb = np.clip(rgb + rng.normal(0, 10, rgb.shape), 0, 255).astype(np.uint8)
-    with rasterio.open(root / "rgb.tif", "w", driver="GTiff", width=size, height=size, count=3, dtype="uint8",
-                       crs=TINY_CRS, transform=rgb_t) as dst:
+    with rasterio.open(
+        root / "rgb.tif",
+        "w",
+        driver="GTiff",
+        width=size,
+        height=size,
+        count=3,
+        dtype="uint8",
+        crs=TINY_CRS,
+        transform=rgb_t,
+    ) as dst:
         dst.write(rgb)
-    with rasterio.open(root / "labels.tif", "w", driver="GTiff", width=size, height=size, count=1, dtype="uint8",
-                       crs=TINY_CRS, transform=rgb_t, nodata=255) as dst:
+    with rasterio.open(
+        root / "labels.tif",
+        "w",
+        driver="GTiff",
+        width=size,
+        height=size,
+        count=1,
+        dtype="uint8",
+        crs=TINY_CRS,
+        transform=rgb_t,
+        nodata=255,
+    ) as dst:
         dst.write(label[None])
     half = label[::2, ::2]
-    dsm = (np.where(half == 1, 12.0, np.where(half == 2, 8.0, 0.5)) + rng.normal(0, 0.5, half.shape)).astype(np.float32)
+    dsm = (
+        np.where(half == 1, 12.0, np.where(half == 2, 8.0, 0.5)) + rng.normal(0, 0.5, half.shape)
+    ).astype(np.float32)
     if dsm_hole:
         dsm[size // 4 :, size // 4 :] = -9999.0
-    with rasterio.open(root / "dsm.tif", "w", driver="GTiff", width=size // 2, height=size // 2, count=1,
-                       dtype="float32", crs=TINY_CRS, transform=from_origin(x0, y0, 1.0, 1.0), nodata=-9999.0) as dst:
+    with rasterio.open(
+        root / "dsm.tif",
+        "w",
+        driver="GTiff",
+        width=size // 2,
+        height=size // 2,
+        count=1,
+        dtype="float32",
+        crs=TINY_CRS,
+        transform=from_origin(x0, y0, 1.0, 1.0),
+        nodata=-9999.0,
+    ) as dst:
         dst.write(dsm[None])
-    sar_src = (np.where(label == 1, -2.0, -15.0) + rng.normal(0, 1.0, label.shape)).astype(np.float32)
+    sar_src = (np.where(label == 1, -2.0, -15.0) + rng.normal(0, 1.0, label.shape)).astype(
+        np.float32
+    )
     sar_src[:, size // 2 :] = np.nan  # the swath ends mid-scene
     left, top = x0, y0
     right, bottom = x0 + size * 0.5, y0 - size * 0.5
@@ -177,10 +255,29 @@ def make_tiny_scene(root: Path, size: int = 160, seed: int = 0, dsm_hole: bool =
         TINY_CRS, "EPSG:3857", size, size, left, bottom, right, top, resolution=1.5 * 1.55
     )
     sar = np.full((1, height, width), np.nan, np.float32)
-    reproject(sar_src[None], sar, src_transform=rgb_t, src_crs=TINY_CRS, src_nodata=np.nan, dst_transform=transform,
-              dst_crs="EPSG:3857", dst_nodata=np.nan, resampling=Resampling.bilinear)
-    with rasterio.open(root / "sar.tif", "w", driver="GTiff", width=width, height=height, count=1, dtype="float32",
-                       crs="EPSG:3857", transform=transform, nodata=float("nan")) as dst:
+    reproject(
+        sar_src[None],
+        sar,
+        src_transform=rgb_t,
+        src_crs=TINY_CRS,
+        src_nodata=np.nan,
+        dst_transform=transform,
+        dst_crs="EPSG:3857",
+        dst_nodata=np.nan,
+        resampling=Resampling.bilinear,
+    )
+    with rasterio.open(
+        root / "sar.tif",
+        "w",
+        driver="GTiff",
+        width=width,
+        height=height,
+        count=1,
+        dtype="float32",
+        crs="EPSG:3857",
+        transform=transform,
+        nodata=float("nan"),
+    ) as dst:
         dst.write(sar)
     return root
 

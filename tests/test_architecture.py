@@ -16,7 +16,16 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[1] / "sgma_cli"
 
 #: Layer rank of each top-level part; a module may import only its own rank or lower.
-RANKS = {"__main__": 5, "cli": 4, "engine": 3, "data": 2, "model": 2, "config": 1, "errors": 0, "__init__": 0}
+RANKS = {
+    "__main__": 5,
+    "cli": 4,
+    "engine": 3,
+    "data": 2,
+    "model": 2,
+    "config": 1,
+    "errors": 0,
+    "__init__": 0,
+}
 
 #: Modules that ``model/`` must never import: it receives tensors, not files.
 FILE_READERS = {"rasterio", "geopandas", "pyogrio", "safetensors", "fiona", "tomllib", "tomli"}
@@ -71,7 +80,9 @@ def test_imports_point_down(module: str) -> None:
 @pytest.mark.parametrize("module", sorted(m for m in MODULES if _part(m) == "model"))
 def test_model_reads_no_files(module: str) -> None:
     third_party = {name.split(".")[0] for name in _imports(MODULES[module])}
-    assert not third_party & FILE_READERS, f"{module} imports file readers {sorted(third_party & FILE_READERS)}"
+    assert not third_party & FILE_READERS, (
+        f"{module} imports file readers {sorted(third_party & FILE_READERS)}"
+    )
 
 
 def test_shared_engine_modules_do_not_import_jobs() -> None:
@@ -79,7 +90,11 @@ def test_shared_engine_modules_do_not_import_jobs() -> None:
     jobs = {m for m in MODULES if m.count(".") >= 3 and m.startswith("sgma_cli.engine.")}
     job_packages = {".".join(m.split(".")[:3]) for m in jobs}
     for module in MODULES:
-        if module.startswith("sgma_cli.engine.") and module.count(".") == 2 and module not in job_packages:
+        if (
+            module.startswith("sgma_cli.engine.")
+            and module.count(".") == 2
+            and module not in job_packages
+        ):
             assert not GRAPH[module] & (jobs | job_packages), f"{module} imports a job package"
 
 

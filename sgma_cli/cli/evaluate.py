@@ -36,7 +36,6 @@ from rich.table import Table
 from rich.text import Text
 
 from sgma_cli.cli.console import console, err_console, warn
-
 from sgma_cli.errors import CheckpointError, UsageError
 
 if TYPE_CHECKING:
@@ -65,7 +64,9 @@ def _progress_bar(label: str) -> Iterator[ProgressCallback]:
         TextColumn("eta"),
         TimeRemainingColumn(),
     )
-    with Progress(*columns, console=err_console, transient=True, disable=not err_console.is_terminal) as bar:
+    with Progress(
+        *columns, console=err_console, transient=True, disable=not err_console.is_terminal
+    ) as bar:
         task = bar.add_task(label, total=None)
 
         def update(done: int, total: int) -> None:
@@ -86,14 +87,21 @@ def _fmt(value: float) -> str:
 
 def _subset_table(evaluation: CheckpointEvaluation, per_class: bool = True) -> Table:
     """The paper's layout: a row per subset (● / ○), per-class IoU, mIoU, mF1, OA, then the summaries."""
-    from sgma_cli.engine.evaluate.report import MARK_OFF, MARK_ON, column_summaries, short_labels, subset_rows
+    from sgma_cli.engine.evaluate.report import (
+        MARK_OFF,
+        MARK_ON,
+        column_summaries,
+        short_labels,
+        subset_rows,
+    )
 
     rows = subset_rows(evaluation)
     classes, modalities = evaluation.meta.class_names, list(evaluation.result.modalities)
     short = short_labels(modalities)
     table = Table(
         title=f"{evaluation.checkpoint.name} on {_where(evaluation)} ({evaluation.seconds:.1f} s)",
-        caption="% · ● used ○ missing · " + ", ".join(f"{short[m]} = {m}" for m in modalities if short[m] != m),
+        caption="% · ● used ○ missing · "
+        + ", ".join(f"{short[m]} = {m}" for m in modalities if short[m] != m),
     )
     table.add_column("", style="bold", no_wrap=True)
     for m in modalities:
@@ -101,11 +109,20 @@ def _subset_table(evaluation: CheckpointEvaluation, per_class: bool = True) -> T
     for c in classes if per_class else []:
         table.add_column(c, justify="right", overflow="fold", min_width=6)
     for name in ("mIoU", "mF1", "OA"):
-        table.add_column(name, justify="right", style="bold" if name == "mIoU" else None, min_width=6, no_wrap=True)
+        table.add_column(
+            name,
+            justify="right",
+            style="bold" if name == "mIoU" else None,
+            min_width=6,
+            no_wrap=True,
+        )
     values = [[*(r.iou if per_class else ()), r.miou, r.mf1, r.oa] for r in rows]
     best = [max((v for v in col if not math.isnan(v)), default=math.nan) for col in zip(*values)]
     for row, vals in zip(rows, values):
-        cells = [Text(_fmt(v), style="bold green" if len(rows) > 1 and v == b else "") for v, b in zip(vals, best)]
+        cells = [
+            Text(_fmt(v), style="bold green" if len(rows) > 1 and v == b else "")
+            for v, b in zip(vals, best)
+        ]
         table.add_row("", *(MARK_ON if on else MARK_OFF for on in row.marks), *cells)
     table.add_section()
     skip = 0 if per_class else len(classes)
@@ -121,14 +138,20 @@ def _class_table(evaluation: CheckpointEvaluation) -> Table:
     rows = subset_rows(evaluation)
     short = short_labels(evaluation.result.modalities)
     table = Table(title="IoU (%) per class and modality subset")
-    table.add_column("class", style="bold", no_wrap=True, max_width=max(8, console.width - 9 * len(rows) - 14))
+    table.add_column(
+        "class", style="bold", no_wrap=True, max_width=max(8, console.width - 9 * len(rows) - 14)
+    )
     for r in rows:
-        table.add_column("+".join(short[m] for m in r.subset), justify="right", min_width=5, no_wrap=True)
+        table.add_column(
+            "+".join(short[m] for m in r.subset), justify="right", min_width=5, no_wrap=True
+        )
     table.add_column("Average", justify="right", style="bold", no_wrap=True)
     for k, name in enumerate(evaluation.meta.class_names):
         vals = [r.iou[k] for r in rows]
         finite = [v for v in vals if not math.isnan(v)]
-        table.add_row(name, *(_fmt(v) for v in vals), _fmt(sum(finite) / len(finite) if finite else math.nan))
+        table.add_row(
+            name, *(_fmt(v) for v in vals), _fmt(sum(finite) / len(finite) if finite else math.nan)
+        )
     return table
 
 
@@ -162,10 +185,17 @@ def _compare_table(evaluations: Sequence[CheckpointEvaluation]) -> Table:
         table.add_column(name, justify="right")
     for name in names[1:]:
         table.add_column(f"Δ {name}", justify="right")
-    per = [{s: 100 * m.miou for s, m in zip(e.result.subsets, e.result.metrics)} for e in evaluations]
+    per = [
+        {s: 100 * m.miou for s, m in zip(e.result.subsets, e.result.metrics)} for e in evaluations
+    ]
     summaries = [e.result.summary for e in evaluations]
     lines: list[tuple[str, tuple[str, ...], list[float]]] = [
-        ("", tuple(MARK_ON if m in s else MARK_OFF for m in modalities), [p.get(s, math.nan) for p in per]) for s in subsets
+        (
+            "",
+            tuple(MARK_ON if m in s else MARK_OFF for m in modalities),
+            [p.get(s, math.nan) for p in per],
+        )
+        for s in subsets
     ]
     blank = tuple("" for _ in modalities)
     lines += [
@@ -181,7 +211,13 @@ def _compare_table(evaluations: Sequence[CheckpointEvaluation]) -> Table:
             label,
             *marks,
             *(_fmt(v) for v in vals),
-            *(Text("–" if math.isnan(d) else f"{d:+.2f}", style="green" if d > 0 else "red" if d < 0 else "") for d in deltas),
+            *(
+                Text(
+                    "–" if math.isnan(d) else f"{d:+.2f}",
+                    style="green" if d > 0 else "red" if d < 0 else "",
+                )
+                for d in deltas
+            ),
         )
     return table
 
@@ -190,7 +226,9 @@ def _robustness_table(evaluation: CheckpointEvaluation) -> Table:
     from sgma_cli.engine.evaluate.report import robustness_table
 
     modalities, scales, weights = robustness_table(evaluation)
-    table = Table(title="mean robustness weight r_m", caption="all sensors present; higher = relied on")
+    table = Table(
+        title="mean robustness weight r_m", caption="all sensors present; higher = relied on"
+    )
     table.add_column("modality", style="bold")
     for s in scales:
         table.add_column(s, justify="right")
@@ -200,42 +238,88 @@ def _robustness_table(evaluation: CheckpointEvaluation) -> Table:
 
 
 def command(
-    checkpoint: Annotated[Path, typer.Argument(help="Checkpoint to evaluate (.pt written by sgma train).", dir_okay=False)],
+    checkpoint: Annotated[
+        Path,
+        typer.Argument(help="Checkpoint to evaluate (.pt written by sgma train).", dir_okay=False),
+    ],
     *,
     data: Annotated[
         Path | None,
-        typer.Option("--data", help="Prepared dataset folder (default: the one the checkpoint was trained on).", file_okay=False),
+        typer.Option(
+            "--data",
+            help="Prepared dataset folder (default: the one the checkpoint was trained on).",
+            file_okay=False,
+        ),
     ] = None,
-    split: Annotated[str, typer.Option("--split", help="Split to evaluate: train, val or test.")] = "test",
+    split: Annotated[
+        str, typer.Option("--split", help="Split to evaluate: train, val or test.")
+    ] = "test",
     subsets: Annotated[
-        str, typer.Option("--subsets", help="'all' (every non-empty combination) or e.g. 'rgb,dsm;rgb'.")
+        str,
+        typer.Option(
+            "--subsets", help="'all' (every non-empty combination) or e.g. 'rgb,dsm;rgb'."
+        ),
     ] = "all",
     out: Annotated[
         Path | None,
-        typer.Option("--out", help="Report folder: metrics.json, subsets.csv, report.md, PNGs (existing files replaced).", file_okay=False),
+        typer.Option(
+            "--out",
+            help="Report folder: metrics.json, subsets.csv, report.md, PNGs (existing files replaced).",
+            file_okay=False,
+        ),
     ] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print only the metrics JSON on stdout.")] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print only the metrics JSON on stdout.")
+    ] = False,
     compare: Annotated[
         list[Path] | None,
-        typer.Option("--compare", help="Other checkpoint(s) to evaluate on the same tiles and subsets; repeatable.", dir_okay=False),
+        typer.Option(
+            "--compare",
+            help="Other checkpoint(s) to evaluate on the same tiles and subsets; repeatable.",
+            dir_okay=False,
+        ),
     ] = None,
     device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N.")] = "auto",
     batch_size: Annotated[int, typer.Option("--batch-size", help="Tiles per batch.", min=1)] = 8,
     workers: Annotated[
-        int | None, typer.Option("--workers", help="Data loading processes (default: 0 on CPU, 4 on GPU).", min=0)
+        int | None,
+        typer.Option(
+            "--workers", help="Data loading processes (default: 0 on CPU, 4 on GPU).", min=0
+        ),
     ] = None,
     scene: Annotated[
         Path | None,
-        typer.Option("--scene", help="Evaluate a whole scene folder (<modality>.tif) with predict's sliding windows.", file_okay=False, exists=True),
+        typer.Option(
+            "--scene",
+            help="Evaluate a whole scene folder (<modality>.tif) with predict's sliding windows.",
+            file_okay=False,
+            exists=True,
+        ),
     ] = None,
     labels: Annotated[
-        Path | None, typer.Option("--labels", help="Labels of --scene: colour/class raster or polygons.", exists=True, dir_okay=False)
+        Path | None,
+        typer.Option(
+            "--labels",
+            help="Labels of --scene: colour/class raster or polygons.",
+            exists=True,
+            dir_okay=False,
+        ),
     ] = None,
-    label_field: Annotated[str, typer.Option("--label-field", help="Class attribute of vector --labels.")] = "class",
+    label_field: Annotated[
+        str, typer.Option("--label-field", help="Class attribute of vector --labels.")
+    ] = "class",
     window: Annotated[
-        int | None, typer.Option("--window", help="With --scene: window side in px (default: the training tile size).", min=32)
+        int | None,
+        typer.Option(
+            "--window",
+            help="With --scene: window side in px (default: the training tile size).",
+            min=32,
+        ),
     ] = None,
-    overlap: Annotated[float, typer.Option("--overlap", help="With --scene: window overlap fraction.", min=0.0, max=0.9)] = 0.25,
+    overlap: Annotated[
+        float,
+        typer.Option("--overlap", help="With --scene: window overlap fraction.", min=0.0, max=0.9),
+    ] = 0.25,
 ) -> None:
     """Evaluate a checkpoint on every modality subset."""
     from sgma_cli.engine.evaluate.job import evaluate_checkpoint, evaluate_scene
@@ -247,7 +331,9 @@ def command(
     if (scene is None) != (labels is None):
         raise UsageError("--scene and --labels go together: the scene folder and its labels")
     if scene is not None and data is not None:
-        raise UsageError("give either --data (tiles of a prepared split) or --scene/--labels (a whole scene)")
+        raise UsageError(
+            "give either --data (tiles of a prepared split) or --scene/--labels (a whole scene)"
+        )
     if out is not None:
         check_out_dir(out)
     evaluations: list[CheckpointEvaluation] = []
@@ -257,13 +343,27 @@ def command(
         with _progress_bar(f"evaluating {path.name}") as progress:
             if scene is not None and labels is not None:
                 evaluation = evaluate_scene(
-                    path, scene, labels, subsets=chosen, window=window, overlap=overlap, batch_size=batch_size,
-                    device=device, label_field=label_field, progress=progress,
+                    path,
+                    scene,
+                    labels,
+                    subsets=chosen,
+                    window=window,
+                    overlap=overlap,
+                    batch_size=batch_size,
+                    device=device,
+                    label_field=label_field,
+                    progress=progress,
                 )
             else:
                 evaluation = evaluate_checkpoint(
-                    path, data_dir=main.data_dir if main is not None else data, split=split, subsets=chosen,
-                    device=device, batch_size=batch_size, workers=workers, progress=progress,
+                    path,
+                    data_dir=main.data_dir if main is not None else data,
+                    split=split,
+                    subsets=chosen,
+                    device=device,
+                    batch_size=batch_size,
+                    workers=workers,
+                    progress=progress,
                 )
             if main is not None:
                 if evaluation.meta.class_names != main.meta.class_names:
@@ -275,7 +375,9 @@ def command(
         evaluations.append(evaluation)
         if evaluation.skipped:
             where = "scene" if evaluation.split == "scene" else "dataset"
-            warn(f"{path.name}: the {where} has no {', '.join(evaluation.skipped)}; subsets using them were left out")
+            warn(
+                f"{path.name}: the {where} has no {', '.join(evaluation.skipped)}; subsets using them were left out"
+            )
     main, others = evaluations[0], evaluations[1:]
     if as_json:
         typer.echo(json.dumps(report_json(main, others), allow_nan=False))
@@ -286,7 +388,10 @@ def command(
         if others:
             console.print(_compare_table(evaluations))
         console.print(_robustness_table(main))
-        best = max(zip(main.result.subsets, main.result.metrics), key=lambda p: -1 if math.isnan(p[1].miou) else p[1].miou)
+        best = max(
+            zip(main.result.subsets, main.result.metrics),
+            key=lambda p: -1 if math.isnan(p[1].miou) else p[1].miou,
+        )
         console.print(
             f"Average {_fmt(100 * main.result.summary.average)} · Top-1 {_fmt(100 * main.result.summary.top1)} "
             f"({subset_label(best[0])}) · Last-1 {_fmt(100 * main.result.summary.last1)} mIoU %"
@@ -295,4 +400,6 @@ def command(
         files = write_report(out, main, others)
         err_console.print(f"report written to {out}: " + ", ".join(f.name for f in files))
     elif not as_json:
-        err_console.print("add --out DIR for metrics.json, subsets.csv, report.md and plots", style="dim")
+        err_console.print(
+            "add --out DIR for metrics.json, subsets.csv, report.md and plots", style="dim"
+        )

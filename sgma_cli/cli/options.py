@@ -12,7 +12,18 @@ if TYPE_CHECKING:
 __all__ = ["KNOWN_BANDS", "parse_modalities"]
 
 #: Band counts assumed for common sensor names when ``--modalities`` gives none.
-KNOWN_BANDS = {"rgb": 3, "irrg": 3, "rgbir": 4, "dsm": 1, "ndsm": 1, "nir": 1, "sar": 2, "depth": 1, "event": 1, "lidar": 1}
+KNOWN_BANDS = {
+    "rgb": 3,
+    "irrg": 3,
+    "rgbir": 4,
+    "dsm": 1,
+    "ndsm": 1,
+    "nir": 1,
+    "sar": 2,
+    "depth": 1,
+    "event": 1,
+    "lidar": 1,
+}
 _DEFAULT_NAMES = ("rgb", "dsm", "nir", "sar", "depth", "event", "lidar")
 
 
@@ -28,7 +39,9 @@ def parse_modalities(text: str) -> list[ModalitySpec]:
     if text.isdigit():
         count = int(text)
         if not 1 <= count <= len(_DEFAULT_NAMES):
-            raise UsageError(f"--modalities {count}: give between 1 and {len(_DEFAULT_NAMES)} modalities")
+            raise UsageError(
+                f"--modalities {count}: give between 1 and {len(_DEFAULT_NAMES)} modalities"
+            )
         return [ModalitySpec(n, KNOWN_BANDS[n]) for n in _DEFAULT_NAMES[:count]]
     specs: list[ModalitySpec] = []
     for item in filter(None, (p.strip() for p in text.split(","))):

@@ -21,7 +21,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, Task, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    ProgressColumn,
+    Task,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Table
 from rich.text import Text
 
@@ -29,8 +38,8 @@ from sgma_cli.cli.console import console, err_console
 
 if TYPE_CHECKING:
     from sgma_cli.data.scene import Scene
-    from sgma_cli.engine.predict.job import PredictResult
     from sgma_cli.engine.predict.inference import Progress as PredictProgress
+    from sgma_cli.engine.predict.job import PredictResult
 
 from sgma_cli.errors import UsageError
 
@@ -61,11 +70,15 @@ def _progress_bar() -> Iterator[Callable[[PredictProgress], None]]:
         TextColumn("eta"),
         TimeRemainingColumn(),
     )
-    with Progress(*columns, console=err_console, transient=True, disable=not err_console.is_terminal) as bar:
+    with Progress(
+        *columns, console=err_console, transient=True, disable=not err_console.is_terminal
+    ) as bar:
         task = bar.add_task("predict", total=None, mpix=0.0)
 
         def update(p: PredictProgress) -> None:
-            bar.update(task, completed=p.windows_done, total=p.windows_total, mpix=p.megapixels_done)
+            bar.update(
+                task, completed=p.windows_done, total=p.windows_total, mpix=p.megapixels_done
+            )
 
         yield update
 
@@ -88,12 +101,18 @@ def _parse_resolution(text: str) -> str | float:
     try:
         return float(text)
     except ValueError:
-        raise UsageError(f"--resolution {text!r}: use checkpoint, native or a pixel size such as 0.5") from None
+        raise UsageError(
+            f"--resolution {text!r}: use checkpoint, native or a pixel size such as 0.5"
+        ) from None
 
 
 def _describe_scene(scene: Scene) -> None:
     g = scene.grid
-    crs = "no CRS" if g.crs is None else (f"EPSG:{g.crs.to_epsg()}" if g.crs.to_epsg() else g.crs.to_string())
+    crs = (
+        "no CRS"
+        if g.crs is None
+        else (f"EPSG:{g.crs.to_epsg()}" if g.crs.to_epsg() else g.crs.to_string())
+    )
     err_console.print(
         f"scene: {g.width} x {g.height} px at {g.resolution[0]:g} ({crs}), sensors: {', '.join(scene.names)} "
         f"(grid of {scene.reference})"
@@ -111,11 +130,18 @@ def _render(result: PredictResult) -> None:
     for name, count in result.class_pixels.items():
         table.add_row(name, f"{count:,}", f"{100 * count / max(total, 1):.1f} %")
     if result.nodata_pixels:
-        table.add_row(Text("nodata (no sensor)", style="dim"), f"{result.nodata_pixels:,}",
-                      f"{100 * result.nodata_pixels / max(total, 1):.1f} %")
+        table.add_row(
+            Text("nodata (no sensor)", style="dim"),
+            f"{result.nodata_pixels:,}",
+            f"{100 * result.nodata_pixels / max(total, 1):.1f} %",
+        )
     console.print(table)
     for kind, path in result.outputs.items():
-        extra = f" ({result.polygons} polygons)" if kind == "vectors" and result.polygons is not None else ""
+        extra = (
+            f" ({result.polygons} polygons)"
+            if kind == "vectors" and result.polygons is not None
+            else ""
+        )
         console.print(f"{kind:>13}: {path}{extra}")
     rate = total / 1e6 / max(result.seconds, 1e-9)
     console.print(
@@ -126,40 +152,96 @@ def _render(result: PredictResult) -> None:
 def command(
     scene_dir: Annotated[
         Path | None,
-        typer.Argument(help="Folder with one raster per sensor, named as in the checkpoint (rgb.tif, dsm.tif, ...).",
-                       show_default=False),
+        typer.Argument(
+            help="Folder with one raster per sensor, named as in the checkpoint (rgb.tif, dsm.tif, ...).",
+            show_default=False,
+        ),
     ] = None,
     *,
-    checkpoint: Annotated[Path, typer.Option("--checkpoint", "-c", help="Trained sgma checkpoint (.pt).")],
+    checkpoint: Annotated[
+        Path, typer.Option("--checkpoint", "-c", help="Trained sgma checkpoint (.pt).")
+    ],
     modalities: Annotated[
-        str | None, typer.Option("--modalities", "-m", help="Use only these sensors, e.g. rgb,sar (default: all present).")
+        str | None,
+        typer.Option(
+            "--modalities",
+            "-m",
+            help="Use only these sensors, e.g. rgb,sar (default: all present).",
+        ),
     ] = None,
     modality: Annotated[
-        list[str] | None, typer.Option("--modality", help="NAME=PATH of one sensor raster (repeatable; wins over SCENE_DIR).")
+        list[str] | None,
+        typer.Option(
+            "--modality", help="NAME=PATH of one sensor raster (repeatable; wins over SCENE_DIR)."
+        ),
     ] = None,
     out: Annotated[
-        Path | None, typer.Option("--out", "-o", help="Class map GeoTIFF (default: ./<SCENE_DIR name>_prediction.tif).")
+        Path | None,
+        typer.Option(
+            "--out", "-o", help="Class map GeoTIFF (default: ./<SCENE_DIR name>_prediction.tif)."
+        ),
     ] = None,
     window: Annotated[
         int | None,
-        typer.Option(help="Window side in pixels, a multiple of 32 (default: the checkpoint's tile size, else 512).",
-                     show_default=False),
+        typer.Option(
+            help="Window side in pixels, a multiple of 32 (default: the checkpoint's tile size, else 512).",
+            show_default=False,
+        ),
     ] = None,
-    overlap: Annotated[float, typer.Option(help="Fraction of a window shared with its neighbours (0-0.9).")] = 0.25,
-    batch_size: Annotated[int, typer.Option("--batch-size", "-b", help="Windows per forward pass.")] = 8,
+    overlap: Annotated[
+        float, typer.Option(help="Fraction of a window shared with its neighbours (0-0.9).")
+    ] = 0.25,
+    batch_size: Annotated[
+        int, typer.Option("--batch-size", "-b", help="Windows per forward pass.")
+    ] = 8,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
-    gpus: Annotated[int, typer.Option(help="Split windows over N GPUs (one process each, one writer).")] = 1,
-    nproc: Annotated[int, typer.Option(help="With --device cpu: split windows over N CPU processes.")] = 1,
-    precision: Annotated[str, typer.Option(help="auto (bf16 autocast on CUDA), bf16 or fp32.")] = "auto",
-    probabilities: Annotated[bool, typer.Option("--probabilities", help="Also write OUT.probabilities.tif (percent per class).")] = False,
-    confidence: Annotated[bool, typer.Option("--confidence", help="Also write OUT.confidence.tif (max probability, percent).")] = False,
-    robustness: Annotated[bool, typer.Option("--robustness", help="Also write OUT.robustness.tif (RP weight per used sensor, percent).")] = False,
-    vectorize: Annotated[Path | None, typer.Option(help="Also write class polygons to this GeoPackage.")] = None,
-    min_area: Annotated[float, typer.Option("--min-area", help="Smallest polygon for --vectorize, in CRS units² (m²).")] = 0.0,
+    gpus: Annotated[
+        int, typer.Option(help="Split windows over N GPUs (one process each, one writer).")
+    ] = 1,
+    nproc: Annotated[
+        int, typer.Option(help="With --device cpu: split windows over N CPU processes.")
+    ] = 1,
+    precision: Annotated[
+        str, typer.Option(help="auto (bf16 autocast on CUDA), bf16 or fp32.")
+    ] = "auto",
+    probabilities: Annotated[
+        bool,
+        typer.Option(
+            "--probabilities", help="Also write OUT.probabilities.tif (percent per class)."
+        ),
+    ] = False,
+    confidence: Annotated[
+        bool,
+        typer.Option(
+            "--confidence", help="Also write OUT.confidence.tif (max probability, percent)."
+        ),
+    ] = False,
+    robustness: Annotated[
+        bool,
+        typer.Option(
+            "--robustness",
+            help="Also write OUT.robustness.tif (RP weight per used sensor, percent).",
+        ),
+    ] = False,
+    vectorize: Annotated[
+        Path | None, typer.Option(help="Also write class polygons to this GeoPackage.")
+    ] = None,
+    min_area: Annotated[
+        float,
+        typer.Option("--min-area", help="Smallest polygon for --vectorize, in CRS units² (m²)."),
+    ] = 0.0,
     resolution: Annotated[
-        str, typer.Option(help="Output pixel size: checkpoint (the training resolution), native (finest sensor) or a number.")
+        str,
+        typer.Option(
+            help="Output pixel size: checkpoint (the training resolution), native (finest sensor) or a number."
+        ),
     ] = "checkpoint",
-    extent: Annotated[str, typer.Option(help="reference (the finest sensor's footprint) or union (all chosen sensors).")] = "reference",
+    extent: Annotated[
+        str,
+        typer.Option(
+            help="reference (the finest sensor's footprint) or union (all chosen sensors)."
+        ),
+    ] = "reference",
 ) -> None:
     """Segment a whole scene with whichever of the checkpoint's sensors you have."""
     from sgma_cli.engine.predict.job import PredictJob, run_predict
@@ -175,10 +257,25 @@ def command(
     if out is None:
         out = Path(f"{(scene_dir.resolve().name if scene_dir else 'scene')}_prediction.tif")
     job = PredictJob(
-        checkpoint=checkpoint, scene_dir=scene_dir, out=out, files=files, modalities=chosen, window=window,
-        overlap=overlap, batch_size=batch_size, device=device, gpus=gpus, nproc=nproc, precision=precision,
-        probabilities=probabilities, confidence=confidence, robustness=robustness, vectorize=vectorize,
-        min_area=min_area, resolution=_parse_resolution(resolution), extent=extent,  # type: ignore[arg-type]
+        checkpoint=checkpoint,
+        scene_dir=scene_dir,
+        out=out,
+        files=files,
+        modalities=chosen,
+        window=window,
+        overlap=overlap,
+        batch_size=batch_size,
+        device=device,
+        gpus=gpus,
+        nproc=nproc,
+        precision=precision,
+        probabilities=probabilities,
+        confidence=confidence,
+        robustness=robustness,
+        vectorize=vectorize,
+        min_area=min_area,
+        resolution=_parse_resolution(resolution),
+        extent=extent,  # type: ignore[arg-type]
     )
     with _progress_bar() as update:
         result = run_predict(job, progress=update, on_scene=_describe_scene)

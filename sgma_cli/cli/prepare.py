@@ -16,8 +16,16 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, Task, TextColumn, TimeRemainingColumn
 from rich import box
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    ProgressColumn,
+    Task,
+    TextColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Table
 from rich.text import Text
 
@@ -52,20 +60,39 @@ def _fmt(x: float) -> str:
 def _plan_table(report: PrepareReport) -> Table:
     scenes = {r.scene for r in report.rows}
     with_split = any(r.split for r in report.rows)
-    title = (f"plan: {report.layout} layout, {len(scenes)} scene(s), reference {report.reference}, "
-             f"{report.tiles_total} tiles of {report.tile} px (stride {report.stride}), split {report.split_method}")
-    table = Table(title=title, box=box.SIMPLE_HEAD, padding=(0, 1, 0, 0), pad_edge=False, title_justify="left")
+    title = (
+        f"plan: {report.layout} layout, {len(scenes)} scene(s), reference {report.reference}, "
+        f"{report.tiles_total} tiles of {report.tile} px (stride {report.stride}), split {report.split_method}"
+    )
+    table = Table(
+        title=title, box=box.SIMPLE_HEAD, padding=(0, 1, 0, 0), pad_edge=False, title_justify="left"
+    )
     columns = ["scene"] if len(scenes) > 1 else []
     columns += ["role", "file", "CRS", "pixels @ res", "extent ll/ur", "bands", "nodata"]
     columns += ["split"] if with_split else []
     for col in columns:
-        table.add_column(col, overflow="fold", no_wrap=col not in {"file", "scene"}, min_width=8 if col == "file" else None)
+        table.add_column(
+            col,
+            overflow="fold",
+            no_wrap=col not in {"file", "scene"},
+            min_width=8 if col == "file" else None,
+        )
     for row in report.rows[:MAX_ROWS]:
-        res = _fmt(row.resolution[0]) if row.resolution[0] == row.resolution[1] else "x".join(map(_fmt, row.resolution))
+        res = (
+            _fmt(row.resolution[0])
+            if row.resolution[0] == row.resolution[1]
+            else "x".join(map(_fmt, row.resolution))
+        )
         cells = [row.scene] if len(scenes) > 1 else []
-        cells += [row.role, row.path.name, row.crs, f"{row.size[0]}x{row.size[1]} @{res}",
-                  f"{row.bounds[0]:.0f} {row.bounds[1]:.0f}\n{row.bounds[2]:.0f} {row.bounds[3]:.0f}",
-                  f"{row.bands} {row.dtype}", "-" if row.nodata is None else _fmt(row.nodata)]
+        cells += [
+            row.role,
+            row.path.name,
+            row.crs,
+            f"{row.size[0]}x{row.size[1]} @{res}",
+            f"{row.bounds[0]:.0f} {row.bounds[1]:.0f}\n{row.bounds[2]:.0f} {row.bounds[3]:.0f}",
+            f"{row.bands} {row.dtype}",
+            "-" if row.nodata is None else _fmt(row.nodata),
+        ]
         cells += [row.split or "-"] if with_split else []
         table.add_row(*cells)
     if len(report.rows) > MAX_ROWS:
@@ -74,35 +101,111 @@ def _plan_table(report: PrepareReport) -> Table:
 
 
 def command(
-    src_dir: Annotated[Path, typer.Argument(help="Folder with the sensor rasters and labels.", file_okay=False)],
+    src_dir: Annotated[
+        Path, typer.Argument(help="Folder with the sensor rasters and labels.", file_okay=False)
+    ],
     *,
-    out: Annotated[Path, typer.Option("--out", "-o", help="Dataset folder to write (DATA_DIR).", file_okay=False)],
-    preset: Annotated[Preset | None, typer.Option("--preset", help="Read a published layout.")] = None,
-    modality: Annotated[list[str] | None, typer.Option("--modality", "-m", help="NAME=PATH_OR_GLOB, repeatable; defines the modalities.")] = None,
-    labels: Annotated[str | None, typer.Option("--labels", help="Label raster or vector (path or glob).")] = None,
-    label_field: Annotated[str, typer.Option("--label-field", help="Class attribute of vector labels.")] = "class",
-    palette: Annotated[str | None, typer.Option("--palette", help="potsdam|dfc2023|deliver, or a JSON file of class names and r,g,b colours (docs/prepare.md).")] = None,
-    ignore: Annotated[list[str] | None, typer.Option("--ignore", help="Label value/colour (#rrggbb) to map to ignore (255); repeatable.")] = None,
-    reference: Annotated[str | None, typer.Option("--reference", help="Modality whose grid all others are warped onto (default: rgb).")] = None,
-    resolution: Annotated[float | None, typer.Option("--resolution", help="Target pixel size in CRS units.")] = None,
+    out: Annotated[
+        Path,
+        typer.Option("--out", "-o", help="Dataset folder to write (DATA_DIR).", file_okay=False),
+    ],
+    preset: Annotated[
+        Preset | None, typer.Option("--preset", help="Read a published layout.")
+    ] = None,
+    modality: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--modality", "-m", help="NAME=PATH_OR_GLOB, repeatable; defines the modalities."
+        ),
+    ] = None,
+    labels: Annotated[
+        str | None, typer.Option("--labels", help="Label raster or vector (path or glob).")
+    ] = None,
+    label_field: Annotated[
+        str, typer.Option("--label-field", help="Class attribute of vector labels.")
+    ] = "class",
+    palette: Annotated[
+        str | None,
+        typer.Option(
+            "--palette",
+            help="potsdam|dfc2023|deliver, or a JSON file of class names and r,g,b colours (docs/prepare.md).",
+        ),
+    ] = None,
+    ignore: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--ignore", help="Label value/colour (#rrggbb) to map to ignore (255); repeatable."
+        ),
+    ] = None,
+    reference: Annotated[
+        str | None,
+        typer.Option(
+            "--reference", help="Modality whose grid all others are warped onto (default: rgb)."
+        ),
+    ] = None,
+    resolution: Annotated[
+        float | None, typer.Option("--resolution", help="Target pixel size in CRS units.")
+    ] = None,
     crs: Annotated[str | None, typer.Option("--crs", help="Target CRS, e.g. EPSG:32633.")] = None,
-    resampling: Annotated[str, typer.Option("--resampling", help="Resampling of continuous bands (labels: nearest).")] = "bilinear",
-    tile: Annotated[int | None, typer.Option("--tile", help="Tile side in pixels (default: the preset's, else 512).", min=8)] = None,
-    stride: Annotated[int | None, typer.Option("--stride", help="Tile step in pixels (default: the preset's, else tile/2).", min=1)] = None,
-    split: Annotated[str | None, typer.Option("--split", help="train,val,test fractions (default: official split, else 0.8,0.1,0.1).")] = None,
+    resampling: Annotated[
+        str, typer.Option("--resampling", help="Resampling of continuous bands (labels: nearest).")
+    ] = "bilinear",
+    tile: Annotated[
+        int | None,
+        typer.Option(
+            "--tile", help="Tile side in pixels (default: the preset's, else 512).", min=8
+        ),
+    ] = None,
+    stride: Annotated[
+        int | None,
+        typer.Option(
+            "--stride", help="Tile step in pixels (default: the preset's, else tile/2).", min=1
+        ),
+    ] = None,
+    split: Annotated[
+        str | None,
+        typer.Option(
+            "--split", help="train,val,test fractions (default: official split, else 0.8,0.1,0.1)."
+        ),
+    ] = None,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the split assignment.")] = 0,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the plan and stop.")] = False,
-    overwrite: Annotated[bool, typer.Option("--overwrite", help="Delete an earlier result in DATA_DIR and start over.")] = False,
+    overwrite: Annotated[
+        bool,
+        typer.Option("--overwrite", help="Delete an earlier result in DATA_DIR and start over."),
+    ] = False,
 ) -> None:
     """Prepare a dataset from a folder of sensor rasters."""
     options = PrepareOptions(
-        src=src_dir, out=out, preset=preset.value if preset else None, modality=tuple(modality or ()),
-        labels=labels, label_field=label_field, palette=palette, ignore=tuple(ignore or ()), reference=reference,
-        resolution=resolution, crs=crs, resampling=resampling, tile=tile, stride=stride, split=split, seed=seed,
-        dry_run=dry_run, overwrite=overwrite,
+        src=src_dir,
+        out=out,
+        preset=preset.value if preset else None,
+        modality=tuple(modality or ()),
+        labels=labels,
+        label_field=label_field,
+        palette=palette,
+        ignore=tuple(ignore or ()),
+        reference=reference,
+        resolution=resolution,
+        crs=crs,
+        resampling=resampling,
+        tile=tile,
+        stride=stride,
+        split=split,
+        seed=seed,
+        dry_run=dry_run,
+        overwrite=overwrite,
     )
-    bar = Progress(TextColumn("[bold]tiles"), BarColumn(), MofNCompleteColumn(), _Rate(), TextColumn("ETA"),
-                   TimeRemainingColumn(), console=err_console, transient=False)
+    bar = Progress(
+        TextColumn("[bold]tiles"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        _Rate(),
+        TextColumn("ETA"),
+        TimeRemainingColumn(),
+        console=err_console,
+        transient=False,
+    )
     task = bar.add_task("tiles", total=None)
 
     def on_plan(report: PrepareReport) -> None:
@@ -124,6 +227,10 @@ def command(
         console.print("dry run: nothing written")
         return
     mpix_s = report.megapixels / report.seconds if report.seconds else 0.0
-    splits = ", ".join(f"{k} {report.splits[k]}" for k in ("train", "val", "test") if k in report.splits)
-    console.print(f"wrote {report.out}: {report.tiles_written} new tiles, {report.tiles_resumed} kept from an earlier run, "
-                  f"{report.tiles_empty} empty skipped ({splits}); {report.seconds:.1f} s, {mpix_s:.3g} MPix/s")
+    splits = ", ".join(
+        f"{k} {report.splits[k]}" for k in ("train", "val", "test") if k in report.splits
+    )
+    console.print(
+        f"wrote {report.out}: {report.tiles_written} new tiles, {report.tiles_resumed} kept from an earlier run, "
+        f"{report.tiles_empty} empty skipped ({splits}); {report.seconds:.1f} s, {mpix_s:.3g} MPix/s"
+    )

@@ -64,7 +64,12 @@ def _table(report: ProfileReport) -> Table:
     if cfg["fusion"] == "sgf":
         labels = {"mp": "MP (per modality)", "csf": "CSF + prototypes", "sp": "SP", "rp": "RP"}
         for part in FUSION_PARTS:
-            table.add_row(f"  {labels[part]}", _m(p["fusion_parts"][part]), _g(c["fusion_parts"][part]), style="dim")
+            table.add_row(
+                f"  {labels[part]}",
+                _m(p["fusion_parts"][part]),
+                _g(c["fusion_parts"][part]),
+                style="dim",
+            )
     table.add_row(f"head (all-MLP, E = {cfg['head_dim']})", _m(p["head"]), _g(c["head"]))
     table.add_section()
     table.add_row("total", _m(p["total"]), _g(c["total"]), style="bold")
@@ -73,24 +78,35 @@ def _table(report: ProfileReport) -> Table:
 
 def command(
     *,
-    backbone: Annotated[str, typer.Option(help="timm backbone shared by all modalities.")] = "pvt_v2_b2",
+    backbone: Annotated[
+        str, typer.Option(help="timm backbone shared by all modalities.")
+    ] = "pvt_v2_b2",
     modalities: Annotated[
-        str, typer.Option(help="A count (3) or names with optional bands (rgb,dsm,nir or rgb:3,sar:2).")
+        str,
+        typer.Option(help="A count (3) or names with optional bands (rgb,dsm,nir or rgb:3,sar:2)."),
     ] = "3",
     num_classes: Annotated[int, typer.Option(min=2, help="Segmentation classes K.")] = 6,
     size: Annotated[int, typer.Option(help="Square input size in pixels, a multiple of 32.")] = 512,
-    fusion: Annotated[Fusion, typer.Option(help="SGF (the paper) or a sum/mean baseline.")] = Fusion.sgf,
+    fusion: Annotated[
+        Fusion, typer.Option(help="SGF (the paper) or a sum/mean baseline.")
+    ] = Fusion.sgf,
     stem: Annotated[Stem, typer.Option(help="Band-to-RGB stem per modality.")] = Stem.repeat,
     head_dim: Annotated[int, typer.Option(min=1, help="All-MLP decoder width E.")] = 256,
     sp_heads: Annotated[int, typer.Option(min=1, help="Spatial Perceptron heads.")] = 8,
     rp_heads: Annotated[int, typer.Option(min=1, help="Robustness Perceptron heads.")] = 4,
-    latency: Annotated[bool, typer.Option("--latency", help="Also time one forward (warm-up excluded).")] = False,
-    device: Annotated[str, typer.Option(help="Device for --latency: auto, cpu, cuda, cuda:N.")] = "auto",
-    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object instead of the table.")] = False,
+    latency: Annotated[
+        bool, typer.Option("--latency", help="Also time one forward (warm-up excluded).")
+    ] = False,
+    device: Annotated[
+        str, typer.Option(help="Device for --latency: auto, cpu, cuda, cuda:N.")
+    ] = "auto",
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print one JSON object instead of the table.")
+    ] = False,
 ) -> None:
     """Count parameters and compute (MACs) of an SGMA model per component, like Table IX."""
-    from sgma_cli.engine.profile import profile_model
     from sgma_cli.config.model import SGMAConfig
+    from sgma_cli.engine.profile import profile_model
 
     specs = parse_modalities(modalities)
     try:
@@ -112,6 +128,8 @@ def command(
         return
     console.print(_table(report))
     if report.latency_ms is not None:
-        console.print(f"latency: [bold]{report.latency_ms:,.1f} ms[/] per forward on {report.device} (batch 1)")
+        console.print(
+            f"latency: [bold]{report.latency_ms:,.1f} ms[/] per forward on {report.device} (batch 1)"
+        )
     elif not as_json:
         err_console.print("[dim]add --latency to time a forward on this machine[/]")

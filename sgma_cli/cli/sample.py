@@ -22,11 +22,18 @@ __all__ = ["command"]
 
 
 def command(
-    out_dir: Annotated[Path, typer.Argument(help="Folder to write the scene into.", file_okay=False)],
+    out_dir: Annotated[
+        Path, typer.Argument(help="Folder to write the scene into.", file_okay=False)
+    ],
     *,
-    size: Annotated[int, typer.Option("--size", help="RGB side in pixels (0.5 m each), even.", min=64, max=16384)] = 1024,
+    size: Annotated[
+        int,
+        typer.Option("--size", help="RGB side in pixels (0.5 m each), even.", min=64, max=16384),
+    ] = 1024,
     seed: Annotated[int, typer.Option("--seed", help="Random seed; same seed, same files.")] = 0,
-    vectors: Annotated[bool, typer.Option("--vectors/--no-vectors", help="Also write labels.gpkg polygons.")] = True,
+    vectors: Annotated[
+        bool, typer.Option("--vectors/--no-vectors", help="Also write labels.gpkg polygons.")
+    ] = True,
 ) -> None:
     """Write a synthetic multi-sensor scene."""
     result = sample(out_dir, size=size, seed=seed, vectors=vectors)

@@ -21,7 +21,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Table
 from rich.text import Text
 
@@ -79,20 +87,36 @@ class _ProgressView:
         epoch = f"{event.epoch}/{event.epochs}"
         if event.kind == "start":
             self.per_step = max(event.values.get("samples_per_step", 1.0), 1.0)
-            self.task = p.add_task("train", total=event.total_steps, completed=event.step, epoch=epoch, loss="–", lr="–", rate="")
+            self.task = p.add_task(
+                "train",
+                total=event.total_steps,
+                completed=event.step,
+                epoch=epoch,
+                loss="–",
+                lr="–",
+                rate="",
+            )
             if event.step:
-                p.console.print(f"resuming at step {event.step} (epoch {event.epoch})", style="yellow")
+                p.console.print(
+                    f"resuming at step {event.step} (epoch {event.epoch})", style="yellow"
+                )
         elif event.kind == "step" and self.task is not None:
             v = event.values
             rate = v.get("samples_per_s", math.nan) / self.per_step
             p.update(
-                self.task, completed=event.step, epoch=epoch, loss=f"{v.get('loss', math.nan):.4f}",
-                lr=f"{v.get('lr', math.nan):.2e}", rate=f"{rate:.2f} it/s" if rate == rate else "",
+                self.task,
+                completed=event.step,
+                epoch=epoch,
+                loss=f"{v.get('loss', math.nan):.4f}",
+                lr=f"{v.get('lr', math.nan):.2e}",
+                rate=f"{rate:.2f} it/s" if rate == rate else "",
             )
         elif event.kind == "validate":
             total = int(event.values.get("total", 0)) or None
             if self.val_task is None:
-                self.val_task = p.add_task("val", total=total, epoch=f"{event.epoch} val", loss="–", lr="–", rate="")
+                self.val_task = p.add_task(
+                    "val", total=total, epoch=f"{event.epoch} val", loss="–", lr="–", rate=""
+                )
             p.update(self.val_task, completed=int(event.values.get("done", 0)))
         elif event.kind == "val":
             if self.val_task is not None:
@@ -108,7 +132,13 @@ class _ProgressView:
 
 
 def _summary(result: TrainResult) -> None:
-    table = Table(title=f"sgma train: {result.run_dir}", show_header=False, title_justify="left", box=None, pad_edge=False)
+    table = Table(
+        title=f"sgma train: {result.run_dir}",
+        show_header=False,
+        title_justify="left",
+        box=None,
+        pad_edge=False,
+    )
     table.add_column(style="bold")
     table.add_column()
     minutes = result.seconds / 60
@@ -128,7 +158,9 @@ def _summary(result: TrainResult) -> None:
         subsets = Table(box=None, pad_edge=False)
         subsets.add_column("modality subset (last validation)")
         subsets.add_column("mIoU %", justify="right")
-        for label, value in sorted(result.last_val.items(), key=lambda kv: -kv[1] if kv[1] == kv[1] else math.inf):
+        for label, value in sorted(
+            result.last_val.items(), key=lambda kv: -kv[1] if kv[1] == kv[1] else math.inf
+        ):
             subsets.add_row(label, _pct(value))
         console.print(subsets)
     files = Table(show_header=False, box=None, pad_edge=False)
@@ -148,18 +180,40 @@ def _summary(result: TrainResult) -> None:
 
 
 def command(
-    recipe: Annotated[Path, typer.Argument(help="Recipe TOML (see recipes/).", exists=True, dir_okay=False, readable=True)],
+    recipe: Annotated[
+        Path,
+        typer.Argument(
+            help="Recipe TOML (see recipes/).", exists=True, dir_okay=False, readable=True
+        ),
+    ],
     *,
-    data: Annotated[Path | None, typer.Option("--data", help="Prepared dataset folder (default: data.dir of the recipe).")] = None,
-    out: Annotated[Path | None, typer.Option("--out", help="Run folder (default: runs/<recipe name>).")] = None,
-    gpus: Annotated[int, typer.Option("--gpus", help="Data-parallel GPU processes (NCCL).", min=0)] = 0,
-    device: Annotated[DeviceChoice, typer.Option("--device", help="Device without --gpus.")] = DeviceChoice.auto,
-    nproc: Annotated[int, typer.Option("--nproc", help="Data-parallel processes on --device (gloo on cpu).", min=1)] = 1,
-    resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out from checkpoints/last.pt.")] = False,
-    overrides: Annotated[
-        list[str] | None, typer.Option("--set", help="Override a recipe key, e.g. --set optim.lr=1e-4 (repeatable).")
+    data: Annotated[
+        Path | None,
+        typer.Option("--data", help="Prepared dataset folder (default: data.dir of the recipe)."),
     ] = None,
-    print_recipe: Annotated[bool, typer.Option("--print", help="Print the resolved recipe and exit.")] = False,
+    out: Annotated[
+        Path | None, typer.Option("--out", help="Run folder (default: runs/<recipe name>).")
+    ] = None,
+    gpus: Annotated[
+        int, typer.Option("--gpus", help="Data-parallel GPU processes (NCCL).", min=0)
+    ] = 0,
+    device: Annotated[
+        DeviceChoice, typer.Option("--device", help="Device without --gpus.")
+    ] = DeviceChoice.auto,
+    nproc: Annotated[
+        int,
+        typer.Option("--nproc", help="Data-parallel processes on --device (gloo on cpu).", min=1),
+    ] = 1,
+    resume: Annotated[
+        bool, typer.Option("--resume", help="Continue the run in --out from checkpoints/last.pt.")
+    ] = False,
+    overrides: Annotated[
+        list[str] | None,
+        typer.Option("--set", help="Override a recipe key, e.g. --set optim.lr=1e-4 (repeatable)."),
+    ] = None,
+    print_recipe: Annotated[
+        bool, typer.Option("--print", help="Print the resolved recipe and exit.")
+    ] = False,
 ) -> None:
     """Train SGMA on a prepared dataset."""
     from sgma_cli.engine.distributed import torchrun_env
@@ -167,19 +221,37 @@ def command(
 
     resolved = load_recipe(recipe, list(overrides or []))
     if data is not None:
-        resolved = resolved.model_copy(update={"data": resolved.data.model_copy(update={"dir": str(data)})})
+        resolved = resolved.model_copy(
+            update={"data": resolved.data.model_copy(update={"dir": str(data)})}
+        )
     if print_recipe:
         console.print(recipe_to_toml(resolved), markup=False, highlight=False, end="")
         return
     env = torchrun_env()
     main = env is None or env[0] == 0
     if not main:
-        train(resolved, data_dir=data, run_dir=out, device=device.value, gpus=gpus, nproc=nproc, resume=resume)
+        train(
+            resolved,
+            data_dir=data,
+            run_dir=out,
+            device=device.value,
+            gpus=gpus,
+            nproc=nproc,
+            resume=resume,
+        )
         return
     if env is not None and (gpus or nproc > 1):
         warn("started by torchrun: --gpus/--nproc are ignored, the torchrun group is used")
     view = _ProgressView()
     with view as progress:
-        result = train(resolved, data_dir=data, run_dir=out, device=device.value, gpus=0 if env else gpus,
-                       nproc=1 if env else nproc, resume=resume, progress=progress)
+        result = train(
+            resolved,
+            data_dir=data,
+            run_dir=out,
+            device=device.value,
+            gpus=0 if env else gpus,
+            nproc=1 if env else nproc,
+            resume=resume,
+            progress=progress,
+        )
     _summary(result)

@@ -28,10 +28,17 @@ from pydantic import Field, ValidationError
 from sgma_cli import __version__
 from sgma_cli.config._base import StrictModel, explain_validation_error
 from sgma_cli.config.dataset import ClassSpec
-from sgma_cli.errors import CheckpointError
 from sgma_cli.config.model import SGMAConfig
+from sgma_cli.errors import CheckpointError
 
-__all__ = ["FORMAT", "ModalityNorm", "CheckpointMeta", "Checkpoint", "save_checkpoint", "load_checkpoint"]
+__all__ = [
+    "FORMAT",
+    "ModalityNorm",
+    "CheckpointMeta",
+    "Checkpoint",
+    "save_checkpoint",
+    "load_checkpoint",
+]
 
 FORMAT = "sgma-checkpoint"
 
@@ -91,7 +98,10 @@ class Checkpoint:
 def save_checkpoint(path: Path, checkpoint: Checkpoint) -> Path:
     """Write ``checkpoint`` to ``path`` atomically (temp file in the same folder, then rename)."""
     path = Path(path)
-    payload: dict[str, Any] = {"meta": checkpoint.meta.model_dump(mode="json"), "model": checkpoint.model}
+    payload: dict[str, Any] = {
+        "meta": checkpoint.meta.model_dump(mode="json"),
+        "model": checkpoint.model,
+    }
     if checkpoint.train is not None:
         payload["train"] = checkpoint.train
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
@@ -103,7 +113,9 @@ def save_checkpoint(path: Path, checkpoint: Checkpoint) -> Path:
     return path
 
 
-def load_checkpoint(path: Path, with_train_state: bool = False, map_location: str | torch.device = "cpu") -> Checkpoint:
+def load_checkpoint(
+    path: Path, with_train_state: bool = False, map_location: str | torch.device = "cpu"
+) -> Checkpoint:
     """Read a checkpoint without executing code; any problem raises :class:`CheckpointError`."""
     path = Path(path)
     if not path.is_file():
@@ -113,13 +125,19 @@ def load_checkpoint(path: Path, with_train_state: bool = False, map_location: st
     except (pickle.UnpicklingError, zipfile.BadZipFile, EOFError, RuntimeError, ValueError) as err:
         first = str(err).strip().splitlines()[0][:160] if str(err).strip() else type(err).__name__
         raise CheckpointError(f"not a readable checkpoint ({first})", path) from None
-    if not isinstance(payload, dict) or not isinstance(payload.get("meta"), dict) or payload["meta"].get("format") != FORMAT:
+    if (
+        not isinstance(payload, dict)
+        or not isinstance(payload.get("meta"), dict)
+        or payload["meta"].get("format") != FORMAT
+    ):
         raise CheckpointError("not an sgma checkpoint (no sgma metadata)", path)
     try:
         meta = CheckpointMeta.model_validate(payload["meta"])
         meta.model_config_()
     except ValidationError as err:
-        raise CheckpointError(f"bad checkpoint metadata: {explain_validation_error(err, CheckpointMeta)}", path) from None
+        raise CheckpointError(
+            f"bad checkpoint metadata: {explain_validation_error(err, CheckpointMeta)}", path
+        ) from None
     except (ValueError, KeyError, TypeError) as err:
         raise CheckpointError(f"bad model config in checkpoint: {err}", path) from None
     model = payload.get("model")

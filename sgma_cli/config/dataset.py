@@ -87,7 +87,9 @@ class ModalityEntry(StrictModel):
     @model_validator(mode="after")
     def _stats_per_band(self) -> ModalityEntry:
         if self.stats is not None and len(self.stats.mean) != self.bands:
-            raise ValueError(f"modality {self.name}: stats have {len(self.stats.mean)} bands, expected {self.bands}")
+            raise ValueError(
+                f"modality {self.name}: stats have {len(self.stats.mean)} bands, expected {self.bands}"
+            )
         return self
 
 

@@ -28,12 +28,23 @@ from sgma_cli.errors import RasterError, UsageError
 
 __all__ = ["Grid", "reference_grid", "check_overlap", "AlignedReader", "RESAMPLING"]
 
-RESAMPLING = {r.name: r for r in (Resampling.nearest, Resampling.bilinear, Resampling.cubic,
-                                    Resampling.cubic_spline, Resampling.lanczos, Resampling.average,
-                                    Resampling.mode)}
+RESAMPLING = {
+    r.name: r
+    for r in (
+        Resampling.nearest,
+        Resampling.bilinear,
+        Resampling.cubic,
+        Resampling.cubic_spline,
+        Resampling.lanczos,
+        Resampling.average,
+        Resampling.mode,
+    )
+}
 
 
-def reference_grid(info: RasterInfo, resolution: float | None = None, crs: str | None = None) -> Grid:
+def reference_grid(
+    info: RasterInfo, resolution: float | None = None, crs: str | None = None
+) -> Grid:
     """The grid of the reference raster, optionally resampled and/or reprojected.
 
     Args:
@@ -46,7 +57,9 @@ def reference_grid(info: RasterInfo, resolution: float | None = None, crs: str |
     """
     if info.crs is None:
         if resolution is not None or crs is not None:
-            raise UsageError("--resolution/--crs need georeferenced rasters; the reference has no CRS", info.path)
+            raise UsageError(
+                "--resolution/--crs need georeferenced rasters; the reference has no CRS", info.path
+            )
         return info.grid
     if resolution is not None and resolution <= 0:
         raise UsageError(f"--resolution must be > 0, got {resolution}")
@@ -55,7 +68,9 @@ def reference_grid(info: RasterInfo, resolution: float | None = None, crs: str |
         try:
             dst_crs = CRS.from_user_input(crs)
         except (rasterio.errors.CRSError, ValueError):
-            raise UsageError(f"--crs {crs!r} is not a CRS rasterio knows (try EPSG:32633)") from None
+            raise UsageError(
+                f"--crs {crs!r} is not a CRS rasterio knows (try EPSG:32633)"
+            ) from None
     if dst_crs == info.crs and resolution is None:
         return info.grid
     transform, width, height = calculate_default_transform(
@@ -72,19 +87,28 @@ def check_overlap(info: RasterInfo, grid: Grid, name: str, reference: str) -> No
     """
     if (info.crs is None) != (grid.crs is None):
         if info.crs is None:
-            raise RasterError(f"{name} has no CRS, but the reference {reference} has one", info.path)
-        raise RasterError(f"{name} has a CRS ({info.crs_text}), but the reference {reference} has none", info.path)
+            raise RasterError(
+                f"{name} has no CRS, but the reference {reference} has one", info.path
+            )
+        raise RasterError(
+            f"{name} has a CRS ({info.crs_text}), but the reference {reference} has none", info.path
+        )
     if info.crs is None:
         if (info.width, info.height) != (grid.width, grid.height):
             raise RasterError(
                 f"{name} has no CRS and {info.width}x{info.height} pixels, the reference {reference} "
-                f"{grid.width}x{grid.height}: rasters without CRS must share one pixel grid", info.path)
+                f"{grid.width}x{grid.height}: rasters without CRS must share one pixel grid",
+                info.path,
+            )
         return
     left, bottom, right, top = transform_bounds(info.crs, grid.crs, *info.bounds, densify_pts=21)
     g = grid.bounds
     if not (left < g[2] and right > g[0] and bottom < g[3] and top > g[1]):
-        raise RasterError(f"{name} does not overlap the reference {reference} (its extent in "
-                          f"{grid.crs}: {left:.1f}, {bottom:.1f}, {right:.1f}, {top:.1f})", info.path)
+        raise RasterError(
+            f"{name} does not overlap the reference {reference} (its extent in "
+            f"{grid.crs}: {left:.1f}, {bottom:.1f}, {right:.1f}, {top:.1f})",
+            info.path,
+        )
 
 
 class AlignedReader:
@@ -100,31 +124,58 @@ class AlignedReader:
         raw: return the source dtype and leave invalid pixels unchanged (labels).
     """
 
-    def __init__(self, info: RasterInfo, grid: Grid, resampling: str = "bilinear",
-                 bands: tuple[int, ...] | None = None, same_grid: bool = False, raw: bool = False) -> None:
+    def __init__(
+        self,
+        info: RasterInfo,
+        grid: Grid,
+        resampling: str = "bilinear",
+        bands: tuple[int, ...] | None = None,
+        same_grid: bool = False,
+        raw: bool = False,
+    ) -> None:
         if resampling not in RESAMPLING:
-            raise UsageError(f"unknown resampling {resampling!r}; use one of {', '.join(RESAMPLING)}")
+            raise UsageError(
+                f"unknown resampling {resampling!r}; use one of {', '.join(RESAMPLING)}"
+            )
         self.info = info
         self.grid = grid
         self.bands = tuple(bands) if bands else tuple(range(1, info.count + 1))
         if max(self.bands) > info.count:
-            raise RasterError(f"asked for band {max(self.bands)} of a {info.count}-band raster", info.path)
+            raise RasterError(
+                f"asked for band {max(self.bands)} of a {info.count}-band raster", info.path
+            )
         self.raw = raw
         self._src = open_raster(info.path)
         self._vrt: WarpedVRT | None = None
-        self._direct = info.crs is None or same_grid or (
-            info.crs == grid.crs and info.transform == grid.transform
-            and (info.width, info.height) == (grid.width, grid.height))
+        self._direct = (
+            info.crs is None
+            or same_grid
+            or (
+                info.crs == grid.crs
+                and info.transform == grid.transform
+                and (info.width, info.height) == (grid.width, grid.height)
+            )
+        )
         if not self._direct:
             self._vrt = WarpedVRT(
-                self._src, crs=grid.crs, transform=grid.transform, width=grid.width, height=grid.height,
-                resampling=RESAMPLING[resampling], add_alpha=self._src.nodata is None,
+                self._src,
+                crs=grid.crs,
+                transform=grid.transform,
+                width=grid.width,
+                height=grid.height,
+                resampling=RESAMPLING[resampling],
+                add_alpha=self._src.nodata is None,
             )
 
     def __enter__(self) -> AlignedReader:
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         self.close()
 
     def close(self) -> None:
@@ -149,9 +200,15 @@ class AlignedReader:
                     masks = ds.read_masks(self.bands, window=window)
                 else:
                     data = ds.read(self.bands, window=window)
-                    masks = ds.read_masks(self.bands, window=window) if self._src.nodata is not None else ds.read_masks(1, window=window)[None]
+                    masks = (
+                        ds.read_masks(self.bands, window=window)
+                        if self._src.nodata is not None
+                        else ds.read_masks(1, window=window)[None]
+                    )
         except RasterioIOError as err:
-            raise RasterError(f"cannot read pixels ({str(err).strip()[:160]})", self.info.path) from None
+            raise RasterError(
+                f"cannot read pixels ({str(err).strip()[:160]})", self.info.path
+            ) from None
         valid = (masks > 0).all(axis=0)
         if self.raw:
             return data, valid

@@ -48,10 +48,14 @@ def _expand(src: Path, pattern: str, what: str) -> list[Path]:
         hits = [p for p in hits if p.is_file()]
         if hits:
             return hits
-    raise UsageError(f"{what} {pattern!r}: no file matches (looked in {src} and the current folder)")
+    raise UsageError(
+        f"{what} {pattern!r}: no file matches (looked in {src} and the current folder)"
+    )
 
 
-def _from_options(src: Path, modality: list[str], labels: str | None, label_field: str, palette: Palette | None) -> Plan:
+def _from_options(
+    src: Path, modality: list[str], labels: str | None, label_field: str, palette: Palette | None
+) -> Plan:
     parsed = [parse_modality_option(m) for m in modality]
     names = [n for n, _ in parsed]
     if len(set(names)) != len(names):
@@ -69,27 +73,49 @@ def _from_options(src: Path, modality: list[str], labels: str | None, label_fiel
     scene_keys = sorted(keyed[names[0]])
     shared_label = label_files[0] if len(label_files) == 1 else None
     label_keys = {scene_key(p, "label"): p for p in label_files} if shared_label is None else {}
-    label_keys.update({scene_key(p, "labels"): p for p in label_files} if shared_label is None else {})
+    label_keys.update(
+        {scene_key(p, "labels"): p for p in label_files} if shared_label is None else {}
+    )
     scenes = []
     for key in scene_keys:
         mods = {n: ModalitySource(n, keyed[n][key]) for n in names if key in keyed[n]}
         lab = shared_label or label_keys.get(key)
-        scenes.append(Scene(key, mods, label_source_for(lab, label_field, palette) if lab else None))
+        scenes.append(
+            Scene(key, mods, label_source_for(lab, label_field, palette) if lab else None)
+        )
     return Plan(src, "options", scenes, names, optical={n for n in names if n in OPTICAL})
 
 
 def _scene_folder(folder: Path, label_field: str, palette: Palette | None) -> Scene | None:
-    rasters = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in {".tif", ".tiff"})
+    rasters = sorted(
+        p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in {".tif", ".tiff"}
+    )
     label = next((p for p in rasters if p.stem.lower() in {"labels", "label"}), None)
     if label is None:
-        label = next((p for ext in (".gpkg", ".geojson", ".shp") for p in [folder / f"labels{ext}"] if p.exists()), None)
-    mods = {p.stem: ModalitySource(p.stem, p) for p in rasters if p.stem.lower() not in {"labels", "label", "mask"}}
+        label = next(
+            (
+                p
+                for ext in (".gpkg", ".geojson", ".shp")
+                for p in [folder / f"labels{ext}"]
+                if p.exists()
+            ),
+            None,
+        )
+    mods = {
+        p.stem: ModalitySource(p.stem, p)
+        for p in rasters
+        if p.stem.lower() not in {"labels", "label", "mask"}
+    }
     bad = [m for m in mods if not NAME_RE.match(m)]
     if bad:
-        raise UsageError(f"file names {bad} are not modality names (letters, digits, _); use --modality", folder)
+        raise UsageError(
+            f"file names {bad} are not modality names (letters, digits, _); use --modality", folder
+        )
     if not mods:
         return None
-    return Scene(folder.name, mods, label_source_for(label, label_field, palette) if label else None)
+    return Scene(
+        folder.name, mods, label_source_for(label, label_field, palette) if label else None
+    )
 
 
 def _from_folders(src: Path, label_field: str, palette: Palette | None) -> Plan:
@@ -98,24 +124,50 @@ def _from_folders(src: Path, label_field: str, palette: Palette | None) -> Plan:
         try:
             meta = json.loads(marker.read_text())
             mods = {n: ModalitySource(n, src / f) for n, f in meta["modalities"].items()}
-            label = label_source_for(src / meta["labels"], label_field, palette or POTSDAM) if meta.get("labels") else None
+            label = (
+                label_source_for(src / meta["labels"], label_field, palette or POTSDAM)
+                if meta.get("labels")
+                else None
+            )
         except (OSError, ValueError, KeyError, TypeError) as err:
             raise RasterError(f"not an sgma sample marker ({err})", marker) from None
         scene = Scene(src.name or "scene", mods, label)
-        return Plan(src, "sample", [scene], list(mods), optical={"rgb"}, palette=palette or POTSDAM,
-                    notes=[f"sgma sample scene (seed {meta.get('seed')}, size {meta.get('size')})"])
+        return Plan(
+            src,
+            "sample",
+            [scene],
+            list(mods),
+            optical={"rgb"},
+            palette=palette or POTSDAM,
+            notes=[f"sgma sample scene (seed {meta.get('seed')}, size {meta.get('size')})"],
+        )
     scene = _scene_folder(src, label_field, palette)
-    scenes = [scene] if scene else [s for d in sorted(src.iterdir()) if d.is_dir() and not d.name.startswith(".") for s in [_scene_folder(d, label_field, palette)] if s]
+    scenes = (
+        [scene]
+        if scene
+        else [
+            s
+            for d in sorted(src.iterdir())
+            if d.is_dir() and not d.name.startswith(".")
+            for s in [_scene_folder(d, label_field, palette)]
+            if s
+        ]
+    )
     if not scenes:
-        raise UsageError("no rasters found: expected <modality>.tif files here or in sub-folders; "
-                         "or use --preset or --modality NAME=PATH", src)
+        raise UsageError(
+            "no rasters found: expected <modality>.tif files here or in sub-folders; "
+            "or use --preset or --modality NAME=PATH",
+            src,
+        )
     names: list[str] = []
     for s in scenes:
         names += [m for m in s.modalities if m not in names]
     if "rgb" in names:
         names.remove("rgb")
         names.insert(0, "rgb")
-    return Plan(src, "folders", scenes, names, optical={n for n in names if n in OPTICAL}, palette=palette)
+    return Plan(
+        src, "folders", scenes, names, optical={n for n in names if n in OPTICAL}, palette=palette
+    )
 
 
 def discover(
@@ -157,8 +209,15 @@ def discover(
     if labels and not modality:
         files = _expand(src, labels, "--labels")
         if len(files) != 1:
-            raise UsageError(f"--labels {labels!r} matches {len(files)} files; with a preset give one file")
-        plan.scenes = [Scene(s.name, s.modalities, label_source_for(files[0], label_field, plan.palette), s.split) for s in plan.scenes]
+            raise UsageError(
+                f"--labels {labels!r} matches {len(files)} files; with a preset give one file"
+            )
+        plan.scenes = [
+            Scene(
+                s.name, s.modalities, label_source_for(files[0], label_field, plan.palette), s.split
+            )
+            for s in plan.scenes
+        ]
     if not plan.scenes:
         raise UsageError(f"{plan.layout} layout: no scenes found", src)
     return plan

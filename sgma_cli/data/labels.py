@@ -30,7 +30,14 @@ from sgma_cli.data.palettes import Palette
 from sgma_cli.data.raster import RasterInfo, inspect_raster, open_raster
 from sgma_cli.errors import RasterError, UsageError
 
-__all__ = ["LabelSource", "label_source_for", "read_coco_json", "scan_values", "resolve_classes", "LabelReader"]
+__all__ = [
+    "LabelSource",
+    "label_source_for",
+    "read_coco_json",
+    "scan_values",
+    "resolve_classes",
+    "LabelReader",
+]
 
 VECTOR_EXT = {".gpkg", ".geojson", ".shp", ".json", ".fgb"}
 LabelKind = Literal["raster", "index", "vector", "coco"]
@@ -58,7 +65,9 @@ class LabelSource:
         return self.paths[0]
 
 
-def label_source_for(path: Path, field: str = "class", palette: Palette | None = None) -> LabelSource:
+def label_source_for(
+    path: Path, field: str = "class", palette: Palette | None = None
+) -> LabelSource:
     """Guess the label kind of ``path`` from its extension (COCO: JSON with ``annotations``)."""
     path = Path(path)
     if path.suffix.lower() in VECTOR_EXT:
@@ -132,7 +141,9 @@ def scan_values(source: LabelSource) -> tuple[str, set[Any], RasterInfo | None]:
         names = set()
         for p in source.paths:
             data = read_coco_json(p)
-            names |= {_norm_name(str(c.get("name", c.get("id")))) for c in data.get("categories", [])}
+            names |= {
+                _norm_name(str(c.get("name", c.get("id")))) for c in data.get("categories", [])
+            }
         return "coco", names, None
     if source.kind == "vector":
         frame = _read_vector(source)
@@ -164,7 +175,9 @@ def _vector_value(v: Any) -> Any:
     return int(s) if re.fullmatch(r"\d+", s) else _norm_name(s)
 
 
-def resolve_classes(kind: str, values: set[Any], palette: Palette | None, ignore: set[Any], where: Path) -> dict[Any, int]:
+def resolve_classes(
+    kind: str, values: set[Any], palette: Palette | None, ignore: set[Any], where: Path
+) -> dict[Any, int]:
     """Map every raw value to a class index (255 for ignored ones).
 
     Raises:
@@ -172,7 +185,9 @@ def resolve_classes(kind: str, values: set[Any], palette: Palette | None, ignore
     """
     mapping: dict[Any, int] = {}
     unknown = []
-    for v in sorted(values, key=lambda x: (isinstance(x, str), x if isinstance(x, int) else 0, str(x))):
+    for v in sorted(
+        values, key=lambda x: (isinstance(x, str), x if isinstance(x, int) else 0, str(x))
+    ):
         if v in ignore:
             mapping[v] = 255
             continue
@@ -191,10 +206,15 @@ def resolve_classes(kind: str, values: set[Any], palette: Palette | None, ignore
             mapping[v] = idx
     if unknown:
         what = "colours" if kind == "colour" else "values"
-        shown = ", ".join(_fmt(u, kind == "colour") for u in unknown[:8]) + (f" (+{len(unknown) - 8} more)" if len(unknown) > 8 else "")
+        shown = ", ".join(_fmt(u, kind == "colour") for u in unknown[:8]) + (
+            f" (+{len(unknown) - 8} more)" if len(unknown) > 8 else ""
+        )
         allowed = ", ".join(n for n, _ in palette) if palette else "an integer class index"
-        raise RasterError(f"label {what} not in the palette: {shown} (classes: {allowed}); "
-                          f"map them with --ignore or give --palette", where)
+        raise RasterError(
+            f"label {what} not in the palette: {shown} (classes: {allowed}); "
+            f"map them with --ignore or give --palette",
+            where,
+        )
     return mapping
 
 
@@ -216,11 +236,16 @@ def _read_vector(source: LabelSource) -> Any:
     try:
         frame = gpd.read_file(source.path)
     except (DataSourceError, OSError, ValueError) as err:
-        raise RasterError(f"not a readable vector file ({str(err).splitlines()[0][:120]})", source.path) from None
+        raise RasterError(
+            f"not a readable vector file ({str(err).splitlines()[0][:120]})", source.path
+        ) from None
     if source.field not in frame.columns:
         cols = [c for c in frame.columns if c != "geometry"]
-        raise RasterError(f"no class field {source.field!r} (columns: {', '.join(cols) or 'none'}); "
-                          "pick one with --label-field", source.path)
+        raise RasterError(
+            f"no class field {source.field!r} (columns: {', '.join(cols) or 'none'}); "
+            "pick one with --label-field",
+            source.path,
+        )
     return frame
 
 
@@ -237,8 +262,16 @@ class LabelReader:
         ignore_index: the ignore value.
     """
 
-    def __init__(self, source: LabelSource, grid: Grid, mapping: dict[Any, int], kind: str,
-                 scene: str = "", background: int | None = None, ignore_index: int = 255) -> None:
+    def __init__(
+        self,
+        source: LabelSource,
+        grid: Grid,
+        mapping: dict[Any, int],
+        kind: str,
+        scene: str = "",
+        background: int | None = None,
+        ignore_index: int = 255,
+    ) -> None:
         self.source, self.grid, self.kind = source, grid, kind
         self.ignore_index = ignore_index
         self.fill = ignore_index if background is None else background
@@ -252,7 +285,9 @@ class LabelReader:
             self.lut = mapping
             bands = (1, 2, 3) if kind == "colour" else (1,)
             same = info.crs is None
-            self._reader = AlignedReader(info, grid, "nearest", bands=bands, same_grid=same, raw=True)
+            self._reader = AlignedReader(
+                info, grid, "nearest", bands=bands, same_grid=same, raw=True
+            )
         elif kind == "vector":
             frame = _read_vector(source)
             if frame.crs is not None and grid.crs is not None and frame.crs != grid.crs:
@@ -274,8 +309,13 @@ class LabelReader:
         out = []
         for path in self.source.paths:
             data = read_coco_json(path)
-            cats = {c["id"]: _norm_name(str(c.get("name", c["id"]))) for c in data.get("categories", [])}
-            images = {im["id"]: Path(str(im.get("file_name", ""))).stem.lower() for im in data.get("images", [])}
+            cats = {
+                c["id"]: _norm_name(str(c.get("name", c["id"]))) for c in data.get("categories", [])
+            }
+            images = {
+                im["id"]: Path(str(im.get("file_name", ""))).stem.lower()
+                for im in data.get("images", [])
+            }
             ids = {i for i, stem in images.items() if stem == scene.lower()}
             t = self.grid.transform
             for ann in data.get("annotations", []):
@@ -283,10 +323,15 @@ class LabelReader:
                     continue
                 seg = ann.get("segmentation")
                 if not isinstance(seg, list):
-                    raise RasterError(f"annotation {ann.get('id')}: RLE masks are not supported, only polygons", path)
+                    raise RasterError(
+                        f"annotation {ann.get('id')}: RLE masks are not supported, only polygons",
+                        path,
+                    )
                 cls = mapping[cats[ann["category_id"]]]
                 for ring in seg:
-                    xy = [t @ (float(ring[i]), float(ring[i + 1])) for i in range(0, len(ring) - 1, 2)]
+                    xy = [
+                        t @ (float(ring[i]), float(ring[i + 1])) for i in range(0, len(ring) - 1, 2)
+                    ]
                     if len(xy) >= 3:
                         out.append((Polygon(xy).buffer(0), cls))
         return out
@@ -305,7 +350,9 @@ class LabelReader:
             keys = np.array(sorted(self.lut), np.int64)
             classes = np.array([self.lut[int(k)] for k in keys], np.uint8)
             pos = np.clip(np.searchsorted(keys, codes), 0, len(keys) - 1)
-            out = np.where((keys[pos] == codes) & valid, classes[pos], np.uint8(self.ignore_index)).astype(np.uint8)
+            out = np.where(
+                (keys[pos] == codes) & valid, classes[pos], np.uint8(self.ignore_index)
+            ).astype(np.uint8)
             return out
         out = np.full((h, w), self.fill, np.uint8)
         if self._tree is None:
@@ -314,6 +361,11 @@ class LabelReader:
 
         hits = sorted(self._tree.query(box(*self.grid.window_bounds(window))))
         if hits:
-            rasterize([self._shapes[i] for i in hits], out_shape=(h, w), transform=self.grid.window_transform(window),
-                      out=out, dtype=np.uint8)
+            rasterize(
+                [self._shapes[i] for i in hits],
+                out_shape=(h, w),
+                transform=self.grid.window_transform(window),
+                out=out,
+                dtype=np.uint8,
+            )
         return out

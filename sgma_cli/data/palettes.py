@@ -64,7 +64,9 @@ def load_palette(spec: str) -> Palette:
         return list(PALETTES[spec.lower()])
     path = Path(spec)
     if not path.is_file():
-        raise UsageError(f"--palette {spec!r} is neither a known palette ({', '.join(PALETTES)}) nor a JSON file")
+        raise UsageError(
+            f"--palette {spec!r} is neither a known palette ({', '.join(PALETTES)}) nor a JSON file"
+        )
     try:
         raw = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as err:

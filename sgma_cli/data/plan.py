@@ -79,5 +79,3 @@ def scene_key(path: Path, token: str = "") -> str:
     if token and len(stem) > len(token):
         stem = re.sub(rf"(^|[_\-.]){re.escape(token.lower())}($|[_\-.])", r"\1\2", stem)
     return re.sub(r"[_\-.]+", "_", stem).strip("_") or path.stem.lower()
-
-

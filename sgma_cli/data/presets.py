@@ -18,20 +18,83 @@ from sgma_cli.data.plan import RASTER_EXT, ModalitySource, Plan, Scene, scene_ke
 from sgma_cli.data.synthetic import SAMPLE_MARKER
 from sgma_cli.errors import UsageError
 
-__all__ = ["PRESETS", "PRESET_READERS", "POTSDAM_TRAIN", "POTSDAM_TEST", "potsdam", "dfc2023", "deliver"]
+__all__ = [
+    "PRESETS",
+    "PRESET_READERS",
+    "POTSDAM_TRAIN",
+    "POTSDAM_TEST",
+    "potsdam",
+    "dfc2023",
+    "deliver",
+]
 
 #: Potsdam official split (24 training / 14 test tiles, ISPRS benchmark).
-POTSDAM_TRAIN = {f"{a}_{b}" for a, b in [(2, 10), (2, 11), (2, 12), (3, 10), (3, 11), (3, 12), (4, 10), (4, 11), (4, 12), (5, 10), (5, 11), (5, 12), (6, 7), (6, 8), (6, 9), (6, 10), (6, 11), (6, 12), (7, 7), (7, 8), (7, 9), (7, 10), (7, 11), (7, 12)]}
-POTSDAM_TEST = {f"{a}_{b}" for a, b in [(2, 13), (2, 14), (3, 13), (3, 14), (4, 13), (4, 14), (4, 15), (5, 13), (5, 14), (5, 15), (6, 13), (6, 14), (6, 15), (7, 13)]}
+POTSDAM_TRAIN = {
+    f"{a}_{b}"
+    for a, b in [
+        (2, 10),
+        (2, 11),
+        (2, 12),
+        (3, 10),
+        (3, 11),
+        (3, 12),
+        (4, 10),
+        (4, 11),
+        (4, 12),
+        (5, 10),
+        (5, 11),
+        (5, 12),
+        (6, 7),
+        (6, 8),
+        (6, 9),
+        (6, 10),
+        (6, 11),
+        (6, 12),
+        (7, 7),
+        (7, 8),
+        (7, 9),
+        (7, 10),
+        (7, 11),
+        (7, 12),
+    ]
+}
+POTSDAM_TEST = {
+    f"{a}_{b}"
+    for a, b in [
+        (2, 13),
+        (2, 14),
+        (3, 13),
+        (3, 14),
+        (4, 13),
+        (4, 14),
+        (4, 15),
+        (5, 13),
+        (5, 14),
+        (5, 15),
+        (6, 13),
+        (6, 14),
+        (6, 15),
+        (7, 13),
+    ]
+}
 
 #: Tile size and stride of each preset (the papers' settings).
-PRESETS: dict[str, tuple[int, int]] = {"potsdam": (512, 256), "dfc2023": (512, 512), "deliver": (1024, 1024)}
+PRESETS: dict[str, tuple[int, int]] = {
+    "potsdam": (512, 256),
+    "dfc2023": (512, 512),
+    "deliver": (1024, 1024),
+}
 
 
 def _dirs(src: Path, depth: int = 3) -> list[Path]:
     out, frontier = [], [src]
     for _ in range(depth):
-        nxt = [d for f in frontier for d in sorted(f.iterdir()) if d.is_dir() and not d.name.startswith(".")]
+        nxt = [
+            d
+            for f in frontier
+            for d in sorted(f.iterdir())
+            if d.is_dir() and not d.name.startswith(".")
+        ]
         out += nxt
         frontier = nxt
     return out
@@ -100,18 +163,33 @@ def potsdam(src: Path, label_field: str) -> Plan:
         notes.append(f"labels <- {label_dir.relative_to(src)} (Potsdam colours)")
     scenes = []
     for key in sorted(sources["rgb"][0], key=lambda k: tuple(int(x) for x in k.split("_"))):
-        mods = {n: ModalitySource(n, files[key], bands, same_grid_as_reference=(n != "rgb"))
-                for n, (files, bands) in sources.items() if key in files}
+        mods = {
+            n: ModalitySource(n, files[key], bands, same_grid_as_reference=(n != "rgb"))
+            for n, (files, bands) in sources.items()
+            if key in files
+        }
         split = "train" if key in POTSDAM_TRAIN else "test" if key in POTSDAM_TEST else None
         lab = label_source_for(labels[key], label_field, POTSDAM) if key in labels else None
         scenes.append(Scene(f"potsdam_{key}", mods, lab, split))
     if not scenes:
-        raise UsageError(f"potsdam preset: no tiles named like top_potsdam_2_10_* in {rgb_dir or rgbir_dir}", src)
-    return Plan(src, "potsdam", scenes, list(sources), optical={"rgb", "nir"}, palette=POTSDAM,
-                notes=notes, tile=PRESETS["potsdam"])
+        raise UsageError(
+            f"potsdam preset: no tiles named like top_potsdam_2_10_* in {rgb_dir or rgbir_dir}", src
+        )
+    return Plan(
+        src,
+        "potsdam",
+        scenes,
+        list(sources),
+        optical={"rgb", "nir"},
+        palette=POTSDAM,
+        notes=notes,
+        tile=PRESETS["potsdam"],
+    )
 
 
-def _grouped(src: Path, roles: dict[str, tuple[str, ...]]) -> tuple[dict[str, list[Path]], list[str]]:
+def _grouped(
+    src: Path, roles: dict[str, tuple[str, ...]]
+) -> tuple[dict[str, list[Path]], list[str]]:
     """Folders per role: a folder is taken for a role when its name contains a role token."""
     found: dict[str, list[Path]] = {r: [] for r in roles}
     notes = []
@@ -126,7 +204,9 @@ def _grouped(src: Path, roles: dict[str, tuple[str, ...]]) -> tuple[dict[str, li
 
 
 def dfc2023(src: Path, label_field: str) -> Plan:
-    found, notes = _grouped(src, {"rgb": ("rgb",), "sar": ("sar",), "dsm": ("dsm", "height", "ndsm")})
+    found, notes = _grouped(
+        src, {"rgb": ("rgb",), "sar": ("sar",), "dsm": ("dsm", "height", "ndsm")}
+    )
     if not found["rgb"]:
         raise UsageError("dfc2023 preset: no rgb folder found", src)
     coco = [p for p in sorted(src.rglob("*.json")) if p.name != SAMPLE_MARKER]
@@ -137,43 +217,101 @@ def dfc2023(src: Path, label_field: str) -> Plan:
             for role in ("sar", "dsm"):
                 for d in found[role]:
                     if d.parent == rgb_dir.parent:
-                        twin = next((q for q in _files(d) if q.stem.lower() == p.stem.lower()), None)
+                        twin = next(
+                            (q for q in _files(d) if q.stem.lower() == p.stem.lower()), None
+                        )
                         if twin:
                             mods[role] = ModalitySource(role, twin)
             scenes.append(Scene(p.stem, mods, None, _split_of(p, src)))
     if coco:
-        notes.append(f"labels <- {', '.join(str(c.relative_to(src)) for c in coco)} (MS-COCO buildings)")
+        notes.append(
+            f"labels <- {', '.join(str(c.relative_to(src)) for c in coco)} (MS-COCO buildings)"
+        )
         labelled = set()
         for c in coco:
             data = read_coco_json(c)
-            labelled |= {Path(str(im.get("file_name", ""))).stem.lower() for im in data.get("images", [])}
+            labelled |= {
+                Path(str(im.get("file_name", ""))).stem.lower() for im in data.get("images", [])
+            }
         source = LabelSource(tuple(coco), "coco", label_field)
-        scenes = [Scene(s.name, s.modalities, source if s.name.lower() in labelled else None, s.split) for s in scenes]
-    return Plan(src, "dfc2023", scenes, ["rgb", "sar", "dsm"], optical={"rgb"}, palette=DFC2023,
-                notes=notes, tile=PRESETS["dfc2023"])
+        scenes = [
+            Scene(s.name, s.modalities, source if s.name.lower() in labelled else None, s.split)
+            for s in scenes
+        ]
+    return Plan(
+        src,
+        "dfc2023",
+        scenes,
+        ["rgb", "sar", "dsm"],
+        optical={"rgb"},
+        palette=DFC2023,
+        notes=notes,
+        tile=PRESETS["dfc2023"],
+    )
 
 
 def deliver(src: Path, label_field: str) -> Plan:
-    roles = {"rgb": ("img", "rgb"), "depth": ("depth",), "event": ("event",), "lidar": ("lidar",), "labels": ("semantic",)}
+    roles = {
+        "rgb": ("img", "rgb"),
+        "depth": ("depth",),
+        "event": ("event",),
+        "lidar": ("lidar",),
+        "labels": ("semantic",),
+    }
     tops = {d.name.lower(): d for d in sorted(src.iterdir()) if d.is_dir()}
     chosen = {r: next((tops[t] for t in ts if t in tops), None) for r, ts in roles.items()}
     if chosen["rgb"] is None:
         raise UsageError("deliver preset: no img/ folder found", src)
     notes = [f"{r} <- {d.name}/" for r, d in chosen.items() if d is not None]
-    tokens = {"rgb": "rgb", "depth": "depth", "event": "event", "lidar": "lidar", "labels": "semantic"}
-    index = {r: {(scene_key(p, tokens[r]), p.parent.relative_to(d)): p for p in sorted(d.rglob("*")) if p.suffix.lower() in RASTER_EXT}
-             for r, d in chosen.items() if d is not None}
+    tokens = {
+        "rgb": "rgb",
+        "depth": "depth",
+        "event": "event",
+        "lidar": "lidar",
+        "labels": "semantic",
+    }
+    index = {
+        r: {
+            (scene_key(p, tokens[r]), p.parent.relative_to(d)): p
+            for p in sorted(d.rglob("*"))
+            if p.suffix.lower() in RASTER_EXT
+        }
+        for r, d in chosen.items()
+        if d is not None
+    }
     value_map = {0: 255, **{k + 1: k for k in range(len(DELIVER))}}
     scenes = []
     for (key, rel), p in sorted(index["rgb"].items()):
-        mods = {r: ModalitySource(r, index[r][(key, rel)]) for r in ("rgb", "depth", "event", "lidar")
-                if r in index and (key, rel) in index[r]}
+        mods = {
+            r: ModalitySource(r, index[r][(key, rel)])
+            for r in ("rgb", "depth", "event", "lidar")
+            if r in index and (key, rel) in index[r]
+        }
         lab = index.get("labels", {}).get((key, rel))
-        label = LabelSource((lab,), "index", label_field, value_map=tuple(sorted(value_map.items()))) if lab else None
-        scenes.append(Scene(f"{'_'.join(rel.parts)}_{key}".strip("_"), mods, label, _split_of(p, src)))
+        label = (
+            LabelSource((lab,), "index", label_field, value_map=tuple(sorted(value_map.items())))
+            if lab
+            else None
+        )
+        scenes.append(
+            Scene(f"{'_'.join(rel.parts)}_{key}".strip("_"), mods, label, _split_of(p, src))
+        )
     names = [r for r in ("rgb", "depth", "event", "lidar") if chosen.get(r) is not None]
-    return Plan(src, "deliver", scenes, names, optical={"rgb"}, palette=DELIVER, notes=notes, tile=PRESETS["deliver"])
+    return Plan(
+        src,
+        "deliver",
+        scenes,
+        names,
+        optical={"rgb"},
+        palette=DELIVER,
+        notes=notes,
+        tile=PRESETS["deliver"],
+    )
 
 
 #: ``--preset`` name -> reader ``(src, label_field) -> Plan``.
-PRESET_READERS: dict[str, Callable[[Path, str], Plan]] = {"potsdam": potsdam, "dfc2023": dfc2023, "deliver": deliver}
+PRESET_READERS: dict[str, Callable[[Path, str], Plan]] = {
+    "potsdam": potsdam,
+    "dfc2023": dfc2023,
+    "deliver": deliver,
+}

@@ -50,8 +50,9 @@ class Grid:
 
     def window_bounds(self, window: Window) -> tuple[float, float, float, float]:
         """``(left, bottom, right, top)`` of a window."""
-        return Grid(self.crs, self.window_transform(window), int(window.width), int(window.height)).bounds
-
+        return Grid(
+            self.crs, self.window_transform(window), int(window.width), int(window.height)
+        ).bounds
 
 
 @dataclass(frozen=True)

@@ -44,7 +44,16 @@ from sgma_cli.data.align import AlignedReader, Grid, check_overlap
 from sgma_cli.data.raster import RasterInfo, inspect_raster
 from sgma_cli.errors import RasterError, UsageError
 
-__all__ = ["Extent", "Grid", "SceneSensor", "Scene", "SceneReader", "find_sensor_files", "scene_grid", "open_scene"]
+__all__ = [
+    "Extent",
+    "Grid",
+    "SceneSensor",
+    "Scene",
+    "SceneReader",
+    "find_sensor_files",
+    "scene_grid",
+    "open_scene",
+]
 
 Extent = Literal["reference", "union"]
 _EXTS = (".tif", ".tiff", ".vrt", ".img", ".jp2")
@@ -127,7 +136,9 @@ def find_sensor_files(
     explicit = dict(explicit or {})
     unknown = [n for n in explicit if n not in names]
     if unknown:
-        raise UsageError(f"sensor {unknown[0]!r} is not in the checkpoint, which knows {', '.join(names)}")
+        raise UsageError(
+            f"sensor {unknown[0]!r} is not in the checkpoint, which knows {', '.join(names)}"
+        )
     found: dict[str, Path] = {}
     if scene_dir is not None:
         scene_dir = Path(scene_dir)
@@ -140,7 +151,11 @@ def find_sensor_files(
                 listed = dict(json.loads(marker.read_text()).get("modalities", {}))
             except (OSError, ValueError, AttributeError):
                 listed = {}
-        by_stem = {p.stem.lower(): p for p in sorted(scene_dir.iterdir()) if p.suffix.lower() in _EXTS and p.is_file()}
+        by_stem = {
+            p.stem.lower(): p
+            for p in sorted(scene_dir.iterdir())
+            if p.suffix.lower() in _EXTS and p.is_file()
+        }
         for name in names:
             if name in listed and (scene_dir / listed[name]).is_file():
                 found[name] = scene_dir / listed[name]
@@ -177,13 +192,21 @@ def scene_grid(
         if len(sizes) > 1:
             raise RasterError(
                 f"has no CRS and a size ({sensors[-1].info.width}x{sensors[-1].info.height}) different from "
-                f"{sensors[0].path.name}; give georeferenced rasters or images of one size", sensors[-1].path
+                f"{sensors[0].path.name}; give georeferenced rasters or images of one size",
+                sensors[-1].path,
             )
         s = sensors[0]
-        return Grid(None, s.info.transform, s.info.width, s.info.height), s.name, ["plain images: pixel grid of the files"]
+        return (
+            Grid(None, s.info.transform, s.info.width, s.info.height),
+            s.name,
+            ["plain images: pixel grid of the files"],
+        )
     if len(with_crs) != len(sensors):
         bad = next(s for s in sensors if s.info.crs is None)
-        raise RasterError(f"has no CRS while {with_crs[0].path.name} is georeferenced; assign one (gdal_edit.py -a_srs)", bad.path)
+        raise RasterError(
+            f"has no CRS while {with_crs[0].path.name} is georeferenced; assign one (gdal_edit.py -a_srs)",
+            bad.path,
+        )
     ref = min(sensors, key=lambda s: (round(_ground_pixel(s.info), 9), sensors.index(s)))
     crs, rt = ref.info.crs, ref.info.transform
     if rt.b != 0 or rt.d != 0:
@@ -198,7 +221,12 @@ def scene_grid(
         check_overlap(s.info, ref_grid, s.name, f"{ref.name} ({ref.path.name})")
         sb = transform_bounds(s.info.crs, crs, *s.info.bounds, densify_pts=21)
         if extent == "union":
-            left, bottom, right, top = min(left, sb[0]), min(bottom, sb[1]), max(right, sb[2]), max(top, sb[3])
+            left, bottom, right, top = (
+                min(left, sb[0]),
+                min(bottom, sb[1]),
+                max(right, sb[2]),
+                max(top, sb[3]),
+            )
     # snap to the reference sensor's pixel lattice (origin), outwards
     ox, oy = rt.c, rt.f
     c0 = math.floor((left - ox) / px + 1e-6)
@@ -207,7 +235,9 @@ def scene_grid(
     r1 = math.ceil((oy - bottom) / py - 1e-6)
     transform = Affine(px, 0.0, ox + c0 * px, 0.0, -py, oy - r0 * py)
     grid = Grid(crs, transform, c1 - c0, r1 - r0)
-    notes = [f"reference grid: {ref.name} ({ref.path.name}) CRS, {px:g} x {py:g} px, {extent} extent, {grid.width}x{grid.height} px"]
+    notes = [
+        f"reference grid: {ref.name} ({ref.path.name}) CRS, {px:g} x {py:g} px, {extent} extent, {grid.width}x{grid.height} px"
+    ]
     return grid, ref.name, notes
 
 
@@ -242,17 +272,23 @@ def open_scene(
     chosen = list(modalities) if modalities else list(names)
     unknown = [n for n in chosen if n not in names]
     if unknown:
-        raise UsageError(f"sensor {unknown[0]!r} is not in the checkpoint, which knows {', '.join(names)}")
+        raise UsageError(
+            f"sensor {unknown[0]!r} is not in the checkpoint, which knows {', '.join(names)}"
+        )
     present = [n for n in names if n in chosen and n in files]
     if not present:
         raise RasterError(
-            f"none of the chosen sensors ({', '.join(chosen)}) is present; expected files like {chosen[0]}.tif", source
+            f"none of the chosen sensors ({', '.join(chosen)}) is present; expected files like {chosen[0]}.tif",
+            source,
         )
     sensors = []
     for name in present:
         info = inspect_raster(files[name])
         if info.count != bands[name]:
-            raise RasterError(f"has {info.count} band(s) but the checkpoint's {name!r} has {bands[name]}", info.path)
+            raise RasterError(
+                f"has {info.count} band(s) but the checkpoint's {name!r} has {bands[name]}",
+                info.path,
+            )
         sensors.append(SceneSensor(name, info.path, info))
     use_res = None
     notes: list[str] = []
@@ -269,7 +305,9 @@ def open_scene(
         elif ref_crs is not None and resolution_crs is None:
             use_res = resolution
         else:
-            notes.append("checkpoint resolution not in the scene's CRS units: using the sensor's own pixel size")
+            notes.append(
+                "checkpoint resolution not in the scene's CRS units: using the sensor's own pixel size"
+            )
     grid, ref, grid_notes = scene_grid(sensors, resolution=use_res, extent=extent)
     missing = [n for n in chosen if n not in present]
     if missing:
@@ -301,7 +339,9 @@ class SceneReader:
             reader.close()
         self._readers.clear()
 
-    def read_sensor(self, sensor: SceneSensor, row: int, col: int, height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
+    def read_sensor(
+        self, sensor: SceneSensor, row: int, col: int, height: int, width: int
+    ) -> tuple[np.ndarray, np.ndarray]:
         """One sensor's window: float32 ``(C, height, width)`` (NaN unseen) and bool ``(height, width)``.
 
         The window may run past the grid (padding reads as unseen).
@@ -319,9 +359,13 @@ class SceneReader:
             valid[r0 - row : r1 - row, c0 - col : c1 - col] = ok
         return out, valid
 
-    def read(self, row: int, col: int, height: int, width: int) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    def read(
+        self, row: int, col: int, height: int, width: int
+    ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
         """Every chosen sensor's window: ``({name: (C, h, w) float32}, {name: (h, w) bool})``."""
         arrays, valid = {}, {}
         for sensor in self.scene.sensors:
-            arrays[sensor.name], valid[sensor.name] = self.read_sensor(sensor, row, col, height, width)
+            arrays[sensor.name], valid[sensor.name] = self.read_sensor(
+                sensor, row, col, height, width
+            )
         return arrays, valid

@@ -52,7 +52,9 @@ class SceneJob:
     tiles: list[tuple[str, str, TileSpec]]  # (tile_id, split, spec)
 
 
-def resolve_palette(plan: Plan, palette: Palette | None, ignore: tuple[str, ...]) -> tuple[Palette, dict[Path, tuple[str, dict[Any, int]]]]:
+def resolve_palette(
+    plan: Plan, palette: Palette | None, ignore: tuple[str, ...]
+) -> tuple[Palette, dict[Path, tuple[str, dict[Any, int]]]]:
     """Scan every label source once; return the palette and per-source ``(kind, raw -> class)``.
 
     Without a palette: COCO categories (+ background), class indices ``class_0..class_max``
@@ -75,7 +77,9 @@ def resolve_palette(plan: Plan, palette: Palette | None, ignore: tuple[str, ...]
             ign = parse_ignore(list(ignore), colour=False)
             values = {v for _, _, vs in scans.values() for v in vs if v not in ign}
             if any(k == "colour" for k in kinds):
-                raise UsageError("colour labels need a palette: give --palette potsdam or a JSON file")
+                raise UsageError(
+                    "colour labels need a palette: give --palette potsdam or a JSON file"
+                )
             if values and all(isinstance(v, int) for v in values):
                 n = max(values) + 1
                 palette = list(zip([f"class_{i}" for i in range(n)], default_colors(n)))
@@ -93,8 +97,13 @@ def resolve_palette(plan: Plan, palette: Palette | None, ignore: tuple[str, ...]
     return palette, maps
 
 
-def inspect_plan(plan: Plan, reference: str, resolution: float | None, crs: str | None,
-                 warn: Callable[[str], None]) -> tuple[dict[str, SceneJob], list[PlanRow], dict[str, int]]:
+def inspect_plan(
+    plan: Plan,
+    reference: str,
+    resolution: float | None,
+    crs: str | None,
+    warn: Callable[[str], None],
+) -> tuple[dict[str, SceneJob], list[PlanRow], dict[str, int]]:
     """Inspect every raster; return scene jobs, plan rows and bands per modality.
 
     Raises:
@@ -105,8 +114,11 @@ def inspect_plan(plan: Plan, reference: str, resolution: float | None, crs: str 
     no_crs_warned = False
     for scene in plan.scenes:
         if reference not in scene.modalities:
-            raise RasterError(f"scene {scene.name} has no {reference} raster (the reference modality); "
-                              "pick another with --reference", plan.source)
+            raise RasterError(
+                f"scene {scene.name} has no {reference} raster (the reference modality); "
+                "pick another with --reference",
+                plan.source,
+            )
         infos = {m: inspect_raster(src.path) for m, src in scene.modalities.items()}
         grid = reference_grid(infos[reference], resolution, crs)
         for m, src in scene.modalities.items():
@@ -114,40 +126,93 @@ def inspect_plan(plan: Plan, reference: str, resolution: float | None, crs: str 
             if src.same_grid_as_reference and info.crs is None and grid.crs is not None:
                 ref = infos[reference]
                 if grid != ref.grid:
-                    raise UsageError(f"{m} has no CRS, so it can only be read on {reference}'s own grid; "
-                                     "drop --resolution/--crs", info.path)
+                    raise UsageError(
+                        f"{m} has no CRS, so it can only be read on {reference}'s own grid; "
+                        "drop --resolution/--crs",
+                        info.path,
+                    )
                 if (info.width, info.height) != (ref.width, ref.height):
-                    raise RasterError(f"{m} has no CRS and {info.width}x{info.height} pixels; the reference "
-                                      f"{reference} has {ref.width}x{ref.height}", info.path)
-                warn(f"{info.path.name}: no CRS; taken on the pixel grid of {ref.path.name} (same size)")
+                    raise RasterError(
+                        f"{m} has no CRS and {info.width}x{info.height} pixels; the reference "
+                        f"{reference} has {ref.width}x{ref.height}",
+                        info.path,
+                    )
+                warn(
+                    f"{info.path.name}: no CRS; taken on the pixel grid of {ref.path.name} (same size)"
+                )
             else:
                 check_overlap(info, grid, m, reference)
             n = len(src.bands) if src.bands else info.count
             if bands.setdefault(m, n) != n:
-                raise RasterError(f"{m} has {n} bands here but {bands[m]} in other scenes", info.path)
-            rows.append(PlanRow(scene.name, m, info.path, info.crs_text, info.resolution, (info.width, info.height),
-                                info.bounds, n, info.dtype, info.nodata, scene.split or ""))
-        if scene.labels is not None and scene.labels.kind == "coco" and grid != infos[reference].grid:
-            raise UsageError(f"COCO labels are pixel coordinates of the {reference} images, so they need "
-                             f"{reference}'s own grid; drop --resolution/--crs", scene.labels.paths[0])
+                raise RasterError(
+                    f"{m} has {n} bands here but {bands[m]} in other scenes", info.path
+                )
+            rows.append(
+                PlanRow(
+                    scene.name,
+                    m,
+                    info.path,
+                    info.crs_text,
+                    info.resolution,
+                    (info.width, info.height),
+                    info.bounds,
+                    n,
+                    info.dtype,
+                    info.nodata,
+                    scene.split or "",
+                )
+            )
+        if (
+            scene.labels is not None
+            and scene.labels.kind == "coco"
+            and grid != infos[reference].grid
+        ):
+            raise UsageError(
+                f"COCO labels are pixel coordinates of the {reference} images, so they need "
+                f"{reference}'s own grid; drop --resolution/--crs",
+                scene.labels.paths[0],
+            )
         if grid.crs is None and not no_crs_warned:
-            warn("rasters without CRS: all modalities of a scene must share one pixel grid; outputs have no CRS")
+            warn(
+                "rasters without CRS: all modalities of a scene must share one pixel grid; outputs have no CRS"
+            )
             no_crs_warned = True
         if scene.labels is not None and scene.labels.kind in ("raster", "index"):
             info = inspect_raster(scene.labels.path)
             ref = infos[reference]
-            if info.crs is None and grid.crs is not None and (info.width, info.height) == (ref.width, ref.height) \
-                    and (grid.width, grid.height) == (ref.width, ref.height):
-                warn(f"{info.path.name}: no CRS; taken on the pixel grid of {ref.path.name} (same size)")
+            if (
+                info.crs is None
+                and grid.crs is not None
+                and (info.width, info.height) == (ref.width, ref.height)
+                and (grid.width, grid.height) == (ref.width, ref.height)
+            ):
+                warn(
+                    f"{info.path.name}: no CRS; taken on the pixel grid of {ref.path.name} (same size)"
+                )
             else:
                 check_overlap(info, grid, "labels", reference)
-            rows.append(PlanRow(scene.name, "labels", info.path, info.crs_text, info.resolution, (info.width, info.height),
-                                info.bounds, info.count, info.dtype, info.nodata, scene.split or ""))
+            rows.append(
+                PlanRow(
+                    scene.name,
+                    "labels",
+                    info.path,
+                    info.crs_text,
+                    info.resolution,
+                    (info.width, info.height),
+                    info.bounds,
+                    info.count,
+                    info.dtype,
+                    info.nodata,
+                    scene.split or "",
+                )
+            )
         jobs[scene.name] = SceneJob(scene, grid, infos, [])
     return jobs, rows, bands
 
 
-def cut_tiles(jobs: dict[str, SceneJob], tile: int, stride: int, split: str | None, seed: int) -> str:
+def cut_tiles(
+    jobs: dict[str, SceneJob], tile: int, stride: int, split: str | None, seed: int
+) -> str:
     """Fill each job's tile list; return how splits were made (official/by scene/by spatial blocks).
 
     Raises:
@@ -156,8 +221,10 @@ def cut_tiles(jobs: dict[str, SceneJob], tile: int, stride: int, split: str | No
     for job in jobs.values():
         g = job.grid
         if tile > g.width or tile > g.height:
-            raise UsageError(f"--tile {tile} is larger than scene {job.scene.name} ({g.width}x{g.height} px on the "
-                             "reference grid); use a smaller --tile")
+            raise UsageError(
+                f"--tile {tile} is larger than scene {job.scene.name} ({g.width}x{g.height} px on the "
+                "reference grid); use a smaller --tile"
+            )
     official = all(j.scene.split for j in jobs.values()) and split is None
     fractions = parse_split(split or "0.8,0.1,0.1")
     names = list(jobs)

@@ -70,8 +70,12 @@ class BandAccumulator:
         pool = np.concatenate(self._kept, axis=1)
         p2, p98 = np.percentile(pool, [2, 98], axis=1)
         std = np.sqrt(self.m2 / self.count)
-        return {"mean": [float(x) for x in self.mean], "std": [float(x) for x in std],
-                "p2": [float(x) for x in p2], "p98": [float(x) for x in p98]}
+        return {
+            "mean": [float(x) for x in self.mean],
+            "std": [float(x) for x in std],
+            "p2": [float(x) for x in p2],
+            "p98": [float(x) for x in p98],
+        }
 
 
 class ClassCounter:

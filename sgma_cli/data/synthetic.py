@@ -124,7 +124,9 @@ def _layout(rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray, n
                     if rng.random() < 0.85 and ye - by >= 12 and xe - bx >= 12:
                         cls[by:ye, bx:xe] = BUILDING
                         h = rng.uniform(6, 20)
-                        ridge = 1 - np.abs(np.linspace(-1, 1, ye - by))[:, None] * rng.uniform(0, 0.3)
+                        ridge = 1 - np.abs(np.linspace(-1, 1, ye - by))[:, None] * rng.uniform(
+                            0, 0.3
+                        )
                         height[by:ye, bx:xe] = h * ridge
                         roof[by:ye, bx:xe] = 1 if rng.random() < 0.5 else 2
                     bx += bw + int(rng.integers(8, 20))
@@ -134,7 +136,12 @@ def _layout(rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray, n
         for _ in range(int(area / (2500 if rng.random() < 0.5 else 900))):
             cy, cx = rng.integers(y0, y1), rng.integers(x0, x1)
             r = rng.uniform(5, 18)
-            s0, s1, t0, t1 = max(0, int(cy - r)), min(n, int(cy + r) + 1), max(0, int(cx - r)), min(n, int(cx + r) + 1)
+            s0, s1, t0, t1 = (
+                max(0, int(cy - r)),
+                min(n, int(cy + r) + 1),
+                max(0, int(cx - r)),
+                min(n, int(cx + r) + 1),
+            )
             d2 = ((yy[s0:s1, t0:t1] - cy) ** 2 + (xx[s0:s1, t0:t1] - cx) ** 2) / r**2
             crown = (d2 < 1) & (cls[s0:s1, t0:t1] == LOW_VEG)
             h = rng.uniform(6, 15) * np.sqrt(np.clip(1 - d2, 0, 1)) + rng.normal(0, 0.4, d2.shape)
@@ -155,7 +162,11 @@ def _layout(rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray, n
             for _ in range(n // 45):
                 along = int(rng.integers(0, n - 10))
                 across = int(rng.integers(a + 1, max(a + 2, b - 5)))
-                sl = (slice(across, across + 4), slice(along, along + 9)) if horizontal else (slice(along, along + 9), slice(across, across + 4))
+                sl = (
+                    (slice(across, across + 4), slice(along, along + 9))
+                    if horizontal
+                    else (slice(along, along + 9), slice(across, across + 4))
+                )
                 if (cls[sl] == IMPERVIOUS).all():
                     cls[sl] = CAR
                     height[sl] = 1.5
@@ -188,7 +199,9 @@ def make_scene(size: int = 1024, seed: int = 0) -> SyntheticScene:
     base[:, (cls == BUILDING) & (roof == 2)] = np.array((150, 78, 62), np.float32)[:, None]
     car = cls == CAR
     car_colors = rng.integers(20, 236, (3, n, n)).astype(np.float32)  # per-pixel, blended below
-    base[:, car] = 0.3 * car_colors[:, car] + 0.7 * np.array((200, 40, 40), np.float32)[:, None] * rng.random()
+    base[:, car] = (
+        0.3 * car_colors[:, car] + 0.7 * np.array((200, 40, 40), np.float32)[:, None] * rng.random()
+    )
     light = 1 + 0.08 * _smooth(rng, n, n, 128)
     rgb = base * light + rng.normal(0, 7, base.shape)
     haze = np.zeros((n, n), np.float32)
@@ -203,7 +216,9 @@ def make_scene(size: int = 1024, seed: int = 0) -> SyntheticScene:
     # --- DSM: 1 m, absolute heights on gentle terrain, nodata holes
     terrain = 34.0 + 1.5 * _smooth(rng, n, n, 256)
     surface = (terrain + height).astype(np.float32)
-    dsm = surface.reshape(n // 2, 2, n // 2, 2).mean(axis=(1, 3)) + rng.normal(0, 0.08, (n // 2, n // 2))
+    dsm = surface.reshape(n // 2, 2, n // 2, 2).mean(axis=(1, 3)) + rng.normal(
+        0, 0.08, (n // 2, n // 2)
+    )
     dsm = dsm.astype(np.float32)
     hy, hx = np.mgrid[0 : n // 2, 0 : n // 2]
     for _ in range(max(2, n // 256)):
@@ -222,9 +237,15 @@ def make_scene(size: int = 1024, seed: int = 0) -> SyntheticScene:
     )
     sar_lin = np.full((sh, sw), np.nan, np.float32)
     reproject(
-        linear.astype(np.float32), sar_lin, src_transform=rgb_transform, src_crs=RGB_CRS,
-        dst_transform=sar_transform, dst_crs=SAR_CRS, resampling=Resampling.average,
-        src_nodata=None, dst_nodata=np.nan,
+        linear.astype(np.float32),
+        sar_lin,
+        src_transform=rgb_transform,
+        src_crs=RGB_CRS,
+        dst_transform=sar_transform,
+        dst_crs=SAR_CRS,
+        resampling=Resampling.average,
+        src_nodata=None,
+        dst_nodata=np.nan,
     )
     looks = 4
     speckle = rng.gamma(looks, 1 / looks, sar_lin.shape).astype(np.float32)
@@ -244,11 +265,23 @@ def make_scene(size: int = 1024, seed: int = 0) -> SyntheticScene:
     )
 
 
-def _write(path: Path, array: np.ndarray, crs: CRS, transform: Affine, nodata: float | None) -> None:
+def _write(
+    path: Path, array: np.ndarray, crs: CRS, transform: Affine, nodata: float | None
+) -> None:
     profile = {
-        "driver": "GTiff", "width": array.shape[-1], "height": array.shape[-2], "count": array.shape[0],
-        "dtype": array.dtype.name, "crs": crs, "transform": transform, "nodata": nodata,
-        "tiled": True, "blockxsize": 256, "blockysize": 256, "compress": "deflate", "zlevel": 1,
+        "driver": "GTiff",
+        "width": array.shape[-1],
+        "height": array.shape[-2],
+        "count": array.shape[0],
+        "dtype": array.dtype.name,
+        "crs": crs,
+        "transform": transform,
+        "nodata": nodata,
+        "tiled": True,
+        "blockxsize": 256,
+        "blockysize": 256,
+        "compress": "deflate",
+        "zlevel": 1,
     }
     if array.shape[-1] < 256 or array.shape[-2] < 256:
         profile.update(tiled=False, blockxsize=None, blockysize=None)
@@ -259,7 +292,9 @@ def _write(path: Path, array: np.ndarray, crs: CRS, transform: Affine, nodata: f
     tmp.replace(path)
 
 
-def write_scene(out_dir: Path, size: int = 1024, seed: int = 0, vectors: bool = True) -> dict[str, Path]:
+def write_scene(
+    out_dir: Path, size: int = 1024, seed: int = 0, vectors: bool = True
+) -> dict[str, Path]:
     """Write the scene as GeoTIFFs (+ GeoPackage labels) into ``out_dir``; return the files.
 
     Files: ``rgb.tif``, ``dsm.tif``, ``sar.tif``, ``labels.tif`` (Potsdam colours, 3 bands
@@ -280,7 +315,13 @@ def write_scene(out_dir: Path, size: int = 1024, seed: int = 0, vectors: bool = 
     _write(files["dsm"], scene.dsm, RGB_CRS, scene.dsm_transform, DSM_NODATA)
     _write(files["sar"], scene.sar, SAR_CRS, scene.sar_transform, float("nan"))
     lut = np.array([c for _, c in POTSDAM], np.uint8)
-    _write(files["labels"], np.ascontiguousarray(lut[scene.classes].transpose(2, 0, 1)), RGB_CRS, scene.rgb_transform, None)
+    _write(
+        files["labels"],
+        np.ascontiguousarray(lut[scene.classes].transpose(2, 0, 1)),
+        RGB_CRS,
+        scene.rgb_transform,
+        None,
+    )
     if vectors:
         import geopandas as gpd
         from shapely.geometry import shape

@@ -79,14 +79,18 @@ class TileDataset(Dataset):
         self.modalities = list(modalities) if modalities is not None else list(names)
         unknown = [m for m in self.modalities if m not in names]
         if unknown:
-            raise DatasetError(f"modalities {unknown} are not in the dataset (it has {names})", self.data_dir)
+            raise DatasetError(
+                f"modalities {unknown} are not in the dataset (it has {names})", self.data_dir
+            )
         self._band_of = [names.index(m) for m in self.modalities]
         if stats is None:
             stats = {}
             for name in self.modalities:
                 entry = self.manifest.modality(name)
                 if entry.stats is None:
-                    raise DatasetError(f"modality {name} has no statistics in dataset.toml", self.data_dir)
+                    raise DatasetError(
+                        f"modality {name} has no statistics in dataset.toml", self.data_dir
+                    )
                 stats[name] = (entry.stats.mean, entry.stats.std)
         self.stats = dict(stats)
         self.transform = transform

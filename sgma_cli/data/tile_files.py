@@ -24,7 +24,16 @@ from rasterio.errors import NotGeoreferencedWarning
 from sgma_cli.config.dataset import INDEX_NAME, MANIFEST_NAME
 from sgma_cli.errors import UsageError
 
-__all__ = ["TileData", "write_tile", "read_tile", "write_index", "prepare_output_dir", "remove_outputs", "TMP_PREFIX", "FINGERPRINT"]
+__all__ = [
+    "TileData",
+    "write_tile",
+    "read_tile",
+    "write_index",
+    "prepare_output_dir",
+    "remove_outputs",
+    "TMP_PREFIX",
+    "FINGERPRINT",
+]
 
 TMP_PREFIX = ".tmp-"
 FINGERPRINT = ".sgma-prepare.json"
@@ -50,10 +59,23 @@ class TileData:
     extra: dict[str, float] = field(default_factory=dict)
 
 
-def _write(path: Path, array: np.ndarray, crs: CRS | None, transform: Affine, nodata: float | None, compress: bool) -> None:
+def _write(
+    path: Path,
+    array: np.ndarray,
+    crs: CRS | None,
+    transform: Affine,
+    nodata: float | None,
+    compress: bool,
+) -> None:
     profile = {
-        "driver": "GTiff", "width": array.shape[-1], "height": array.shape[-2], "count": array.shape[0],
-        "dtype": array.dtype.name, "crs": crs, "transform": transform, "nodata": nodata,
+        "driver": "GTiff",
+        "width": array.shape[-1],
+        "height": array.shape[-2],
+        "count": array.shape[0],
+        "dtype": array.dtype.name,
+        "crs": crs,
+        "transform": transform,
+        "nodata": nodata,
     }
     if compress:
         profile["compress"] = "deflate"
@@ -71,10 +93,24 @@ def write_tile(folder: Path, tile: TileData, modalities: list[str]) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", NotGeoreferencedWarning)
         for name in modalities:
-            _write(tmp / f"{name}.tif", tile.images[name].astype(np.float32), tile.crs, tile.transform, float("nan"), False)
+            _write(
+                tmp / f"{name}.tif",
+                tile.images[name].astype(np.float32),
+                tile.crs,
+                tile.transform,
+                float("nan"),
+                False,
+            )
         _write(tmp / "mask.tif", tile.mask.astype(np.uint8), tile.crs, tile.transform, None, True)
         if tile.label is not None:
-            _write(tmp / "label.tif", tile.label[None].astype(np.uint8), tile.crs, tile.transform, 255, True)
+            _write(
+                tmp / "label.tif",
+                tile.label[None].astype(np.uint8),
+                tile.crs,
+                tile.transform,
+                255,
+                True,
+            )
     tmp.rename(folder)
 
 
@@ -97,7 +133,9 @@ def read_tile(folder: Path, modalities: list[str]) -> TileData:
     return TileData(images, mask, label, crs if crs else None, transform)
 
 
-def write_index(path: Path, records: list[dict[str, object]], geometries: list[object], crs: CRS | None) -> None:
+def write_index(
+    path: Path, records: list[dict[str, object]], geometries: list[object], crs: CRS | None
+) -> None:
     """Write the tile footprints to ``path`` (GeoPackage layer ``tiles``) atomically."""
     import geopandas as gpd
 
@@ -144,10 +182,16 @@ def prepare_output_dir(out: Path, fp: dict[str, Any], overwrite: bool) -> bool:
     elif not fresh:
         old = out / FINGERPRINT
         if not old.exists():
-            raise UsageError("output folder is not empty and was not written by sgma prepare; "
-                             "pick another --out or add --overwrite", out)
+            raise UsageError(
+                "output folder is not empty and was not written by sgma prepare; "
+                "pick another --out or add --overwrite",
+                out,
+            )
         if json.loads(old.read_text()) != fp:
-            raise UsageError("output folder holds tiles prepared with other options; add --overwrite to start over", out)
+            raise UsageError(
+                "output folder holds tiles prepared with other options; add --overwrite to start over",
+                out,
+            )
     try:
         out.mkdir(parents=True, exist_ok=True)
         probe = out / ".sgma-write-test"

@@ -51,9 +51,13 @@ def parse_split(text: str) -> tuple[float, float, float]:
     except ValueError:
         raise UsageError(f"--split {text!r}: expected three numbers like 0.8,0.1,0.1") from None
     if len(parts) != 3:
-        raise UsageError(f"--split {text!r}: expected three fractions train,val,test, got {len(parts)}")
+        raise UsageError(
+            f"--split {text!r}: expected three fractions train,val,test, got {len(parts)}"
+        )
     if min(parts) < 0 or abs(sum(parts) - 1) > 1e-6 or parts[0] == 0:
-        raise UsageError(f"--split {text!r}: fractions must be >= 0, train > 0, and sum to 1 (sum is {sum(parts):g})")
+        raise UsageError(
+            f"--split {text!r}: fractions must be >= 0, train > 0, and sum to 1 (sum is {sum(parts):g})"
+        )
     return (parts[0], parts[1], parts[2])
 
 
@@ -80,9 +84,14 @@ def tile_windows(area: Window, tile: int, stride: int) -> list[TileSpec]:
     out = []
     for r, (y, (c0y, c1y)) in enumerate(zip(ys, cy)):
         for c, (x, (c0x, c1x)) in enumerate(zip(xs, cx)):
-            out.append(TileSpec(
-                Window(int(area.col_off) + x, int(area.row_off) + y, tile, tile),
-                Window(c0x, c0y, c1x - c0x, c1y - c0y), r, c))
+            out.append(
+                TileSpec(
+                    Window(int(area.col_off) + x, int(area.row_off) + y, tile, tile),
+                    Window(c0x, c0y, c1x - c0x, c1y - c0y),
+                    r,
+                    c,
+                )
+            )
     return out
 
 
@@ -92,7 +101,9 @@ def _axis_blocks(length: int, n: int, minimum: int) -> list[tuple[int, int]]:
     return [(a, b) for a, b in zip(edges[:-1], edges[1:])]
 
 
-def blocks(width: int, height: int, tile: int, stride: int | None = None, per_axis: int = 4) -> list[Window]:
+def blocks(
+    width: int, height: int, tile: int, stride: int | None = None, per_axis: int = 4
+) -> list[Window]:
     """A grid of up to ``per_axis`` x ``per_axis`` blocks for a spatial split.
 
     Blocks are at least ``tile + stride`` pixels wide and high when the scene allows two
@@ -102,12 +113,16 @@ def blocks(width: int, height: int, tile: int, stride: int | None = None, per_ax
     minimum = tile
     if stride is not None and stride < tile and min(width, height) >= 2 * (tile + stride):
         minimum = tile + stride
-    return [Window(x0, y0, x1 - x0, y1 - y0)
-            for y0, y1 in _axis_blocks(height, per_axis, minimum)
-            for x0, x1 in _axis_blocks(width, per_axis, minimum)]
+    return [
+        Window(x0, y0, x1 - x0, y1 - y0)
+        for y0, y1 in _axis_blocks(height, per_axis, minimum)
+        for x0, x1 in _axis_blocks(width, per_axis, minimum)
+    ]
 
 
-def assign_splits(sizes: list[float], fractions: tuple[float, float, float], seed: int = 0) -> list[str]:
+def assign_splits(
+    sizes: list[float], fractions: tuple[float, float, float], seed: int = 0
+) -> list[str]:
     """Give each unit (scene or block, with its area) a split, in a seeded random order.
 
     Every split with a non-zero fraction gets at least one unit; the rest follow the
@@ -120,7 +135,8 @@ def assign_splits(sizes: list[float], fractions: tuple[float, float, float], see
     if len(sizes) < len(wanted):
         raise UsageError(
             f"cannot split {len(sizes)} scene(s)/block(s) into {', '.join(wanted)}: use a smaller --tile, "
-            "more scenes, or --split 1,0,0")
+            "more scenes, or --split 1,0,0"
+        )
     order = np.random.default_rng(seed).permutation(len(sizes))
     total = float(sum(sizes))
     out = [""] * len(sizes)
@@ -130,7 +146,9 @@ def assign_splits(sizes: list[float], fractions: tuple[float, float, float], see
         if name == "train" or frac == 0:
             continue
         taken = 0.0
-        while cursor < len(order) - 1 and (taken == 0 or taken + sizes[order[cursor]] / 2 <= frac * total):
+        while cursor < len(order) - 1 and (
+            taken == 0 or taken + sizes[order[cursor]] / 2 <= frac * total
+        ):
             out[order[cursor]] = name
             taken += sizes[order[cursor]]
             cursor += 1

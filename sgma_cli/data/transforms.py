@@ -75,7 +75,10 @@ class JointAugment:
         self.photometric = photometric
         self.contrast = contrast
         self.brightness = brightness
-        self.band_range = {k: (np.asarray(lo, np.float32), np.asarray(hi, np.float32)) for k, (lo, hi) in (band_range or {}).items()}
+        self.band_range = {
+            k: (np.asarray(lo, np.float32), np.asarray(hi, np.float32))
+            for k, (lo, hi) in (band_range or {}).items()
+        }
         steps: list[A.BasicTransform] = []
         if scale != (1.0, 1.0):
             steps.append(
@@ -87,7 +90,9 @@ class JointAugment:
                 )
             )
         steps += [
-            A.PadIfNeeded(crop_size, crop_size, border_mode=cv2.BORDER_CONSTANT, fill=0, fill_mask=0),
+            A.PadIfNeeded(
+                crop_size, crop_size, border_mode=cv2.BORDER_CONSTANT, fill=0, fill_mask=0
+            ),
             A.RandomCrop(crop_size, crop_size),
             A.HorizontalFlip(p=hflip),
             A.VerticalFlip(p=vflip),
@@ -113,10 +118,21 @@ class JointAugment:
         stacked = np.nan_to_num(stacked.astype(np.float32), nan=0.0, posinf=0.0, neginf=0.0)
         label = np.asarray(sample["label"])
         encoded = ((label.astype(np.int64) + 1) % 256).astype(np.uint8)  # ignore 255 -> 0
-        masks = np.concatenate([encoded[None], np.asarray(sample["mask"], dtype=np.uint8)], axis=0)  # (1+M, H, W)
-        out = self.geometric(image=np.ascontiguousarray(stacked.transpose(1, 2, 0)), mask=np.ascontiguousarray(masks.transpose(1, 2, 0)))
-        image = np.asarray(out["image"], dtype=np.float32).reshape(self.crop_size, self.crop_size, -1).transpose(2, 0, 1)
-        mask = np.asarray(out["mask"]).reshape(self.crop_size, self.crop_size, -1).transpose(2, 0, 1)
+        masks = np.concatenate(
+            [encoded[None], np.asarray(sample["mask"], dtype=np.uint8)], axis=0
+        )  # (1+M, H, W)
+        out = self.geometric(
+            image=np.ascontiguousarray(stacked.transpose(1, 2, 0)),
+            mask=np.ascontiguousarray(masks.transpose(1, 2, 0)),
+        )
+        image = (
+            np.asarray(out["image"], dtype=np.float32)
+            .reshape(self.crop_size, self.crop_size, -1)
+            .transpose(2, 0, 1)
+        )
+        mask = (
+            np.asarray(out["mask"]).reshape(self.crop_size, self.crop_size, -1).transpose(2, 0, 1)
+        )
         availability = mask[1:].astype(bool)
         new_label = (mask[0].astype(np.int64) - 1) % 256
         images: dict[str, np.ndarray] = {}
@@ -140,5 +156,9 @@ class JointAugment:
         else:
             span = part[:, seen].std(axis=1) if seen.any() else np.ones(part.shape[0], np.float32)
         mean = part[:, seen].mean(axis=1) if seen.any() else np.zeros(part.shape[0], np.float32)
-        out = (part - mean[:, None, None]) * factor + mean[:, None, None] + shift * span[:, None, None]
+        out = (
+            (part - mean[:, None, None]) * factor
+            + mean[:, None, None]
+            + shift * span[:, None, None]
+        )
         return out.astype(np.float32)

@@ -21,7 +21,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["SIZE_MULTIPLE", "WindowSpec", "window_grid", "positions", "blend_weights", "RowAccumulator"]
+__all__ = [
+    "SIZE_MULTIPLE",
+    "WindowSpec",
+    "window_grid",
+    "positions",
+    "blend_weights",
+    "RowAccumulator",
+]
 
 #: Window sizes must be multiples of the backbone's largest stride.
 SIZE_MULTIPLE = 32
@@ -78,7 +85,11 @@ def window_grid(height: int, width: int, size: int, overlap: float) -> list[Wind
         raise ValueError(f"scene of {height}x{width} pixels has no pixels")
     stride = max(1, size - int(round(size * overlap)))
     rows, cols = positions(height, size, stride), positions(width, size, stride)
-    return [WindowSpec(i * len(cols) + j, r, c, size) for i, r in enumerate(rows) for j, c in enumerate(cols)]
+    return [
+        WindowSpec(i * len(cols) + j, r, c, size)
+        for i, r in enumerate(rows)
+        for j, c in enumerate(cols)
+    ]
 
 
 def blend_weights(size: int, floor: float = 0.01) -> np.ndarray:
@@ -168,7 +179,9 @@ class RowAccumulator:
         h = min(window.size, self.height - window.row)
         w = min(window.size, self.width - window.col)
         if window.row < self.top:
-            raise ValueError(f"window at row {window.row} arrived after rows up to {self.top} were finished")
+            raise ValueError(
+                f"window at row {window.row} arrived after rows up to {self.top} were finished"
+            )
         self._reserve(window.row + h)
         r0 = self._start + window.row - self.top
         wt = weights[:h, :w]

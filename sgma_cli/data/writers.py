@@ -114,14 +114,25 @@ class BlockRasterWriter:
         self._cog = temp_path(self.path, "cog")
         g = spec.grid
         profile = {
-            "driver": "GTiff", "width": g.width, "height": g.height, "count": spec.count, "dtype": "uint8",
-            "crs": g.crs, "transform": g.transform, "nodata": spec.nodata, "tiled": True,
-            "blockxsize": BLOCK, "blockysize": BLOCK, "BIGTIFF": "IF_SAFER",
+            "driver": "GTiff",
+            "width": g.width,
+            "height": g.height,
+            "count": spec.count,
+            "dtype": "uint8",
+            "crs": g.crs,
+            "transform": g.transform,
+            "nodata": spec.nodata,
+            "tiled": True,
+            "blockxsize": BLOCK,
+            "blockysize": BLOCK,
+            "BIGTIFF": "IF_SAFER",
         }
         try:
             self._dst = rasterio.open(self._tmp, "w", **profile)
         except RasterioIOError as err:
-            raise RasterError(f"cannot create output ({str(err).strip()[:120]})", self.path) from None
+            raise RasterError(
+                f"cannot create output ({str(err).strip()[:120]})", self.path
+            ) from None
         for i, text in enumerate(spec.descriptions, start=1):
             self._dst.set_band_description(i, text)
         if spec.colormap:
@@ -139,7 +150,12 @@ class BlockRasterWriter:
     def __enter__(self) -> BlockRasterWriter:
         return self
 
-    def __exit__(self, kind: type[BaseException] | None, value: BaseException | None, tb: TracebackType | None) -> None:
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        value: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         if kind is not None or not self._done:
             self.abort()
 
@@ -156,7 +172,9 @@ class BlockRasterWriter:
     def _flush(self, final: bool) -> None:
         if not self._pending:
             return
-        block = np.concatenate(self._pending, axis=1) if len(self._pending) > 1 else self._pending[0]
+        block = (
+            np.concatenate(self._pending, axis=1) if len(self._pending) > 1 else self._pending[0]
+        )
         n = block.shape[1] if final else (block.shape[1] // BLOCK) * BLOCK
         top = self._next_row - block.shape[1]
         self._dst.write(block[:, :n], window=rasterio.windows.Window(0, top, block.shape[2], n))
@@ -175,12 +193,20 @@ class BlockRasterWriter:
         self._dst.close()
         try:
             rio_copy(
-                self._tmp, self._cog, driver="COG", COMPRESS="DEFLATE", BLOCKSIZE=str(BLOCK),
-                OVERVIEWS="AUTO", OVERVIEW_RESAMPLING=self.spec.overview_resampling, BIGTIFF="IF_SAFER",
+                self._tmp,
+                self._cog,
+                driver="COG",
+                COMPRESS="DEFLATE",
+                BLOCKSIZE=str(BLOCK),
+                OVERVIEWS="AUTO",
+                OVERVIEW_RESAMPLING=self.spec.overview_resampling,
+                BIGTIFF="IF_SAFER",
             )
         except (RasterioIOError, OSError) as err:
             self.abort()
-            raise RasterError(f"cannot write output ({str(err).strip()[:120]})", self.path) from None
+            raise RasterError(
+                f"cannot write output ({str(err).strip()[:120]})", self.path
+            ) from None
         self._tmp.unlink(missing_ok=True)
         return self._cog
 
@@ -237,8 +263,12 @@ def vectorize_classes(
         geoms.append(shape(geom))
         ids.append(int(value))
     frame = gpd.GeoDataFrame(
-        {"class_id": np.asarray(ids, dtype=np.int32), "class": [class_names[i] if i < len(class_names) else str(i) for i in ids]},
-        geometry=geoms, crs=crs,
+        {
+            "class_id": np.asarray(ids, dtype=np.int32),
+            "class": [class_names[i] if i < len(class_names) else str(i) for i in ids],
+        },
+        geometry=geoms,
+        crs=crs,
     )
     frame["area"] = frame.geometry.area
     if min_area > 0:

@@ -27,9 +27,13 @@ def resolve_device(spec: str | None = "auto") -> torch.device:
         raise DeviceError(f"unknown device {spec!r}; use auto, cpu, cuda or cuda:N") from None
     if device.type == "cuda":
         if not torch.cuda.is_available():
-            raise DeviceError(f"device {spec!r} asked for, but no CUDA GPU is available here; use --device cpu")
+            raise DeviceError(
+                f"device {spec!r} asked for, but no CUDA GPU is available here; use --device cpu"
+            )
         if device.index is not None and device.index >= torch.cuda.device_count():
-            raise DeviceError(f"device {spec!r} asked for, but only {torch.cuda.device_count()} GPU(s) exist")
+            raise DeviceError(
+                f"device {spec!r} asked for, but only {torch.cuda.device_count()} GPU(s) exist"
+            )
     elif device.type != "cpu":
         raise DeviceError(f"device type {device.type!r} is not supported; use cpu or cuda")
     return device

@@ -72,18 +72,24 @@ def torchrun_env() -> tuple[int, int, int] | None:
     return int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), int(os.environ["LOCAL_RANK"])
 
 
-def init_process(rank: int, world_size: int, local_rank: int, device_type: str, timeout_s: int = 1800) -> DistContext:
+def init_process(
+    rank: int, world_size: int, local_rank: int, device_type: str, timeout_s: int = 1800
+) -> DistContext:
     """Join the process group (if ``world_size > 1``) and pick this rank's device."""
     if device_type == "cuda":
         if local_rank >= torch.cuda.device_count():
-            raise DeviceError(f"local rank {local_rank} has no GPU: this node has {torch.cuda.device_count()}")
+            raise DeviceError(
+                f"local rank {local_rank} has no GPU: this node has {torch.cuda.device_count()}"
+            )
         torch.cuda.set_device(local_rank)
         device = torch.device("cuda", local_rank)
     else:
         device = torch.device("cpu")
     if world_size > 1 and not dist.is_initialized():
         backend = "nccl" if device_type == "cuda" else "gloo"
-        dist.init_process_group(backend, rank=rank, world_size=world_size, timeout=timedelta(seconds=timeout_s))
+        dist.init_process_group(
+            backend, rank=rank, world_size=world_size, timeout=timedelta(seconds=timeout_s)
+        )
     return DistContext(rank, world_size, local_rank, device)
 
 
@@ -125,7 +131,10 @@ def launch(
     os.environ["MASTER_ADDR"] = "127.0.0.1"
     os.environ["MASTER_PORT"] = str(_free_port())
     context = mp.get_context("spawn")
-    procs = [context.Process(target=_child, args=(worker, r, world_size, args)) for r in range(1, world_size)]
+    procs = [
+        context.Process(target=_child, args=(worker, r, world_size, args))
+        for r in range(1, world_size)
+    ]
     try:
         for proc in procs:
             proc.start()
@@ -144,7 +153,9 @@ def launch(
                 os.environ[key] = value
     failed = [r for r, p in enumerate(procs, start=1) if p.exitcode != 0]
     if failed:
-        raise DeviceError(f"training process(es) of rank {failed} failed (see their messages above)")
+        raise DeviceError(
+            f"training process(es) of rank {failed} failed (see their messages above)"
+        )
     return result
 
 
@@ -190,7 +201,12 @@ class AllReduceBatchNorm(nn.BatchNorm2d):
 
     def forward(self, x: Tensor) -> Tensor:
         """``(B, C, H, W)`` -> same shape."""
-        if not (self.training and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
+        if not (
+            self.training
+            and dist.is_available()
+            and dist.is_initialized()
+            and dist.get_world_size() > 1
+        ):
             return super().forward(x)
         C = x.shape[1]
         x64 = x.double()
@@ -200,13 +216,25 @@ class AllReduceBatchNorm(nn.BatchNorm2d):
         n = stats[-1]
         mean = stats[:C] / n
         var = (stats[C : 2 * C] / n - mean * mean).clamp(min=0)
-        if self.track_running_stats and self.running_mean is not None and self.running_var is not None:
+        if (
+            self.track_running_stats
+            and self.running_mean is not None
+            and self.running_var is not None
+        ):
             with torch.no_grad():
                 self.num_batches_tracked += 1
-                momentum = 1.0 / float(self.num_batches_tracked) if self.momentum is None else self.momentum
+                momentum = (
+                    1.0 / float(self.num_batches_tracked)
+                    if self.momentum is None
+                    else self.momentum
+                )
                 unbiased = var * n / (n - 1).clamp(min=1)
-                self.running_mean.mul_(1 - momentum).add_(momentum * mean.to(self.running_mean.dtype))
-                self.running_var.mul_(1 - momentum).add_(momentum * unbiased.to(self.running_var.dtype))
+                self.running_mean.mul_(1 - momentum).add_(
+                    momentum * mean.to(self.running_mean.dtype)
+                )
+                self.running_var.mul_(1 - momentum).add_(
+                    momentum * unbiased.to(self.running_var.dtype)
+                )
         out = (x64 - mean[None, :, None, None]) * torch.rsqrt(var + self.eps)[None, :, None, None]
         out = out.to(x.dtype)
         if self.affine:
@@ -225,7 +253,13 @@ def sync_batchnorm(model: nn.Module, ctx: DistContext) -> nn.Module:
 
 def _swap_batchnorm(module: nn.Module) -> nn.Module:
     if type(module) is nn.BatchNorm2d:
-        swapped = AllReduceBatchNorm(module.num_features, module.eps, module.momentum, module.affine, module.track_running_stats)
+        swapped = AllReduceBatchNorm(
+            module.num_features,
+            module.eps,
+            module.momentum,
+            module.affine,
+            module.track_running_stats,
+        )
         if module.affine:
             swapped.weight = module.weight
             swapped.bias = module.bias
@@ -237,4 +271,3 @@ def _swap_batchnorm(module: nn.Module) -> nn.Module:
     for name, child in module.named_children():
         module.add_module(name, _swap_batchnorm(child))
     return module
-

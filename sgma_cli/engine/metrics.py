@@ -39,7 +39,11 @@ def confusion_matrix(
         keep &= valid
     t = target[keep].long()
     p = pred[keep].long().clamp(0, num_classes - 1)
-    return torch.bincount(t * num_classes + p, minlength=num_classes**2).reshape(num_classes, num_classes).cpu()
+    return (
+        torch.bincount(t * num_classes + p, minlength=num_classes**2)
+        .reshape(num_classes, num_classes)
+        .cpu()
+    )
 
 
 @dataclass(frozen=True)

@@ -69,7 +69,9 @@ def bar_chart(
         limit: value-axis range (default: from 0 to the largest value, with headroom).
     """
     names = list(series)
-    values = np.array([[float(v) for v in series[n]] for n in names], dtype=float)  # (series, groups)
+    values = np.array(
+        [[float(v) for v in series[n]] for n in names], dtype=float
+    )  # (series, groups)
     if values.shape[1] != len(labels):
         raise ValueError(f"{values.shape[1]} values for {len(labels)} labels")
     order = list(range(len(labels)))
@@ -83,12 +85,29 @@ def bar_chart(
     for s, name in enumerate(names):
         vals = values[s, order]
         offset = (s - (len(names) - 1) / 2) * height
-        bars = ax.barh(ypos + offset, np.nan_to_num(vals), height=height, label=name if len(names) > 1 else None)
+        bars = ax.barh(
+            ypos + offset,
+            np.nan_to_num(vals),
+            height=height,
+            label=name if len(names) > 1 else None,
+        )
         for bar, v in zip(bars, vals):
             if not math.isnan(v):
-                ax.text(bar.get_width(), bar.get_y() + bar.get_height() / 2, f" {v:.1f}", va="center", fontsize=8)
+                ax.text(
+                    bar.get_width(),
+                    bar.get_y() + bar.get_height() / 2,
+                    f" {v:.1f}",
+                    va="center",
+                    fontsize=8,
+                )
     if reference is not None and not math.isnan(reference):
-        ax.axvline(reference, color="0.3", linestyle="--", linewidth=1, label=f"{reference_label} {reference:.1f}")
+        ax.axvline(
+            reference,
+            color="0.3",
+            linestyle="--",
+            linewidth=1,
+            label=f"{reference_label} {reference:.1f}",
+        )
     ax.set_yticks(ypos, [labels[i] for i in order])
     ax.invert_yaxis()
     finite = values[~np.isnan(values)]
@@ -135,9 +154,13 @@ def confusion_plot(
         limit = (np.nanmax(shown) if shown.size else 0) / 2
         for i in range(K):
             for j in range(K):
-                text = f"{shown[i, j]:.1f}" + (f"\n{int(cm[i, j]):,}" if K <= 8 and normalize else "")
+                text = f"{shown[i, j]:.1f}" + (
+                    f"\n{int(cm[i, j]):,}" if K <= 8 and normalize else ""
+                )
                 color = "white" if shown[i, j] > limit else "black"
-                ax.text(j, i, text, ha="center", va="center", fontsize=7 if K > 8 else 8, color=color)
+                ax.text(
+                    j, i, text, ha="center", va="center", fontsize=7 if K > 8 else 8, color=color
+                )
     return save_figure(fig, path)
 
 
@@ -157,7 +180,9 @@ def heatmap(
     """Annotated heatmap of a ``(rows, cols)`` array (NaN cells shown blank, marked ``–``)."""
     arr = np.asarray(values, dtype=np.float64)
     if arr.shape != (len(row_labels), len(col_labels)):
-        raise ValueError(f"values of shape {arr.shape} for {len(row_labels)} x {len(col_labels)} labels")
+        raise ValueError(
+            f"values of shape {arr.shape} for {len(row_labels)} x {len(col_labels)} labels"
+        )
     fig = _new_figure(2.5 + 1.1 * len(col_labels), 1.5 + 0.55 * len(row_labels))
     ax = fig.add_subplot()
     image = ax.imshow(np.ma.masked_invalid(arr), cmap=cmap, vmin=vmin, vmax=vmax, aspect="auto")
@@ -173,7 +198,15 @@ def heatmap(
             v = arr[i, j]
             dark = not math.isnan(v) and (v - lo) < 0.5 * (hi - lo)
             label = "–" if math.isnan(v) else fmt.format(v)
-            ax.text(j, i, label, ha="center", va="center", fontsize=9, color="white" if dark else "black")
+            ax.text(
+                j,
+                i,
+                label,
+                ha="center",
+                va="center",
+                fontsize=9,
+                color="white" if dark else "black",
+            )
     return save_figure(fig, path)
 
 
@@ -209,7 +242,14 @@ def line_plot(
     for ax, (name, lines) in zip(axes, panels):
         for label, (x, y) in lines.items():
             strong = label == highlight
-            ax.plot(x, y, label=label, linewidth=2.4 if strong else 1.2, color="black" if strong else None, alpha=1.0 if strong else 0.85)
+            ax.plot(
+                x,
+                y,
+                label=label,
+                linewidth=2.4 if strong else 1.2,
+                color="black" if strong else None,
+                alpha=1.0 if strong else 0.85,
+            )
         ax.set_title(name, fontsize=10)
         ax.set_xlabel(xlabel)
         ax.grid(alpha=0.3)

@@ -28,14 +28,29 @@ from rasterio.warp import transform_geom
 from shapely.geometry import box, mapping, shape
 
 from sgma_cli import __version__
-from sgma_cli.config.dataset import INDEX_NAME, BandStats, ClassSpec, DatasetManifest, ModalityEntry, save_manifest, tile_dir
+from sgma_cli.config.dataset import (
+    INDEX_NAME,
+    BandStats,
+    ClassSpec,
+    DatasetManifest,
+    ModalityEntry,
+    save_manifest,
+    tile_dir,
+)
 from sgma_cli.data.align import RESAMPLING, AlignedReader
 from sgma_cli.data.discovery import Plan, discover
-from sgma_cli.data.scene_jobs import PlanRow, SceneJob, cut_tiles, inspect_plan, resolve_palette
 from sgma_cli.data.labels import LabelReader
 from sgma_cli.data.palettes import Palette, load_palette
+from sgma_cli.data.scene_jobs import PlanRow, SceneJob, cut_tiles, inspect_plan, resolve_palette
 from sgma_cli.data.stats import BandAccumulator, ClassCounter
-from sgma_cli.data.tile_files import TileData, prepare_output_dir, read_tile, remove_outputs, write_index, write_tile
+from sgma_cli.data.tile_files import (
+    TileData,
+    prepare_output_dir,
+    read_tile,
+    remove_outputs,
+    write_index,
+    write_tile,
+)
 from sgma_cli.data.tile_layout import TileSpec, parse_split
 from sgma_cli.errors import RasterError, SgmaError, UsageError
 
@@ -97,16 +112,22 @@ def _palette_for(plan: Plan, options: PrepareOptions) -> Palette | None:
 
 
 def _fingerprint(options: PrepareOptions, tile: int, stride: int) -> dict[str, Any]:
-    keep = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(options).items()
-            if k not in {"dry_run", "overwrite", "out"}}
+    keep = {
+        k: (str(v) if isinstance(v, Path) else v)
+        for k, v in asdict(options).items()
+        if k not in {"dry_run", "overwrite", "out"}
+    }
     keep["src"] = str(Path(options.src).resolve())
     fp = {**keep, "tile": tile, "stride": stride, "format_version": 1}
     return json.loads(json.dumps(fp))  # tuples -> lists, as read back
 
 
-def prepare(options: PrepareOptions, progress: Progress | None = None,
-            on_plan: Callable[[PrepareReport], None] | None = None,
-            warn: Callable[[str], None] | None = None) -> PrepareReport:
+def prepare(
+    options: PrepareOptions,
+    progress: Progress | None = None,
+    on_plan: Callable[[PrepareReport], None] | None = None,
+    warn: Callable[[str], None] | None = None,
+) -> PrepareReport:
     """Run the whole job; see the module docstring.
 
     Args:
@@ -130,24 +151,38 @@ def prepare(options: PrepareOptions, progress: Progress | None = None,
             warn(msg)
 
     if options.resampling not in RESAMPLING:
-        raise UsageError(f"unknown --resampling {options.resampling!r}; use one of {', '.join(RESAMPLING)}")
+        raise UsageError(
+            f"unknown --resampling {options.resampling!r}; use one of {', '.join(RESAMPLING)}"
+        )
     if options.split is not None:
         parse_split(options.split)
-    plan = discover(options.src, options.preset, list(options.modality), options.labels, options.label_field,
-                    load_palette(options.palette) if options.palette else None)
+    plan = discover(
+        options.src,
+        options.preset,
+        list(options.modality),
+        options.labels,
+        options.label_field,
+        load_palette(options.palette) if options.palette else None,
+    )
     default_tile, default_stride = plan.tile or (512, 256)
     tile = options.tile or default_tile
     stride = options.stride or (default_stride if options.tile is None else max(1, tile // 2))
     if tile <= 0 or stride <= 0 or stride > tile:
-        raise UsageError(f"--tile and --stride must be > 0 with stride <= tile, got {tile} and {stride}")
+        raise UsageError(
+            f"--tile and --stride must be > 0 with stride <= tile, got {tile} and {stride}"
+        )
     reference = options.reference or ("rgb" if "rgb" in plan.modalities else plan.modalities[0])
     if reference not in plan.modalities:
-        raise UsageError(f"--reference {reference!r} is not a modality here ({', '.join(plan.modalities)})")
+        raise UsageError(
+            f"--reference {reference!r} is not a modality here ({', '.join(plan.modalities)})"
+        )
     jobs, rows, bands = inspect_plan(plan, reference, options.resolution, options.crs, _warn)
     palette, label_maps = resolve_palette(plan, _palette_for(plan, options), options.ignore)
     method = cut_tiles(jobs, tile, stride, options.split, options.seed)
     total = sum(len(j.tiles) for j in jobs.values())
-    report = PrepareReport(options.out, plan.layout, reference, rows, plan.notes, warnings, total, tile, stride, method)
+    report = PrepareReport(
+        options.out, plan.layout, reference, rows, plan.notes, warnings, total, tile, stride, method
+    )
     if on_plan is not None:
         on_plan(report)
     if options.dry_run:
@@ -158,7 +193,9 @@ def prepare(options: PrepareOptions, progress: Progress | None = None,
     created = not out.exists()
     fresh = prepare_output_dir(out, _fingerprint(options, tile, stride), options.overwrite)
     try:
-        manifest = _run(plan, jobs, bands, palette, label_maps, reference, options, report, progress)
+        manifest = _run(
+            plan, jobs, bands, palette, label_maps, reference, options, report, progress
+        )
     except SgmaError:
         if fresh:  # nothing partial: a failed first run removes what it wrote, then re-raises
             remove_outputs(out, remove_folder=created)
@@ -168,9 +205,17 @@ def prepare(options: PrepareOptions, progress: Progress | None = None,
     return report
 
 
-def _run(plan: Plan, jobs: dict[str, SceneJob], bands: dict[str, int], palette: Palette,
-         label_maps: dict[Path, tuple[str, dict[Any, int]]], reference: str, options: PrepareOptions,
-         report: PrepareReport, progress: Progress | None) -> DatasetManifest:
+def _run(
+    plan: Plan,
+    jobs: dict[str, SceneJob],
+    bands: dict[str, int],
+    palette: Palette,
+    label_maps: dict[Path, tuple[str, dict[Any, int]]],
+    reference: str,
+    options: PrepareOptions,
+    report: PrepareReport,
+    progress: Progress | None,
+) -> DatasetManifest:
     out = Path(options.out)
     names = plan.modalities
     accs = {m: BandAccumulator(bands[m], seed=options.seed) for m in names}
@@ -182,14 +227,23 @@ def _run(plan: Plan, jobs: dict[str, SceneJob], bands: dict[str, int], palette: 
     with rasterio.Env(GDAL_CACHEMAX=64 * 2**20, GDAL_NUM_THREADS=1):
         for job in jobs.values():
             scene = job.scene
-            readers = {m: AlignedReader(job.infos[m], job.grid, options.resampling,
-                                        bands=src.bands, same_grid=src.same_grid_as_reference and job.infos[m].crs is None)
-                       for m, src in scene.modalities.items()}
+            readers = {
+                m: AlignedReader(
+                    job.infos[m],
+                    job.grid,
+                    options.resampling,
+                    bands=src.bands,
+                    same_grid=src.same_grid_as_reference and job.infos[m].crs is None,
+                )
+                for m, src in scene.modalities.items()
+            }
             labels = None
             if scene.labels is not None:
                 kind, label_map = label_maps[scene.labels.path]
                 background = 0 if kind == "coco" and palette[0][0].lower() == "background" else None
-                labels = LabelReader(scene.labels, job.grid, label_map, kind, scene.name, background)
+                labels = LabelReader(
+                    scene.labels, job.grid, label_map, kind, scene.name, background
+                )
             try:
                 for tid, split, spec in job.tiles:
                     folder = tile_dir(out, split, tid)
@@ -210,14 +264,26 @@ def _run(plan: Plan, jobs: dict[str, SceneJob], bands: dict[str, int], palette: 
                     report.splits[split] = report.splits.get(split, 0) + 1
                     report.megapixels += spec.window.width * spec.window.height / 1e6
                     hist = _account(data, spec, split, names, accs, counter)
-                    rec: dict[str, object] = {"tile_id": tid, "scene": scene.name, "split": split,
-                                              "path": folder.relative_to(out).as_posix()}
-                    rec.update({f"coverage_{m}": float(data.mask[i].mean()) for i, m in enumerate(names)})
+                    rec: dict[str, object] = {
+                        "tile_id": tid,
+                        "scene": scene.name,
+                        "split": split,
+                        "path": folder.relative_to(out).as_posix(),
+                    }
+                    rec.update(
+                        {f"coverage_{m}": float(data.mask[i].mean()) for i, m in enumerate(names)}
+                    )
                     rec.update({f"pixels_{n}": int(h) for (n, _), h in zip(palette, hist)})
                     records.append(rec)
                     footprint = box(*job.grid.window_bounds(spec.window))
-                    if job.grid.crs is not None and first_crs is not None and job.grid.crs != first_crs:
-                        footprint = shape(transform_geom(job.grid.crs, first_crs, mapping(footprint)))
+                    if (
+                        job.grid.crs is not None
+                        and first_crs is not None
+                        and job.grid.crs != first_crs
+                    ):
+                        footprint = shape(
+                            transform_geom(job.grid.crs, first_crs, mapping(footprint))
+                        )
                     geoms.append(footprint)
                     done += 1
                     if progress is not None:
@@ -228,7 +294,9 @@ def _run(plan: Plan, jobs: dict[str, SceneJob], bands: dict[str, int], palette: 
                 if labels is not None:
                     labels.close()
     if not records:
-        raise RasterError("every tile is empty (all nodata or all ignore); nothing to prepare", plan.source)
+        raise RasterError(
+            "every tile is empty (all nodata or all ignore); nothing to prepare", plan.source
+        )
     write_index(out / INDEX_NAME, records, geoms, first_crs)
     grids = [j.grid for j in jobs.values()]
     same = all(g.crs == grids[0].crs for g in grids) and grids[0].crs is not None
@@ -241,19 +309,35 @@ def _run(plan: Plan, jobs: dict[str, SceneJob], bands: dict[str, int], palette: 
         name=options.name or Path(options.src).resolve().name,
         sgma_version=__version__,
         crs=crs_text,
-        resolution=grids[0].resolution if len(resolutions) == 1 and grids[0].crs is not None else None,
+        resolution=grids[0].resolution
+        if len(resolutions) == 1 and grids[0].crs is not None
+        else None,
         tile_size=report.tile,
         stride=report.stride,
         ignore_index=255,
         classes=[ClassSpec(name=n, color=c) for n, c in palette],
-        modalities=[ModalityEntry(name=m, bands=bands[m], optical=m in plan.optical,
-                                  stats=BandStats(**accs[m].result()), source=_source_text(plan, m),
-                                  resampling=options.resampling) for m in names],
+        modalities=[
+            ModalityEntry(
+                name=m,
+                bands=bands[m],
+                optical=m in plan.optical,
+                stats=BandStats(**accs[m].result()),
+                source=_source_text(plan, m),
+                resampling=options.resampling,
+            )
+            for m in names
+        ],
         splits={s: report.splits[s] for s in ("train", "val", "test") if s in report.splits},
         class_pixels=counter.result(),
-        provenance={"source": str(Path(options.src).resolve()), "layout": plan.layout, "reference": reference,
-                    "split": report.split_method, "seed": str(options.seed), "tool": f"sgma prepare {__version__}",
-                    "notes": "; ".join(plan.notes)},
+        provenance={
+            "source": str(Path(options.src).resolve()),
+            "layout": plan.layout,
+            "reference": reference,
+            "split": report.split_method,
+            "seed": str(options.seed),
+            "tool": f"sgma prepare {__version__}",
+            "notes": "; ".join(plan.notes),
+        },
     )
     save_manifest(manifest, out)
     return manifest
@@ -268,8 +352,14 @@ def _source_text(plan: Plan, modality: str) -> str:
     return f"{os.path.commonpath([str(p.parent) for p in paths])} ({len(paths)} files)"
 
 
-def _read(spec: TileSpec, job: SceneJob, names: list[str], bands: dict[str, int],
-          readers: dict[str, AlignedReader], labels: LabelReader | None) -> TileData | None:
+def _read(
+    spec: TileSpec,
+    job: SceneJob,
+    names: list[str],
+    bands: dict[str, int],
+    readers: dict[str, AlignedReader],
+    labels: LabelReader | None,
+) -> TileData | None:
     t = int(spec.window.width)
     images, masks = {}, []
     for m in names:
@@ -286,12 +376,25 @@ def _read(spec: TileSpec, job: SceneJob, names: list[str], bands: dict[str, int]
     return TileData(images, mask, label, job.grid.crs, job.grid.window_transform(spec.window))
 
 
-def _account(data: TileData, spec: TileSpec, split: str, names: list[str],
-             accs: dict[str, BandAccumulator], counter: ClassCounter) -> np.ndarray:
+def _account(
+    data: TileData,
+    spec: TileSpec,
+    split: str,
+    names: list[str],
+    accs: dict[str, BandAccumulator],
+    counter: ClassCounter,
+) -> np.ndarray:
     """Histogram of the whole tile; training statistics over the tile's core only."""
     c = spec.core
-    core = (slice(int(c.row_off), int(c.row_off + c.height)), slice(int(c.col_off), int(c.col_off + c.width)))
-    full = np.bincount(data.label.ravel(), minlength=256)[: len(counter.counts)] if data.label is not None else np.zeros(len(counter.counts), np.int64)
+    core = (
+        slice(int(c.row_off), int(c.row_off + c.height)),
+        slice(int(c.col_off), int(c.col_off + c.width)),
+    )
+    full = (
+        np.bincount(data.label.ravel(), minlength=256)[: len(counter.counts)]
+        if data.label is not None
+        else np.zeros(len(counter.counts), np.int64)
+    )
     if split == "train":
         for i, m in enumerate(names):
             valid = data.mask[i][core].astype(bool)

@@ -23,11 +23,11 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from sgma_cli.engine.device import resolve_device
-from sgma_cli.errors import ConfigError, UsageError
 from sgma_cli.config.model import SGMAConfig
-from sgma_cli.model.sgma import SGMA
+from sgma_cli.engine.device import resolve_device
 from sgma_cli.engine.weights import build_model
+from sgma_cli.errors import ConfigError, UsageError
+from sgma_cli.model.sgma import SGMA
 
 __all__ = ["FUSION_PARTS", "ProfileReport", "profile_model", "count_macs"]
 
@@ -118,11 +118,17 @@ def _build(config: SGMAConfig, device: torch.device | str) -> SGMA:
         raise ConfigError(str(err)) from None
 
 
-def _inputs(config: SGMAConfig, size: int, device: torch.device | str, batch: int = 1) -> dict[str, torch.Tensor]:
-    return {m.name: torch.randn(batch, m.bands, size, size, device=device) for m in config.modalities}
+def _inputs(
+    config: SGMAConfig, size: int, device: torch.device | str, batch: int = 1
+) -> dict[str, torch.Tensor]:
+    return {
+        m.name: torch.randn(batch, m.bands, size, size, device=device) for m in config.modalities
+    }
 
 
-def _latency_ms(config: SGMAConfig, size: int, device: torch.device, warmup: int, repeats: int) -> float:
+def _latency_ms(
+    config: SGMAConfig, size: int, device: torch.device, warmup: int, repeats: int
+) -> float:
     torch.manual_seed(0)
     model = _build(config, device)
     images = _inputs(config, size, device)
@@ -158,7 +164,9 @@ def profile_model(
         repeats: timed forwards averaged.
     """
     if size <= 0 or size % 32:
-        raise UsageError(f"--size {size} must be a positive multiple of 32 (the backbone's coarsest stride)")
+        raise UsageError(
+            f"--size {size} must be a positive multiple of 32 (the backbone's coarsest stride)"
+        )
     with _unfused_attention():
         model = _build(config, "meta")
         macs = count_macs(model, _inputs(config, size, "meta"))

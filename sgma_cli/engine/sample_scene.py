@@ -55,9 +55,13 @@ def sample(out_dir: Path, size: int = 1024, seed: int = 0, vectors: bool = True)
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise UsageError("exists and is not a folder", out_dir)
-    parent = out_dir if out_dir.exists() else next((p for p in out_dir.parents if p.exists()), Path("."))
+    parent = (
+        out_dir if out_dir.exists() else next((p for p in out_dir.parents if p.exists()), Path("."))
+    )
     if not os.access(parent, os.W_OK):
         raise UsageError("folder is not writable", parent)
     start = time.perf_counter()
     files = write_scene(out_dir, size=size, seed=seed, vectors=vectors)
-    return SampleResult(out_dir=out_dir, files=files, size=size, seed=seed, seconds=time.perf_counter() - start)
+    return SampleResult(
+        out_dir=out_dir, files=files, size=size, seed=seed, seconds=time.perf_counter() - start
+    )

@@ -27,7 +27,9 @@ def parse_subsets(text: str, modalities: Sequence[str]) -> list[tuple[str, ...]]
             continue
         unknown = [n for n in names if n not in modalities]
         if unknown:
-            raise UsageError(f"subset {part.strip()!r} names unknown modalities {unknown}; known: {', '.join(modalities)}")
+            raise UsageError(
+                f"subset {part.strip()!r} names unknown modalities {unknown}; known: {', '.join(modalities)}"
+            )
         subset = tuple(m for m in modalities if m in names)
         if subset not in subsets:
             subsets.append(subset)

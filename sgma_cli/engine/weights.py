@@ -63,7 +63,9 @@ def load_model(path: Path, device: torch.device | str = "cpu") -> tuple[SGMA, Ch
     return model.to(device).eval(), ckpt.meta
 
 
-def load_backbone_weights(path: Path, name: str, min_fraction: float = 0.5) -> dict[str, torch.Tensor]:
+def load_backbone_weights(
+    path: Path, name: str, min_fraction: float = 0.5
+) -> dict[str, torch.Tensor]:
     """Read a local weights file for backbone ``name`` and check that it fits.
 
     timm would load a file of another network non-strictly (unknown keys only logged) and
@@ -100,7 +102,11 @@ def load_backbone_weights(path: Path, name: str, min_fraction: float = 0.5) -> d
         raise ValueError("holds no state dict")
     with torch.device("meta"):
         reference = timm.create_model(name, pretrained=False).state_dict()
-    fits = sum(1 for k, v in reference.items() if isinstance(state.get(k), torch.Tensor) and state[k].shape == v.shape)
+    fits = sum(
+        1
+        for k, v in reference.items()
+        if isinstance(state.get(k), torch.Tensor) and state[k].shape == v.shape
+    )
     if fits < min_fraction * len(reference):
         raise ValueError(
             f"does not fit backbone {name!r}: only {fits} of its {len(reference)} tensors are in the file "

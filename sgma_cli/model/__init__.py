@@ -1,7 +1,7 @@
 """SGMA model: pure ``nn.Module``s, no file I/O beyond timm's local weights loader."""
 
-from sgma_cli.model.backbones import BACKBONES, create_backbone
 from sgma_cli.config.model import ModalitySpec, SGMAConfig
+from sgma_cli.model.backbones import BACKBONES, create_backbone
 from sgma_cli.model.outputs import Encoded, Fused, SegmentationOutput, TrainOutput
 from sgma_cli.model.sgma import SGMA
 

@@ -22,7 +22,9 @@ __all__ = ["KeyValueProjection", "ModalityAttention", "masked_softmax"]
 class KeyValueProjection(nn.Module):
     """The key and value projections of one attention, ``(..., C) -> (..., C), (..., C)``."""
 
-    def __init__(self, dim: int, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> None:
+    def __init__(
+        self, dim: int, device: torch.device | str | None = None, dtype: torch.dtype | None = None
+    ) -> None:
         super().__init__()
         self.k_proj = nn.Linear(dim, dim, device=device, dtype=dtype)
         self.v_proj = nn.Linear(dim, dim, device=device, dtype=dtype)

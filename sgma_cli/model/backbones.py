@@ -80,11 +80,12 @@ def create_backbone(
             raise ValueError(f"backbone {name!r} has no features_only form: {first}") from None
     reductions = list(backbone.feature_info.reduction())
     if reductions != list(FEATURE_STRIDES):
-        raise ValueError(f"backbone {name!r} yields strides {reductions}; SGMA needs {list(FEATURE_STRIDES)}")
+        raise ValueError(
+            f"backbone {name!r} yields strides {reductions}; SGMA needs {list(FEATURE_STRIDES)}"
+        )
     return backbone
 
 
 def backbone_channels(backbone: nn.Module) -> list[int]:
     """Channels ``C_i`` of the 4 feature maps of a backbone made by :func:`create_backbone`."""
     return list(backbone.feature_info.channels())
-

@@ -29,11 +29,15 @@ class PoolingFusion(nn.Module):
             raise ValueError(f"unknown reduction {reduction!r}; use 'sum' or 'mean'")
         self.reduction = reduction
 
-    def forward(self, features: Tensor, modalities: Sequence[int], available: Tensor) -> dict[str, Tensor]:
+    def forward(
+        self, features: Tensor, modalities: Sequence[int], available: Tensor
+    ) -> dict[str, Tensor]:
         """Encode: keep features ``(B, M_e, C, H, W)`` and availability ``(B, M_e, H*W)``."""
         return {"features": features, "available": available.flatten(2)}
 
-    def fuse(self, cache: dict[str, Tensor], present: Tensor, size: tuple[int, int]) -> tuple[Tensor, Tensor]:
+    def fuse(
+        self, cache: dict[str, Tensor], present: Tensor, size: tuple[int, int]
+    ) -> tuple[Tensor, Tensor]:
         """``(B, C, H, W)`` pooled feature and uniform ``(B, M_e, H, W)`` weights."""
         weights = (cache["available"] & present[:, :, None]).unflatten(2, size)  # (B, M_e, H, W)
         weights = weights.to(cache["features"].dtype)

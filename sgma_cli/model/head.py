@@ -78,7 +78,9 @@ class MLPDecoder(nn.Module):
         """The decoder as written (project, upsample, concatenate, fuse), for reference."""
         size = features[0].shape[-2:]
         up = [
-            F.interpolate(proj(f), size=size, mode="bilinear", align_corners=False) if i else proj(f)
+            F.interpolate(proj(f), size=size, mode="bilinear", align_corners=False)
+            if i
+            else proj(f)
             for i, (proj, f) in enumerate(zip(self.project, features))
         ]
         x = self.act(self.norm(self.fuse(torch.cat(up[::-1], dim=1))))

@@ -10,14 +10,12 @@ can seed them per sample (see :func:`sample_modalities`).
 
 from __future__ import annotations
 
-
 import torch
 from torch import Tensor
 
 from sgma_cli.config.model import MASGranularity
 
 __all__ = ["MASGranularity", "mas_probabilities", "sample_modalities"]
-
 
 
 def mas_probabilities(robustness: Tensor, available: Tensor, eps: float = 1e-6) -> Tensor:
@@ -32,7 +30,11 @@ def mas_probabilities(robustness: Tensor, available: Tensor, eps: float = 1e-6) 
         ``(B, M)`` probabilities summing to 1 per sample (0 for modalities never seen).
     """
     available = available.to(torch.bool)
-    inverse = torch.where(available, 1.0 / robustness.float().clamp(min=eps), torch.zeros((), device=robustness.device))
+    inverse = torch.where(
+        available,
+        1.0 / robustness.float().clamp(min=eps),
+        torch.zeros((), device=robustness.device),
+    )
     total = inverse.sum(dim=1, keepdim=True)
     r_hat = inverse / total.clamp(min=torch.finfo(inverse.dtype).tiny)  # (B, M, H, W), Eq. 11
     seen = available.any(dim=1)  # (B, H, W)
@@ -40,7 +42,9 @@ def mas_probabilities(robustness: Tensor, available: Tensor, eps: float = 1e-6) 
     # A sample with no pixel at all: uniform over the modalities it has (or all).
     empty = probs.sum(dim=1, keepdim=True) <= 0
     fallback = available.any(dim=(2, 3)).float()
-    fallback = torch.where(fallback.sum(dim=1, keepdim=True) > 0, fallback, torch.ones_like(fallback))
+    fallback = torch.where(
+        fallback.sum(dim=1, keepdim=True) > 0, fallback, torch.ones_like(fallback)
+    )
     probs = torch.where(empty, fallback / fallback.sum(dim=1, keepdim=True), probs)
     return probs / probs.sum(dim=1, keepdim=True)
 

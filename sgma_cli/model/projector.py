@@ -38,7 +38,10 @@ class ModalityProjector(nn.Module):
             raise ValueError(f"MP kernel sizes must be odd and positive, got {tuple(kernel_sizes)}")
         dd = {"device": device, "dtype": dtype}
         self.depthwise = nn.Sequential(
-            *(nn.Conv2d(channels, channels, k, padding=k // 2, groups=channels, **dd) for k in kernel_sizes)
+            *(
+                nn.Conv2d(channels, channels, k, padding=k // 2, groups=channels, **dd)
+                for k in kernel_sizes
+            )
         )
         self.act = act_layer()
         self.pointwise = nn.Conv2d(channels, channels, 1, **dd)

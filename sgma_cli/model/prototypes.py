@@ -14,7 +14,9 @@ from torch import Tensor
 __all__ = ["prototype_partials", "combine_prototypes"]
 
 
-def prototype_partials(evidence: Tensor, features: Tensor, available: Tensor | None = None) -> Tensor:
+def prototype_partials(
+    evidence: Tensor, features: Tensor, available: Tensor | None = None
+) -> Tensor:
     """Per-modality prototype partial sums.
 
     Args:

@@ -50,7 +50,9 @@ class SpatialPerceptron(ModalityAttention):
         num_heads: attention heads (paper: 8).
     """
 
-    def forward(self, prototypes: Tensor, keys: Tensor, values: Tensor, available: Tensor | None) -> Tensor:
+    def forward(
+        self, prototypes: Tensor, keys: Tensor, values: Tensor, available: Tensor | None
+    ) -> Tensor:
         """Semantic-guided feature ``f_se``.
 
         Args:
@@ -65,7 +67,9 @@ class SpatialPerceptron(ModalityAttention):
         q = (q * self.scale).permute(0, 2, 3, 1)[:, None]  # (B, 1, h, d, K)
         scores = keys @ q  # (B, N, h, M, K)
         mask = None if available is None else available[:, :, None, :, None]
-        attn = masked_softmax(scores, mask, dim=3).mean(dim=-1)  # (B, N, h, M): Eq. 7's mean over K, moved before out_proj
+        attn = masked_softmax(scores, mask, dim=3).mean(
+            dim=-1
+        )  # (B, N, h, M): Eq. 7's mean over K, moved before out_proj
         return self.out_proj(_weighted_values(attn, values))
 
 
@@ -77,7 +81,9 @@ class RobustnessPerceptron(ModalityAttention):
         num_heads: attention heads (paper: 4).
     """
 
-    def forward(self, query: Tensor, keys: Tensor, values: Tensor, available: Tensor | None) -> tuple[Tensor, Tensor]:
+    def forward(
+        self, query: Tensor, keys: Tensor, values: Tensor, available: Tensor | None
+    ) -> tuple[Tensor, Tensor]:
         """Fused feature and robustness maps.
 
         Args:
@@ -91,7 +97,9 @@ class RobustnessPerceptron(ModalityAttention):
         """
         q = self.split_heads(self.q_proj(query)) * self.scale  # (B, N, h, d)
         scores = (keys @ q[..., None])[..., 0]  # (B, N, h, M)
-        attn = masked_softmax(scores, None if available is None else available[:, :, None, :], dim=3)
+        attn = masked_softmax(
+            scores, None if available is None else available[:, :, None, :], dim=3
+        )
         return self.out_proj(_weighted_values(attn, values)), attn.mean(dim=2)
 
 
@@ -120,7 +128,9 @@ class SemanticGuidedFusion(nn.Module):
     ) -> None:
         super().__init__()
         dd = {"device": device, "dtype": dtype}
-        self.projectors = nn.ModuleList(ModalityProjector(channels, mp_kernels, **dd) for _ in range(num_modalities))
+        self.projectors = nn.ModuleList(
+            ModalityProjector(channels, mp_kernels, **dd) for _ in range(num_modalities)
+        )
         self.csf = ClassSemanticFilter(channels, num_classes, **dd)
         self.sp = SpatialPerceptron(channels, sp_heads, **dd)
         self.rp = RobustnessPerceptron(channels, rp_heads, **dd)
@@ -137,7 +147,9 @@ class SemanticGuidedFusion(nn.Module):
             A cache: ``prototypes`` ``(B, M_e, K, C)``, ``sp_k``/``sp_v``/``rp_k``/``rp_v``
             ``(B, N, heads, M_e, C / heads)`` and ``available`` ``(B, M_e, N)``.
         """
-        semantic = torch.stack([self.projectors[m](features[:, j]) for j, m in enumerate(modalities)], dim=1)
+        semantic = torch.stack(
+            [self.projectors[m](features[:, j]) for j, m in enumerate(modalities)], dim=1
+        )
         tokens = semantic.flatten(3).permute(0, 3, 1, 2)  # (B, N, M_e, C)
         cache = {"prototypes": self.csf(semantic, available), "available": available.flatten(2)}
         for name, attn in (("sp", self.sp), ("rp", self.rp)):
@@ -147,7 +159,9 @@ class SemanticGuidedFusion(nn.Module):
             cache[f"{name}_v"] = attn.split_heads(v).transpose(2, 3).contiguous()
         return cache
 
-    def fuse(self, cache: ScaleCache, present: Tensor, size: tuple[int, int]) -> tuple[Tensor, Tensor]:
+    def fuse(
+        self, cache: ScaleCache, present: Tensor, size: tuple[int, int]
+    ) -> tuple[Tensor, Tensor]:
         """Fuse the present modalities.
 
         Args:
@@ -160,7 +174,9 @@ class SemanticGuidedFusion(nn.Module):
             robustness ``r`` ``(B, M_e, H, W)``.
         """
         prototypes = combine_prototypes(cache["prototypes"], present)  # (B, K, C)
-        available: Tensor | None = (cache["available"] & present[:, :, None]).transpose(1, 2)  # (B, N, M_e)
+        available: Tensor | None = (cache["available"] & present[:, :, None]).transpose(
+            1, 2
+        )  # (B, N, M_e)
         if available.device.type != "meta" and bool(available.all()):
             available = None  # every modality saw every pixel: plain softmax, no masking passes
         f_se = self.sp(prototypes, cache["sp_k"], cache["sp_v"], available)
@@ -168,4 +184,6 @@ class SemanticGuidedFusion(nn.Module):
         if available is not None:
             fused = fused * available.any(dim=2, keepdim=True).to(fused.dtype)
         B, N, C = fused.shape
-        return fused.transpose(1, 2).reshape(B, C, *size), robustness.transpose(1, 2).unflatten(2, size)
+        return fused.transpose(1, 2).reshape(B, C, *size), robustness.transpose(1, 2).unflatten(
+            2, size
+        )

@@ -22,10 +22,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from sgma_cli.config.model import FusionKind, MASGranularity, StemKind
 from sgma_cli.model.availability import downsample_availability
 from sgma_cli.model.backbones import FEATURE_STRIDES, backbone_channels, create_backbone
 from sgma_cli.model.baselines import PoolingFusion
-from sgma_cli.config.model import FusionKind, MASGranularity, StemKind
 from sgma_cli.model.head import MLPDecoder
 from sgma_cli.model.mas import mas_probabilities, sample_modalities
 from sgma_cli.model.outputs import Encoded, Fused, SegmentationOutput, TrainOutput
@@ -84,21 +84,28 @@ class SGMA(nn.Module):
         if num_classes < 2:
             raise ValueError(f"num_classes must be at least 2, got {num_classes}")
         if mas_granularity not in ("sample", "batch"):
-            raise ValueError(f"unknown MAS granularity {mas_granularity!r}; use 'sample' or 'batch'")
+            raise ValueError(
+                f"unknown MAS granularity {mas_granularity!r}; use 'sample' or 'batch'"
+            )
         dd = {"device": device, "dtype": dtype}
         self.modality_names = tuple(name for name, _ in modalities)
         self.modality_bands = tuple(int(bands) for _, bands in modalities)
         self.num_classes = num_classes
         self.mas_granularity: MASGranularity = mas_granularity
-        self.stems = nn.ModuleDict({name: ModalityStem(bands, 3, stem, **dd) for name, bands in modalities})
-        self.backbone = create_backbone(backbone, in_chans=3, weights=backbone_weights, device=device)
+        self.stems = nn.ModuleDict(
+            {name: ModalityStem(bands, 3, stem, **dd) for name, bands in modalities}
+        )
+        self.backbone = create_backbone(
+            backbone, in_chans=3, weights=backbone_weights, device=device
+        )
         if dtype is not None:
             self.backbone.to(dtype)
         self.channels = backbone_channels(self.backbone)
         M = len(modalities)
         if fusion == "sgf":
             self.fusions = nn.ModuleList(
-                SemanticGuidedFusion(c, M, num_classes, sp_heads, rp_heads, mp_kernels, **dd) for c in self.channels
+                SemanticGuidedFusion(c, M, num_classes, sp_heads, rp_heads, mp_kernels, **dd)
+                for c in self.channels
             )
         elif fusion in ("sum", "mean"):
             self.fusions = nn.ModuleList(PoolingFusion(fusion) for _ in self.channels)
@@ -120,10 +127,14 @@ class SGMA(nn.Module):
         """
         unknown = sorted(set(images) - set(self.modality_names))
         if unknown:
-            raise ValueError(f"unknown modalities {unknown}; this model knows {list(self.modality_names)}")
+            raise ValueError(
+                f"unknown modalities {unknown}; this model knows {list(self.modality_names)}"
+            )
         idx = tuple(i for i, name in enumerate(self.modality_names) if name in images)
         if not idx:
-            raise ValueError("no modality given: pass at least one of " + ", ".join(self.modality_names))
+            raise ValueError(
+                "no modality given: pass at least one of " + ", ".join(self.modality_names)
+            )
         first = images[self.modality_names[idx[0]]]
         B, _, H, W = first.shape
         for i in idx:
@@ -134,7 +145,9 @@ class SGMA(nn.Module):
                     f"expected (B={B}, {self.modality_bands[i]}, H={H}, W={W})"
                 )
         if H % _SIZE_MULTIPLE or W % _SIZE_MULTIPLE:
-            raise ValueError(f"image size {H}x{W} is not a multiple of {_SIZE_MULTIPLE}; pad or crop it")
+            raise ValueError(
+                f"image size {H}x{W} is not a multiple of {_SIZE_MULTIPLE}; pad or crop it"
+            )
         if mask is None:
             available = torch.ones(B, len(idx), H, W, dtype=torch.bool, device=first.device)
         else:
@@ -144,12 +157,18 @@ class SGMA(nn.Module):
                     f"({B}, {len(self.modality_names)}, {H}, {W})"
                 )
             available = mask[:, list(idx)].bool()
-        stacked = torch.stack([self.stems[self.modality_names[i]](images[self.modality_names[i]]) for i in idx], 1)
+        stacked = torch.stack(
+            [self.stems[self.modality_names[i]](images[self.modality_names[i]]) for i in idx], 1
+        )
         features = self.backbone(stacked.flatten(0, 1))  # 4 x (B*M_e, C_i, H_i, W_i)
         scales, sizes = [], []
         for fusion, feat in zip(self.fusions, features):
             size = (int(feat.shape[-2]), int(feat.shape[-1]))
-            scales.append(fusion(feat.unflatten(0, (B, len(idx))), idx, downsample_availability(available, size)))
+            scales.append(
+                fusion(
+                    feat.unflatten(0, (B, len(idx))), idx, downsample_availability(available, size)
+                )
+            )
             sizes.append(size)
         return Encoded(idx, scales, available, sizes)
 
@@ -167,16 +186,24 @@ class SGMA(nn.Module):
             if present.shape == (B, M):
                 present = present.expand(S, B, M)
             if present.shape != (S, B, M):
-                raise ValueError(f"subset mask has shape {tuple(present.shape)}; expected ({B}, {M}) or ({S}, {B}, {M})")
+                raise ValueError(
+                    f"subset mask has shape {tuple(present.shape)}; expected ({B}, {M}) or ({S}, {B}, {M})"
+                )
         else:
             names = list(present)
             unknown = [n for n in names if n not in self.modality_names]
             if unknown or not names:
-                raise ValueError(f"subset {names} names unknown modalities {unknown}; known: {list(self.modality_names)}")
+                raise ValueError(
+                    f"subset {names} names unknown modalities {unknown}; known: {list(self.modality_names)}"
+                )
             out = torch.zeros(M, dtype=torch.bool, device=device)
             out[[self.modality_names.index(n) for n in names]] = True
             present = out.expand(S, B, M)
-        missing = [self.modality_names[m] for m in range(M) if m not in enc.modalities and bool(present[..., m].any())]
+        missing = [
+            self.modality_names[m]
+            for m in range(M)
+            if m not in enc.modalities and bool(present[..., m].any())
+        ]
         if missing:
             raise ValueError(f"subset uses {missing}, which were not encoded")
         return present
@@ -211,7 +238,9 @@ class SGMA(nn.Module):
         logits = F.interpolate(self.head(features), size=size, mode="bilinear", align_corners=False)
         return list(logits.split(batches))
 
-    def forward(self, images: Mapping[str, Tensor], mask: Tensor | None = None, present: Subset = None) -> SegmentationOutput:
+    def forward(
+        self, images: Mapping[str, Tensor], mask: Tensor | None = None, present: Subset = None
+    ) -> SegmentationOutput:
         """Inference (Algorithm 1, lines 28-30): SGF over the given/present modalities."""
         enc = self.encode(images, mask)
         fused = self.fuse(enc, present)
@@ -255,7 +284,9 @@ class SGMA(nn.Module):
         probs, choices = [], []
         for scale, (cache, size, r) in enumerate(zip(enc.scales, enc.sizes, sgf.robustness)):
             used = sgf.present[scale][:, idx]  # (B, M_e): only the modalities the SGF branch used
-            available = cache["available"].unflatten(2, size) & used[:, :, None, None]  # (B, M_e, h, w)
+            available = (
+                cache["available"].unflatten(2, size) & used[:, :, None, None]
+            )  # (B, M_e, h, w)
             p = torch.zeros(B, M, device=device)
             p[:, idx] = mas_probabilities(r[:, idx].detach(), available)
             probs.append(p)
@@ -271,4 +302,12 @@ class SGMA(nn.Module):
         mas_choice = torch.stack(choices)  # (S, B)
         mas = self.fuse(enc, F.one_hot(mas_choice, M).bool())
         logits_sgf, logits_mas = self.decode([sgf, mas], enc.image_size)
-        return TrainOutput(logits_sgf, logits_mas, sgf.valid, mas.valid, torch.stack(probs), mas_choice, sgf.robustness)
+        return TrainOutput(
+            logits_sgf,
+            logits_mas,
+            sgf.valid,
+            mas.valid,
+            torch.stack(probs),
+            mas_choice,
+            sgf.robustness,
+        )

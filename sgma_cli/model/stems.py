@@ -8,14 +8,12 @@ encoder's 3 channels (1 band -> b,b,b; 2 bands -> b0,b1,b0), adding no parameter
 
 from __future__ import annotations
 
-
 import torch
 from torch import Tensor, nn
 
 from sgma_cli.config.model import StemKind
 
 __all__ = ["ModalityStem", "StemKind"]
-
 
 
 class ModalityStem(nn.Module):

@@ -33,12 +33,29 @@ def _edit_manifest(data: Path, edit: Any) -> None:
 
 class TestOutput:
     def test_table_in_paper_layout(self, tiny_checkpoint: Path, tiny_dataset: Path) -> None:
-        result = _run(tiny_checkpoint, "--data", tiny_dataset, "--device", "cpu", "--batch-size", "2")
+        result = _run(
+            tiny_checkpoint, "--data", tiny_dataset, "--device", "cpu", "--batch-size", "2"
+        )
         assert result.exit_code == 0, result.output
         out = result.stdout
-        for text in ("ground", "building", "tree", "mIoU", "mF1", "Average", "Top-1", "Last-1", "R = rgb", "1/32"):
+        for text in (
+            "ground",
+            "building",
+            "tree",
+            "mIoU",
+            "mF1",
+            "Average",
+            "Top-1",
+            "Last-1",
+            "R = rgb",
+            "1/32",
+        ):
             assert text in out, text
-        rows = [line for line in out.splitlines() if line.startswith("│") and ("●" in line or "○" in line)]
+        rows = [
+            line
+            for line in out.splitlines()
+            if line.startswith("│") and ("●" in line or "○" in line)
+        ]
         assert len(rows) == 7
         assert rows[0].count("●") == 3 and rows[-1].count("●") == 1  # largest subset first
 
@@ -48,7 +65,10 @@ class TestOutput:
         data = json.loads(result.stdout)
         assert {"checkpoint", "split", "classes", "modalities", "subsets", "summary"} <= set(data)
         assert data["split"] == "test" and data["classes"] == ["ground", "building", "tree"]
-        assert [s["modalities"] for s in data["subsets"]][:2] == [["rgb", "dsm", "sar"], ["rgb", "dsm"]]
+        assert [s["modalities"] for s in data["subsets"]][:2] == [
+            ["rgb", "dsm", "sar"],
+            ["rgb", "dsm"],
+        ]
         assert set(data["subsets"][0]) >= {"modalities", "miou", "mf1", "oa", "iou"}
         assert set(data["subsets"][0]["iou"]) == {"ground", "building", "tree"}
         # values in percent, equal to the engine's fractions x 100
@@ -60,9 +80,21 @@ class TestOutput:
         assert data["subsets"][-1]["pixels"] == 2 * (64 * 64 - 4) - 64 * 32
 
     def test_subsets_option(self, tiny_checkpoint: Path, tiny_dataset: Path) -> None:
-        result = _run(tiny_checkpoint, "--data", tiny_dataset, "--json", "--subsets", "dsm,rgb;sar", "--device", "cpu")
+        result = _run(
+            tiny_checkpoint,
+            "--data",
+            tiny_dataset,
+            "--json",
+            "--subsets",
+            "dsm,rgb;sar",
+            "--device",
+            "cpu",
+        )
         assert result.exit_code == 0, result.output
-        assert [s["modalities"] for s in json.loads(result.stdout)["subsets"]] == [["rgb", "dsm"], ["sar"]]
+        assert [s["modalities"] for s in json.loads(result.stdout)["subsets"]] == [
+            ["rgb", "dsm"],
+            ["sar"],
+        ]
 
     def test_report_folder(self, tmp_path: Path, tiny_checkpoint: Path, tiny_dataset: Path) -> None:
         out = tmp_path / "report"
@@ -72,7 +104,15 @@ class TestOutput:
         result = _run(tiny_checkpoint, "--data", tiny_dataset, "--out", out, "--device", "cpu")
         assert result.exit_code == 0, result.output
         names = {p.name for p in out.iterdir()}
-        assert names == {"notes.txt", "metrics.json", "subsets.csv", "report.md", "miou_per_subset.png", "confusion_full.png", "robustness.png"}
+        assert names == {
+            "notes.txt",
+            "metrics.json",
+            "subsets.csv",
+            "report.md",
+            "miou_per_subset.png",
+            "confusion_full.png",
+            "robustness.png",
+        }
         assert (out / "notes.txt").read_text() == "mine"  # other files left alone
         metrics = json.loads((out / "metrics.json").read_text())
         assert len(metrics["subsets"]) == 7
@@ -85,23 +125,33 @@ class TestOutput:
         for png in ("miou_per_subset.png", "confusion_full.png", "robustness.png"):
             assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         md = (out / "report.md").read_text()
-        assert "| ● | ● | ● |" in md and "**Last-1**" in md and "![mIoU per subset](miou_per_subset.png)" in md
+        assert (
+            "| ● | ● | ● |" in md
+            and "**Last-1**" in md
+            and "![mIoU per subset](miou_per_subset.png)" in md
+        )
         assert not list(tmp_path.glob(".report.tmp-*"))
 
     def test_compare(self, tmp_path: Path, tiny_checkpoint: Path, tiny_dataset: Path) -> None:
         other = make_tiny_checkpoint(tmp_path / "sum.pt", fusion="sum", seed=1)
-        result = _run(tiny_checkpoint, "--data", tiny_dataset, "--compare", other, "--json", "--device", "cpu")
+        result = _run(
+            tiny_checkpoint, "--data", tiny_dataset, "--compare", other, "--json", "--device", "cpu"
+        )
         assert result.exit_code == 0, result.output
         data = json.loads(result.stdout)
         (theirs,) = data["compare"]
         (delta,) = data["delta"]
         for mine, their, d in zip(data["subsets"], theirs["subsets"], delta["subsets"]):
             assert d["miou"] == pytest.approx(mine["miou"] - their["miou"], abs=1e-3)
-        assert delta["summary"]["last1"] == pytest.approx(data["summary"]["last1"] - theirs["summary"]["last1"], abs=1e-3)
+        assert delta["summary"]["last1"] == pytest.approx(
+            data["summary"]["last1"] - theirs["summary"]["last1"], abs=1e-3
+        )
         table = _run(tiny_checkpoint, "--data", tiny_dataset, "--compare", other, "--device", "cpu")
         assert table.exit_code == 0 and "Δ sum" in table.stdout
 
-    def test_data_from_checkpoint_recipe(self, tmp_path: Path, tiny_checkpoint: Path, tiny_dataset: Path) -> None:
+    def test_data_from_checkpoint_recipe(
+        self, tmp_path: Path, tiny_checkpoint: Path, tiny_dataset: Path
+    ) -> None:
         ckpt = load_checkpoint(tiny_checkpoint)
         ckpt.meta = ckpt.meta.model_copy(update={"recipe": {"data": {"dir": str(tiny_dataset)}}})
         path = save_checkpoint(tmp_path / "with_recipe.pt", ckpt)
@@ -133,12 +183,28 @@ class TestErrors:
     @pytest.mark.parametrize(
         ("edit", "code", "message"),
         [
-            (_bad_classes, 1, "classes ['ground', 'roof', 'tree'] do not match the checkpoint's ['ground', 'building', 'tree']"),
+            (
+                _bad_classes,
+                1,
+                "classes ['ground', 'roof', 'tree'] do not match the checkpoint's ['ground', 'building', 'tree']",
+            ),
             (_bad_bands, 1, "modality dsm has 2 band(s) here but 1 in the checkpoint"),
-            (lambda raw: raw.update(modalities=[{**raw["modalities"][0], "name": "nir"}]), 1, "none of the checkpoint's modalities"),
+            (
+                lambda raw: raw.update(modalities=[{**raw["modalities"][0], "name": "nir"}]),
+                1,
+                "none of the checkpoint's modalities",
+            ),
         ],
     )
-    def test_dataset_mismatch(self, tmp_path: Path, tiny_checkpoint: Path, tiny_dataset: Path, edit: Any, code: int, message: str) -> None:
+    def test_dataset_mismatch(
+        self,
+        tmp_path: Path,
+        tiny_checkpoint: Path,
+        tiny_dataset: Path,
+        edit: Any,
+        code: int,
+        message: str,
+    ) -> None:
         _edit_manifest(tiny_dataset, edit)
         out = tmp_path / "never"
         result = _run(tiny_checkpoint, "--data", tiny_dataset, "--out", out, "--device", "cpu")
@@ -155,7 +221,9 @@ class TestErrors:
             (["--device", "tpu"], 1, "unknown device 'tpu'"),
         ],
     )
-    def test_bad_options(self, tiny_checkpoint: Path, tiny_dataset: Path, args: list[str], code: int, message: str) -> None:
+    def test_bad_options(
+        self, tiny_checkpoint: Path, tiny_dataset: Path, args: list[str], code: int, message: str
+    ) -> None:
         result = _run(tiny_checkpoint, "--data", tiny_dataset, *args)
         assert result.exit_code == code
         assert message in result.output
@@ -193,20 +261,38 @@ class TestScene:
         from tests.conftest import make_tiny_scene
 
         scene = make_tiny_scene(tmp_path / "scene", size=64)
-        result = _run(tiny_checkpoint, "--scene", scene, "--labels", scene / "labels.tif", "--window", "64", "--json", "--device", "cpu")
+        result = _run(
+            tiny_checkpoint,
+            "--scene",
+            scene,
+            "--labels",
+            scene / "labels.tif",
+            "--window",
+            "64",
+            "--json",
+            "--device",
+            "cpu",
+        )
         assert result.exit_code == 0, result.output
         data = json.loads(result.stdout)
         assert data["split"] == "scene" and data["tiles"] == 1 and len(data["subsets"]) == 7
-        assert data["subsets"][4]["modalities"] == ["rgb"] and data["subsets"][4]["pixels"] == 64 * 64
+        assert (
+            data["subsets"][4]["modalities"] == ["rgb"] and data["subsets"][4]["pixels"] == 64 * 64
+        )
 
     @pytest.mark.parametrize(
         ("args", "message"),
         [
             (["--scene", "{scene}"], "--scene and --labels go together"),
-            (["--scene", "{scene}", "--labels", "{scene}/labels.tif", "--data", "{scene}"], "give either --data"),
+            (
+                ["--scene", "{scene}", "--labels", "{scene}/labels.tif", "--data", "{scene}"],
+                "give either --data",
+            ),
         ],
     )
-    def test_option_errors(self, tmp_path: Path, tiny_checkpoint: Path, args: list[str], message: str) -> None:
+    def test_option_errors(
+        self, tmp_path: Path, tiny_checkpoint: Path, args: list[str], message: str
+    ) -> None:
         scene = tmp_path / "scene"
         scene.mkdir()
         (scene / "labels.tif").write_bytes(b"")

@@ -22,7 +22,9 @@ def sample_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_dry_run_prints_plan(sample_dir: Path, tmp_path: Path) -> None:
-    result = runner.invoke(app, ["prepare", str(sample_dir), "--out", str(tmp_path / "d"), "--tile", "64", "--dry-run"])
+    result = runner.invoke(
+        app, ["prepare", str(sample_dir), "--out", str(tmp_path / "d"), "--tile", "64", "--dry-run"]
+    )
     assert result.exit_code == 0, result.output
     for text in ("sample layout", "EPSG:3857", "EPSG:32633", "sar.tif", "-9999", "dry run"):
         assert text in result.output
@@ -30,7 +32,16 @@ def test_dry_run_prints_plan(sample_dir: Path, tmp_path: Path) -> None:
 
 
 def test_prepare_and_resume(sample_dir: Path, tmp_path: Path) -> None:
-    args = ["prepare", str(sample_dir), "--out", str(tmp_path / "d"), "--tile", "64", "--stride", "32"]
+    args = [
+        "prepare",
+        str(sample_dir),
+        "--out",
+        str(tmp_path / "d"),
+        "--tile",
+        "64",
+        "--stride",
+        "32",
+    ]
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
     assert "wrote" in result.output and "MPix/s" in result.output
@@ -51,11 +62,15 @@ def test_prepare_and_resume(sample_dir: Path, tmp_path: Path) -> None:
         (["--resampling", "fancy"], 2, "unknown --resampling 'fancy'"),
     ],
 )
-def test_bad_input_one_line(sample_dir: Path, tmp_path: Path, extra: list[str], code: int, message: str) -> None:
+def test_bad_input_one_line(
+    sample_dir: Path, tmp_path: Path, extra: list[str], code: int, message: str
+) -> None:
     result = runner.invoke(app, ["prepare", str(sample_dir), "--out", str(tmp_path / "d"), *extra])
     assert result.exit_code == code, result.output
     lines = result.output.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error:") and message in result.output, result.output
+    assert len(lines) == 1 and lines[0].startswith("error:") and message in result.output, (
+        result.output
+    )
     assert not (tmp_path / "d").exists()
 
 

@@ -13,19 +13,49 @@ runner = CliRunner()
 
 
 def test_json_schema() -> None:
-    result = runner.invoke(app, ["profile", "--backbone", "test_convnext", "--modalities", "rgb,dsm", "--size", "64", "--json"])
+    result = runner.invoke(
+        app,
+        [
+            "profile",
+            "--backbone",
+            "test_convnext",
+            "--modalities",
+            "rgb,dsm",
+            "--size",
+            "64",
+            "--json",
+        ],
+    )
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
     assert set(data) == {"params", "macs", "config"}
     assert set(data["params"]["fusion_parts"]) == {"mp", "csf", "sp", "rp"}
-    assert {"backbone", "fusion", "head", "total"} <= set(data["params"]) and {"backbone", "fusion", "head", "total"} <= set(data["macs"])
+    assert {"backbone", "fusion", "head", "total"} <= set(data["params"]) and {
+        "backbone",
+        "fusion",
+        "head",
+        "total",
+    } <= set(data["macs"])
     assert all(isinstance(v, int) for v in data["macs"].values() if not isinstance(v, dict))
     assert [m["name"] for m in data["config"]["modalities"]] == ["rgb", "dsm"]
     assert data["config"]["size"] == 64
 
 
 def test_table_labels_units() -> None:
-    result = runner.invoke(app, ["profile", "--backbone", "test_resnet", "--modalities", "2", "--size", "64", "--num-classes", "3"])
+    result = runner.invoke(
+        app,
+        [
+            "profile",
+            "--backbone",
+            "test_resnet",
+            "--modalities",
+            "2",
+            "--size",
+            "64",
+            "--num-classes",
+            "3",
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert "MACs (G)" in result.stdout and "params (M)" in result.stdout and "RP" in result.stdout
 

@@ -18,8 +18,15 @@ def test_round_trip_with_train_state(tiny_checkpoint: Path) -> None:
     assert ckpt.meta.class_names == ["ground", "building", "tree"]
     assert ckpt.meta.modality_names == ["rgb", "dsm", "sar"]
     assert ckpt.meta.model_config_().backbone == "test_convnext"
-    state = {"step": 3, "torch_rng": torch.get_rng_state(), "python_rng": (3, (1, 2, 3), None), "numpy_rng": [1, 2]}
-    path = save_checkpoint(tiny_checkpoint.with_name("resume.pt"), Checkpoint(ckpt.meta, ckpt.model, state))
+    state = {
+        "step": 3,
+        "torch_rng": torch.get_rng_state(),
+        "python_rng": (3, (1, 2, 3), None),
+        "numpy_rng": [1, 2],
+    }
+    path = save_checkpoint(
+        tiny_checkpoint.with_name("resume.pt"), Checkpoint(ckpt.meta, ckpt.model, state)
+    )
     again = load_checkpoint(path, with_train_state=True)
     assert again.train["step"] == 3 and torch.equal(again.train["torch_rng"], state["torch_rng"])
     assert not [p for p in path.parent.iterdir() if p.name.endswith(".tmp")]

@@ -44,8 +44,15 @@ def test_stats_must_match_bands() -> None:
     with pytest.raises(ValueError, match="stats have 1 bands, expected 3"):
         DatasetManifest.model_validate(
             {
-                "tile_size": 8, "stride": 8,
+                "tile_size": 8,
+                "stride": 8,
                 "classes": [{"name": "a"}, {"name": "b"}],
-                "modalities": [{"name": "rgb", "bands": 3, "stats": {"mean": [0], "std": [1], "p2": [0], "p98": [1]}}],
+                "modalities": [
+                    {
+                        "name": "rgb",
+                        "bands": 3,
+                        "stats": {"mean": [0], "std": [1], "p2": [0], "p98": [1]},
+                    }
+                ],
             }
         )

@@ -12,14 +12,22 @@ from sgma_cli.engine.weights import build_model
 
 
 def test_round_trip_through_json() -> None:
-    config = SGMAConfig((ModalitySpec("rgb", 3), ModalitySpec("sar", 2)), 6, "test_resnet", fusion="mean", head_dim=64)
+    config = SGMAConfig(
+        (ModalitySpec("rgb", 3), ModalitySpec("sar", 2)),
+        6,
+        "test_resnet",
+        fusion="mean",
+        head_dim=64,
+    )
     again = SGMAConfig.from_dict(json.loads(json.dumps(config.to_dict())))
     assert again == config
     assert again.modality_names == ("rgb", "sar")
 
 
 def test_build_uses_every_field() -> None:
-    config = SGMAConfig((ModalitySpec("rgb", 3),), 5, "test_convnext", sp_heads=4, rp_heads=2, head_dim=16)
+    config = SGMAConfig(
+        (ModalitySpec("rgb", 3),), 5, "test_convnext", sp_heads=4, rp_heads=2, head_dim=16
+    )
     model = build_model(config)
     assert model.fusions[0].sp.num_heads == 4 and model.fusions[0].rp.num_heads == 2
     assert model.head.classifier.out_channels == 5
@@ -47,4 +55,6 @@ def test_invalid(kwargs: dict, match: str) -> None:
 
 def test_unknown_key() -> None:
     with pytest.raises(ValueError, match="unknown model config keys"):
-        SGMAConfig.from_dict({"modalities": [{"name": "rgb", "bands": 3}], "num_classes": 3, "heads": 2})
+        SGMAConfig.from_dict(
+            {"modalities": [{"name": "rgb", "bands": 3}], "num_classes": 3, "heads": 2}
+        )

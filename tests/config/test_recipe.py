@@ -7,7 +7,13 @@ from pathlib import Path
 import pytest
 
 from sgma_cli.config._base import tomllib
-from sgma_cli.config.recipe import Recipe, apply_overrides, load_recipe, parse_override, recipe_to_toml
+from sgma_cli.config.recipe import (
+    Recipe,
+    apply_overrides,
+    load_recipe,
+    parse_override,
+    recipe_to_toml,
+)
 from sgma_cli.errors import RecipeError
 
 RECIPES = Path(__file__).resolve().parents[2] / "recipes"
@@ -19,7 +25,12 @@ class TestShippedRecipes:
         r = load_recipe(RECIPES / f"{name}.toml")
         assert r.model.backbone == "pvt_v2_b2" and r.model.fusion == "sgf"
         assert (r.optim.lr, r.optim.eps, r.optim.weight_decay) == (6e-5, 1e-8, 1e-2)
-        assert (r.schedule.epochs, r.schedule.warmup_epochs, r.schedule.warmup_ratio, r.schedule.power) == (200, 10, 0.1, 0.9)
+        assert (
+            r.schedule.epochs,
+            r.schedule.warmup_epochs,
+            r.schedule.warmup_ratio,
+            r.schedule.power,
+        ) == (200, 10, 0.1, 0.9)
         assert (r.train.lambda_sgf, r.train.lambda_mas, r.train.mas) == (2.0, 1.0, True)
         assert (r.model.sp_heads, r.model.rp_heads, r.model.mp_kernels) == (8, 4, (11, 7, 3))
         assert r.data.crop_size == {"potsdam": 512, "dfc2023": 512, "deliver": 1024}[name]
@@ -42,7 +53,10 @@ class TestOverrides:
         assert parse_override("data.dir=/data/potsdam") == (["data", "dir"], "/data/potsdam")
 
     def test_set_wins(self) -> None:
-        r = load_recipe(RECIPES / "potsdam.toml", ["optim.lr=1e-4", "model.fusion=\"sum\"", "train.modality_dropout=0.5"])
+        r = load_recipe(
+            RECIPES / "potsdam.toml",
+            ["optim.lr=1e-4", 'model.fusion="sum"', "train.modality_dropout=0.5"],
+        )
         assert (r.optim.lr, r.model.fusion, r.train.modality_dropout) == (1e-4, "sum", 0.5)
 
     def test_nested_copy(self) -> None:

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from affine import Affine
 from rasterio.windows import Window
 
 from sgma_cli.data.align import AlignedReader, check_overlap, reference_grid
@@ -13,7 +14,6 @@ from sgma_cli.data.raster import inspect_raster
 from sgma_cli.errors import RasterError, UsageError
 
 from .conftest import MERC, UTM, X0, Y0, Scene, write_raster
-from affine import Affine
 
 
 class TestAlign:
@@ -43,8 +43,12 @@ class TestAlign:
         grid = reference_grid(inspect_raster(scene.root / "rgb.tif"))
         with AlignedReader(inspect_raster(scene.root / "sar.tif"), grid, "bilinear") as sar:
             data, valid = sar.read(Window(0, 0, 96, 96))
-        edge = scene.sar_right - X0  # metres = rgb pixels at 1 m; the swath edge, slightly slanted in UTM
-        assert valid[:, : int(edge) - 6].all()  # west of the edge (minus one SAR pixel + slant): seen
+        edge = (
+            scene.sar_right - X0
+        )  # metres = rgb pixels at 1 m; the swath edge, slightly slanted in UTM
+        assert valid[
+            :, : int(edge) - 6
+        ].all()  # west of the edge (minus one SAR pixel + slant): seen
         assert not valid[:, int(edge) + 3 :].any()  # east of it: not seen
         assert 0.5 < valid.mean() < 0.7
         assert np.isnan(data[0][~valid]).all() and np.isfinite(data[0][valid]).all()
@@ -57,14 +61,21 @@ class TestAlign:
         np.testing.assert_allclose(part, full[:, 20:52, 40:72], atol=1e-4)
 
     def test_out_of_extent_is_unavailable(self, scene: Scene, tmp_path: Path) -> None:
-        small = write_raster(tmp_path / "small.tif", np.ones((1, 10, 10), np.uint8), UTM, Affine(1, 0, X0, 0, -1, Y0))
+        small = write_raster(
+            tmp_path / "small.tif", np.ones((1, 10, 10), np.uint8), UTM, Affine(1, 0, X0, 0, -1, Y0)
+        )
         grid = reference_grid(inspect_raster(scene.root / "rgb.tif"))
         with AlignedReader(inspect_raster(small), grid) as r:
             _, valid = r.read(Window(0, 0, 96, 96))
         assert valid[:10, :10].all() and valid.sum() == 100
 
     def test_no_overlap(self, scene: Scene, tmp_path: Path) -> None:
-        far = write_raster(tmp_path / "far.tif", np.ones((1, 10, 10), np.uint8), UTM, Affine(1, 0, X0 + 1e5, 0, -1, Y0))
+        far = write_raster(
+            tmp_path / "far.tif",
+            np.ones((1, 10, 10), np.uint8),
+            UTM,
+            Affine(1, 0, X0 + 1e5, 0, -1, Y0),
+        )
         grid = reference_grid(inspect_raster(scene.root / "rgb.tif"))
         with pytest.raises(RasterError, match="far.tif: far does not overlap the reference rgb"):
             check_overlap(inspect_raster(far), grid, "far", "rgb")
@@ -72,12 +83,18 @@ class TestAlign:
     def test_crs_on_one_only(self, scene: Scene, tmp_path: Path) -> None:
         plain = write_raster(tmp_path / "plain.tif", np.ones((1, 96, 96), np.uint8), None, None)
         grid = reference_grid(inspect_raster(scene.root / "rgb.tif"))
-        with pytest.raises(RasterError, match="plain.tif: dsm has no CRS, but the reference rgb has one"):
+        with pytest.raises(
+            RasterError, match="plain.tif: dsm has no CRS, but the reference rgb has one"
+        ):
             check_overlap(inspect_raster(plain), grid, "dsm", "rgb")
 
     def test_no_crs_same_grid(self, tmp_path: Path) -> None:
-        a = write_raster(tmp_path / "a.png", np.full((3, 16, 16), 7, np.uint8), None, None, driver="PNG")
-        b = write_raster(tmp_path / "b.png", np.full((1, 16, 12), 7, np.uint8), None, None, driver="PNG")
+        a = write_raster(
+            tmp_path / "a.png", np.full((3, 16, 16), 7, np.uint8), None, None, driver="PNG"
+        )
+        b = write_raster(
+            tmp_path / "b.png", np.full((1, 16, 12), 7, np.uint8), None, None, driver="PNG"
+        )
         grid = reference_grid(inspect_raster(a))
         check_overlap(inspect_raster(a), grid, "a", "a")
         with pytest.raises(RasterError, match="must share one pixel grid"):

@@ -34,7 +34,9 @@ class TestDiscover:
         assert plan.modalities == ["rgb", "dsm"] and plan.scenes[1].labels is not None
 
     def test_options_glob_and_single(self, scene: Scene) -> None:
-        plan = discover(scene.root, modality=["rgb=rgb.tif", "sar=s*.tif"], labels="labels_index.tif")
+        plan = discover(
+            scene.root, modality=["rgb=rgb.tif", "sar=s*.tif"], labels="labels_index.tif"
+        )
         assert plan.layout == "options" and list(plan.scenes[0].modalities) == ["rgb", "sar"]
         with pytest.raises(UsageError, match="no file matches"):
             discover(scene.root, modality=["rgb=nothing*.tif"])

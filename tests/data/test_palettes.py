@@ -13,7 +13,14 @@ from sgma_cli.errors import UsageError
 
 class TestPalettes:
     def test_potsdam_scheme(self) -> None:
-        assert [n for n, _ in POTSDAM] == ["impervious_surfaces", "building", "low_vegetation", "tree", "car", "clutter"]
+        assert [n for n, _ in POTSDAM] == [
+            "impervious_surfaces",
+            "building",
+            "low_vegetation",
+            "tree",
+            "car",
+            "clutter",
+        ]
         assert POTSDAM[1][1] == (0, 0, 255) and POTSDAM[5][1] == (255, 0, 0)
         assert len(DELIVER) == 25
 

@@ -17,7 +17,10 @@ class TestPresets:
         assert plan.modalities == ["rgb", "nir", "dsm"] and plan.tile == (512, 256)
         nir = plan.scenes[0].modalities["nir"]
         assert nir.path.parent.name == "4_Ortho_RGBIR" and nir.bands == (4,)
-        assert plan.scenes[0].modalities["dsm"].path.name == "dsm_potsdam_02_10_normalized_lastools.tif"
+        assert (
+            plan.scenes[0].modalities["dsm"].path.name
+            == "dsm_potsdam_02_10_normalized_lastools.tif"
+        )
         assert any("nir <- 4_Ortho_RGBIR" in n for n in plan.notes)
 
     def test_dfc2023_case_insensitive(self, tmp_path: Path) -> None:
@@ -32,4 +35,6 @@ class TestPresets:
         plan = discover(make_deliver(tmp_path / "V"), preset="deliver")
         assert plan.modalities == ["rgb", "depth", "event", "lidar"] and len(plan.scenes) == 4
         s = plan.scenes[0]
-        assert s.split == "train" and s.labels is not None and dict(s.labels.value_map or ())[0] == 255
+        assert (
+            s.split == "train" and s.labels is not None and dict(s.labels.value_map or ())[0] == 255
+        )

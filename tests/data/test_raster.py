@@ -22,7 +22,9 @@ class TestInspect:
         assert info.bounds == pytest.approx((X0, Y0 - 96, X0 + 96, Y0))
 
     def test_plain_image(self, tmp_path: Path) -> None:
-        path = write_raster(tmp_path / "a.png", np.zeros((3, 8, 8), np.uint8), None, None, driver="PNG")
+        path = write_raster(
+            tmp_path / "a.png", np.zeros((3, 8, 8), np.uint8), None, None, driver="PNG"
+        )
         info = inspect_raster(path)
         assert info.crs is None and not info.georeferenced and info.crs_text == "none"
 

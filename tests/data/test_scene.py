@@ -66,10 +66,20 @@ class TestOpenScene:
         native = open_scene(files, BANDS, modalities=["dsm", "sar"])
         assert native.reference == "dsm" and native.grid.resolution == (1.0, 1.0)
         assert (native.grid.width, native.grid.height) == (80, 80)
-        at_ckpt = open_scene(files, BANDS, modalities=["dsm", "sar"], resolution=0.5, resolution_crs="EPSG:32633")
-        assert at_ckpt.grid.resolution == (0.5, 0.5) and (at_ckpt.grid.width, at_ckpt.grid.height) == (160, 160)
-        assert at_ckpt.grid.transform.c == TINY_SCENE_ORIGIN[0] and at_ckpt.grid.transform.f == TINY_SCENE_ORIGIN[1]
-        geographic = open_scene(files, BANDS, modalities=["dsm"], resolution=0.5, resolution_crs="EPSG:4326")
+        at_ckpt = open_scene(
+            files, BANDS, modalities=["dsm", "sar"], resolution=0.5, resolution_crs="EPSG:32633"
+        )
+        assert at_ckpt.grid.resolution == (0.5, 0.5) and (
+            at_ckpt.grid.width,
+            at_ckpt.grid.height,
+        ) == (160, 160)
+        assert (
+            at_ckpt.grid.transform.c == TINY_SCENE_ORIGIN[0]
+            and at_ckpt.grid.transform.f == TINY_SCENE_ORIGIN[1]
+        )
+        geographic = open_scene(
+            files, BANDS, modalities=["dsm"], resolution=0.5, resolution_crs="EPSG:4326"
+        )
         assert geographic.grid.resolution == (1.0, 1.0)  # degrees vs metres: keep the sensor's own
 
     def test_union_extent_contains_reference(self, tiny_scene: Path) -> None:
@@ -78,7 +88,9 @@ class TestOpenScene:
         union = open_scene(files, BANDS, extent="union").grid
         assert union.bounds[0] <= ref.bounds[0] and union.bounds[2] >= ref.bounds[2]
         assert union.width * union.height > ref.width * ref.height
-        assert (union.transform.c - ref.transform.c) / 0.5 == pytest.approx(round((union.transform.c - ref.transform.c) / 0.5))
+        assert (union.transform.c - ref.transform.c) / 0.5 == pytest.approx(
+            round((union.transform.c - ref.transform.c) / 0.5)
+        )
 
     def test_bad_inputs(self, tiny_scene: Path, tmp_path: Path) -> None:
         files = find_sensor_files(tiny_scene, NAMES)
@@ -87,7 +99,9 @@ class TestOpenScene:
         with pytest.raises(RasterError, match="none of the chosen sensors"):
             open_scene({"rgb": files["rgb"]}, BANDS, modalities=["sar"])
         _rewrite(tiny_scene / "dsm.tif", data=np.zeros((2, 80, 80), np.float32))
-        with pytest.raises(RasterError, match=r"dsm.tif: has 2 band\(s\) but the checkpoint's 'dsm' has 1"):
+        with pytest.raises(
+            RasterError, match=r"dsm.tif: has 2 band\(s\) but the checkpoint's 'dsm' has 1"
+        ):
             open_scene(files, BANDS)
         far = make_tiny_scene(tmp_path / "far", size=64)
         _rewrite(far / "sar.tif", transform=from_origin(0, 0, 2.0, 2.0))
@@ -109,7 +123,9 @@ class TestSceneReader:
         assert valid["rgb"].all()
         assert arrays["dsm"].dtype == np.float32 and arrays["dsm"].shape == (1, 160, 160)
         assert valid["dsm"][:70, :].all() and not valid["dsm"][90:, 90:].any()  # the hole
-        assert valid["sar"][5:-5, 5:70].all() and not valid["sar"][:, 90:].any()  # swath ends mid-scene
+        assert (
+            valid["sar"][5:-5, 5:70].all() and not valid["sar"][:, 90:].any()
+        )  # swath ends mid-scene
         assert np.isnan(arrays["sar"][:, :, 90:]).all()
         # DSM at 1 m on the 0.5 m grid: bilinear values stay within the data range
         assert np.nanmin(arrays["dsm"]) > -5 and np.nanmax(arrays["dsm"]) < 20
@@ -118,5 +134,9 @@ class TestSceneReader:
         scene = open_scene(find_sensor_files(tiny_scene, NAMES), BANDS, modalities=["rgb"])
         with scene.reader() as reader:
             arrays, valid = reader.read(128, 128, 64, 64)
-        assert valid["rgb"][:32, :32].all() and not valid["rgb"][32:].any() and not valid["rgb"][:, 32:].any()
+        assert (
+            valid["rgb"][:32, :32].all()
+            and not valid["rgb"][32:].any()
+            and not valid["rgb"][:, 32:].any()
+        )
         assert np.isnan(arrays["rgb"][:, 40:, 40:]).all()

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from sgma_cli.data.discovery import discover
-from sgma_cli.data.scene_jobs import cut_tiles, inspect_plan, resolve_palette
 from sgma_cli.data.plan import scene_key
+from sgma_cli.data.scene_jobs import cut_tiles, inspect_plan, resolve_palette
 from sgma_cli.errors import RasterError, UsageError
 
 from .conftest import UTM, Scene, write_raster
@@ -32,7 +32,9 @@ class TestInventory:
         assert scene_key(Path("top_potsdam_2_10_RGB.tif"), "rgb") == "top_potsdam_2_10"
 
     def test_rows_and_grids(self, scene: Scene) -> None:
-        plan = discover(scene.root, modality=["rgb=rgb.tif", "sar=sar.tif"], labels="labels_index.tif")
+        plan = discover(
+            scene.root, modality=["rgb=rgb.tif", "sar=sar.tif"], labels="labels_index.tif"
+        )
         jobs, rows, bands = inspect_plan(plan, "rgb", None, None, lambda _: None)
         assert bands == {"rgb": 3, "sar": 1} and [r.role for r in rows] == ["rgb", "sar", "labels"]
         assert (jobs["scene"].grid.width, jobs["scene"].grid.crs) == (96, UTM)
@@ -53,8 +55,12 @@ class TestInventory:
 
     def test_band_mismatch(self, scene: Scene, tmp_path: Path) -> None:
         root = _many(scene, tmp_path / "many", 2)
-        write_raster(root / "s1" / "dsm.tif", np.zeros((2, 48, 48), np.float32), UTM, scene_transform(2.0))
-        with pytest.raises(RasterError, match="s1/dsm.tif: dsm has 2 bands here but 1 in other scenes"):
+        write_raster(
+            root / "s1" / "dsm.tif", np.zeros((2, 48, 48), np.float32), UTM, scene_transform(2.0)
+        )
+        with pytest.raises(
+            RasterError, match="s1/dsm.tif: dsm has 2 bands here but 1 in other scenes"
+        ):
             inspect_plan(discover(root), "rgb", None, None, lambda _: None)
 
     def test_missing_reference(self, scene: Scene, tmp_path: Path) -> None:

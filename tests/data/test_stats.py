@@ -30,7 +30,9 @@ class TestBandAccumulator:
         assert acc._kept_n <= 5000
         res = acc.result()
         assert res["mean"][0] == pytest.approx(full.mean(), rel=1e-9)
-        assert res["p2"][0] == pytest.approx(2, abs=1.5) and res["p98"][0] == pytest.approx(98, abs=1.5)
+        assert res["p2"][0] == pytest.approx(2, abs=1.5) and res["p98"][0] == pytest.approx(
+            98, abs=1.5
+        )
 
     def test_empty_and_bad(self) -> None:
         assert BandAccumulator(2).result()["std"] == [1.0, 1.0]

@@ -30,7 +30,9 @@ class TestSynthetic:
         assert s.rgb_transform.a == 0.5 and s.dsm_transform.a == 1.0
         assert (s.dsm == -9999).any()  # holes
         nan = np.isnan(s.sar[0])
-        assert 0.2 < nan.mean() < 0.7 and nan[:, -1].all() and not nan[:, 5].all()  # swath ends mid-scene
+        assert (
+            0.2 < nan.mean() < 0.7 and nan[:, -1].all() and not nan[:, 5].all()
+        )  # swath ends mid-scene
 
     def test_all_classes_present(self) -> None:
         s = make_scene(512, 0)
@@ -43,12 +45,24 @@ class TestSynthetic:
         assert np.abs(grass - tree).max() < 12  # alike in colour
         dsm = np.kron(s.dsm[0], np.ones((2, 2)))
         ok = dsm > -9000
-        assert dsm[(s.classes == TREE) & ok].mean() - dsm[(s.classes == LOW_VEG) & ok].mean() > 3  # not in height
-        assert dsm[(s.classes == BUILDING) & ok].mean() - dsm[(s.classes == IMPERVIOUS) & ok].mean() > 5
+        assert (
+            dsm[(s.classes == TREE) & ok].mean() - dsm[(s.classes == LOW_VEG) & ok].mean() > 3
+        )  # not in height
+        assert (
+            dsm[(s.classes == BUILDING) & ok].mean() - dsm[(s.classes == IMPERVIOUS) & ok].mean()
+            > 5
+        )
 
     def test_write(self, tmp_path: Path) -> None:
         files = write_scene(tmp_path, size=128, seed=1)
-        assert {p.name for p in files.values()} == {"rgb.tif", "dsm.tif", "sar.tif", "labels.tif", "labels.gpkg", "sample.json"}
+        assert {p.name for p in files.values()} == {
+            "rgb.tif",
+            "dsm.tif",
+            "sar.tif",
+            "labels.tif",
+            "labels.gpkg",
+            "sample.json",
+        }
         with rasterio.open(files["sar"]) as src:
             assert src.crs.to_epsg() == 3857 and src.dtypes[0] == "float32"
         with rasterio.open(files["dsm"]) as src:

@@ -18,7 +18,10 @@ class TestTileDataset:
         ds = TileDataset(tiny_dataset, "train")
         assert len(ds) == 4
         sample = ds[1]  # odd tile: the SAR swath ends mid-tile
-        assert sample["image"]["rgb"].shape == (3, 64, 64) and sample["image"]["sar"].dtype == torch.float32
+        assert (
+            sample["image"]["rgb"].shape == (3, 64, 64)
+            and sample["image"]["sar"].dtype == torch.float32
+        )
         assert sample["mask"].shape == (3, 64, 64)
         assert sample["mask"][2, :, :32].all() and not sample["mask"][2, :, 32:].any()
         assert (sample["image"]["sar"][:, :, 32:] == 0).all()  # unseen -> 0 after normalisation

@@ -17,7 +17,9 @@ class TestTiles:
         with pytest.raises(ValueError, match="larger"):
             axis_starts(20, 32, 32)
 
-    @pytest.mark.parametrize(("w", "h", "tile", "stride"), [(100, 70, 32, 32), (96, 96, 32, 16), (64, 40, 40, 7)])
+    @pytest.mark.parametrize(
+        ("w", "h", "tile", "stride"), [(100, 70, 32, 32), (96, 96, 32, 16), (64, 40, 40, 7)]
+    )
     def test_cover_and_cores_partition(self, w: int, h: int, tile: int, stride: int) -> None:
         cover = np.zeros((h, w), int)
         owned = np.zeros((h, w), int)
@@ -26,7 +28,10 @@ class TestTiles:
             assert spec.window.width == spec.window.height == tile
             cover[r : r + tile, c : c + tile] += 1
             k = spec.core
-            owned[r + int(k.row_off) : r + int(k.row_off + k.height), c + int(k.col_off) : c + int(k.col_off + k.width)] += 1
+            owned[
+                r + int(k.row_off) : r + int(k.row_off + k.height),
+                c + int(k.col_off) : c + int(k.col_off + k.width),
+            ] += 1
         assert (cover >= 1).all()  # no pixel lost
         assert (owned == 1).all()  # statistics count every pixel once
 

@@ -21,11 +21,19 @@ def raw_sample(size: int = 64) -> dict:
     mask[2, :, size // 2 :] = False  # SAR swath ends mid-tile
     sar = code[None].copy()
     sar[:, ~mask[2]] = np.nan
-    label = (code.astype(np.int64) % 3)
+    label = code.astype(np.int64) % 3
     label[:2, :2] = 255
     return {
-        "image": {"rgb": np.stack([code, code + 1, code + 2]), "dsm": code[None].copy(), "sar": sar},
-        "mask": mask, "label": label, "tile_id": "t", "crs": "EPSG:32633", "transform": (1, 0, 0, 0, -1, 0),
+        "image": {
+            "rgb": np.stack([code, code + 1, code + 2]),
+            "dsm": code[None].copy(),
+            "sar": sar,
+        },
+        "mask": mask,
+        "label": label,
+        "tile_id": "t",
+        "crs": "EPSG:32633",
+        "transform": (1, 0, 0, 0, -1, 0),
     }
 
 
@@ -57,19 +65,33 @@ class TestJointAugment:
         b = aug(sample)
         aug.reseed(4)
         c = aug(sample)
-        np.testing.assert_array_equal(np.nan_to_num(a["image"]["rgb"]), np.nan_to_num(b["image"]["rgb"]))
-        assert not np.array_equal(np.nan_to_num(a["image"]["rgb"]), np.nan_to_num(c["image"]["rgb"]))
+        np.testing.assert_array_equal(
+            np.nan_to_num(a["image"]["rgb"]), np.nan_to_num(b["image"]["rgb"])
+        )
+        assert not np.array_equal(
+            np.nan_to_num(a["image"]["rgb"]), np.nan_to_num(c["image"]["rgb"])
+        )
 
     def test_padding_is_unseen_and_unlabelled(self) -> None:
-        aug = JointAugment(MODALITIES, 96, scale=(1.0, 1.0), hflip=0, vflip=0, rotate90=0, photometric=0)
+        aug = JointAugment(
+            MODALITIES, 96, scale=(1.0, 1.0), hflip=0, vflip=0, rotate90=0, photometric=0
+        )
         out = aug(raw_sample(64))
         assert out["image"]["rgb"].shape == (3, 96, 96) and out["mask"].shape == (3, 96, 96)
         assert out["mask"].sum() == 64 * 64 * 2 + 64 * 32
         assert (out["label"] == 255).sum() == 96 * 96 - 64 * 64 + 4
 
     def test_photometric_only_on_optical(self) -> None:
-        aug = JointAugment(MODALITIES, 64, scale=(1.0, 1.0), hflip=0, vflip=0, rotate90=0, photometric=1.0,
-                           band_range={"rgb": ([0, 0, 0], [4096, 4096, 4096])})
+        aug = JointAugment(
+            MODALITIES,
+            64,
+            scale=(1.0, 1.0),
+            hflip=0,
+            vflip=0,
+            rotate90=0,
+            photometric=1.0,
+            band_range={"rgb": ([0, 0, 0], [4096, 4096, 4096])},
+        )
         sample = raw_sample()
         changed = 0
         for seed in range(4):

@@ -9,19 +9,24 @@ from sgma_cli.data.window_grid import RowAccumulator, blend_weights, positions, 
 
 
 class TestPositions:
-    @pytest.mark.parametrize(("length", "size", "stride", "expected"), [
-        (100, 64, 48, [0, 36]),
-        (64, 64, 48, [0]),
-        (40, 64, 48, [0]),
-        (200, 64, 64, [0, 64, 128, 136]),
-        (192, 64, 64, [0, 64, 128]),
-    ])
+    @pytest.mark.parametrize(
+        ("length", "size", "stride", "expected"),
+        [
+            (100, 64, 48, [0, 36]),
+            (64, 64, 48, [0]),
+            (40, 64, 48, [0]),
+            (200, 64, 64, [0, 64, 128, 136]),
+            (192, 64, 64, [0, 64, 128]),
+        ],
+    )
     def test_starts(self, length: int, size: int, stride: int, expected: list[int]) -> None:
         assert positions(length, size, stride) == expected
 
 
 class TestWindowGrid:
-    @pytest.mark.parametrize(("h", "w", "size", "overlap"), [(150, 97, 64, 0.25), (64, 64, 64, 0.5), (30, 300, 32, 0.0)])
+    @pytest.mark.parametrize(
+        ("h", "w", "size", "overlap"), [(150, 97, 64, 0.25), (64, 64, 64, 0.5), (30, 300, 32, 0.0)]
+    )
     def test_covers_every_pixel(self, h: int, w: int, size: int, overlap: float) -> None:
         cover = np.zeros((h, w), int)
         windows = window_grid(h, w, size, overlap)
@@ -36,7 +41,15 @@ class TestWindowGrid:
         assert [(w.row, w.col) for w in windows[:3]] == [(0, 0), (0, 32), (0, 64)]
         assert len(windows) == 9
 
-    @pytest.mark.parametrize(("size", "overlap", "match"), [(50, 0.2, "multiple of 32"), (0, 0.2, "multiple"), (64, 0.95, "overlap"), (64, -0.1, "overlap")])
+    @pytest.mark.parametrize(
+        ("size", "overlap", "match"),
+        [
+            (50, 0.2, "multiple of 32"),
+            (0, 0.2, "multiple"),
+            (64, 0.95, "overlap"),
+            (64, -0.1, "overlap"),
+        ],
+    )
     def test_bad_arguments(self, size: int, overlap: float, match: str) -> None:
         with pytest.raises(ValueError, match=match):
             window_grid(100, 100, size, overlap)
@@ -96,7 +109,9 @@ class TestRowAccumulator:
             acc.add(w, np.ones((1, S, S), np.float32), np.ones((S, S), np.float32))
             most = max(most, acc.buffered_rows)
             while (done := acc.pop_finished()) is not None:
-                assert (done[2] >= 1).all()  # every handed-out row was covered (reused rows are zeroed)
+                assert (
+                    done[2] >= 1
+                ).all()  # every handed-out row was covered (reused rows are zeroed)
                 rows += done[2].shape[0]
         assert rows == H
         assert most <= S and acc.capacity_rows == 2 * S  # a band of rows, whatever the scene height
@@ -108,6 +123,11 @@ class TestRowAccumulator:
         for w in windows[::-1]:
             acc.add(w, np.full((1, S, S), 2.0, np.float32), np.ones((S, S), np.float32))
         top, sums, weights = acc.pop_finished()  # type: ignore[misc]
-        assert top == 0 and sums.shape == (1, H, W) and (sums / weights == 2.0).all() and (weights >= 1.0).all()
+        assert (
+            top == 0
+            and sums.shape == (1, H, W)
+            and (sums / weights == 2.0).all()
+            and (weights >= 1.0).all()
+        )
         with pytest.raises(ValueError, match="arrived after"):
             acc.add(windows[0], np.zeros((1, S, S), np.float32), np.ones((S, S), np.float32))

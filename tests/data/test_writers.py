@@ -36,7 +36,15 @@ def _classes(h: int = 600, w: int = 300) -> np.ndarray:
 
 
 def _write(path: Path, data: np.ndarray, chunks: list[int]) -> Path:
-    spec = RasterSpec(path, GRID, 1, CLASS_NODATA, ["class"], colormap=COLORS, tags={"CLASS_NAMES": '["a", "b", "c"]'})
+    spec = RasterSpec(
+        path,
+        GRID,
+        1,
+        CLASS_NODATA,
+        ["class"],
+        colormap=COLORS,
+        tags={"CLASS_NAMES": '["a", "b", "c"]'},
+    )
     with BlockRasterWriter(spec) as writer:
         row = 0
         for n in chunks:
@@ -62,7 +70,9 @@ class TestBlockRasterWriter:
             assert src.tags(ns="IMAGE_STRUCTURE").get("LAYOUT") == "COG"
 
     def test_percent_bands_have_scale(self, tmp_path: Path) -> None:
-        spec = RasterSpec(tmp_path / "p.tif", GRID, 2, 255, ["a", "b"], scale=0.01, overview_resampling="AVERAGE")
+        spec = RasterSpec(
+            tmp_path / "p.tif", GRID, 2, 255, ["a", "b"], scale=0.01, overview_resampling="AVERAGE"
+        )
         probs = np.stack([np.full((600, 300), 0.25), np.full((600, 300), 0.75)]).astype(np.float32)
         valid = np.ones((600, 300), bool)
         valid[0, 0] = False
@@ -94,7 +104,10 @@ class TestBlockRasterWriter:
         assert list(tmp_path.iterdir()) == []
 
     def test_incomplete_raster_refused(self, tmp_path: Path) -> None:
-        with pytest.raises(ValueError, match="only 10 of 600 rows"), BlockRasterWriter(RasterSpec(tmp_path / "z.tif", GRID, 1, 255)) as w:
+        with (
+            pytest.raises(ValueError, match="only 10 of 600 rows"),
+            BlockRasterWriter(RasterSpec(tmp_path / "z.tif", GRID, 1, 255)) as w,
+        ):
             w.write_rows(0, np.zeros((1, 10, 300), np.uint8))
             w.finish()
 
@@ -110,7 +123,10 @@ class TestCheckWritable:
 
 class TestToPercent:
     def test_rounding_and_nodata(self) -> None:
-        got = to_percent(np.array([[[0.0, 0.004, 0.996, 1.0]]], np.float32), np.array([[True, True, True, False]]))
+        got = to_percent(
+            np.array([[[0.0, 0.004, 0.996, 1.0]]], np.float32),
+            np.array([[True, True, True, False]]),
+        )
         assert got.tolist() == [[[0, 0, 100, 255]]]
 
 
@@ -132,5 +148,7 @@ class TestVectorize:
         vectorize_classes(tif, tmp_path / "v.gpkg", ["a", "b", "c"], min_area=2.0)
         frame = gpd.read_file(tmp_path / "v.gpkg")
         assert frame["area"].min() >= 2.0
-        assert frame[frame["class_id"] == 2]["area"].sum() == pytest.approx(200 * 100 * 0.25)  # the speck is gone
+        assert frame[frame["class_id"] == 2]["area"].sum() == pytest.approx(
+            200 * 100 * 0.25
+        )  # the speck is gone
         assert sorted(p.name for p in tmp_path.iterdir()) == ["map.tif", "v.gpkg"]

@@ -91,13 +91,23 @@ class TestSummarize:
     def test_paper_table_one(self) -> None:
         # SGMA, PVT-v2-b2 on ISPRS (paper Table I): R, D, N, R+D, R+N, D+N, R+D+N -> 79.55 / 86.84 / 57.05
         s = summarize([83.51, 57.05, 76.06, 86.62, 84.25, 82.56, 86.84])
-        assert (round(s.average, 2), s.top1, s.last1) == (79.56, 86.84, 57.05)  # paper: 79.55, from unrounded values
+        assert (round(s.average, 2), s.top1, s.last1) == (
+            79.56,
+            86.84,
+            57.05,
+        )  # paper: 79.55, from unrounded values
 
 
 class TestSubsets:
     def test_all_subsets_order(self) -> None:
         assert all_subsets(["rgb", "dsm", "sar"]) == [
-            ("rgb", "dsm", "sar"), ("rgb", "dsm"), ("rgb", "sar"), ("dsm", "sar"), ("rgb",), ("dsm",), ("sar",),
+            ("rgb", "dsm", "sar"),
+            ("rgb", "dsm"),
+            ("rgb", "sar"),
+            ("dsm", "sar"),
+            ("rgb",),
+            ("dsm",),
+            ("sar",),
         ]
 
     @pytest.mark.parametrize("m", [1, 2, 3, 4, 5])

@@ -17,7 +17,18 @@ from sgma_cli.data.align import AlignedReader, reference_grid
 from sgma_cli.data.raster import inspect_raster
 from sgma_cli.engine.prepare import PrepareOptions, prepare
 from sgma_cli.errors import RasterError, UsageError
-from tests.data.conftest import UTM, X0, Y0, Scene, make_deliver, make_dfc2023, make_potsdam, make_scene, write_polygons, write_raster
+from tests.data.conftest import (
+    UTM,
+    X0,
+    Y0,
+    Scene,
+    make_deliver,
+    make_dfc2023,
+    make_potsdam,
+    make_scene,
+    write_polygons,
+    write_raster,
+)
 
 MODS = ("rgb=rgb.tif", "dsm=dsm.tif", "sar=sar.tif")
 
@@ -28,22 +39,37 @@ def scene(tmp_path: Path) -> Scene:
 
 
 def _opts(scene: Scene, out: Path, **kw: object) -> PrepareOptions:
-    base: dict[str, object] = dict(src=scene.root, out=out, modality=MODS, labels="labels_index.tif", palette="potsdam",
-                                   tile=32, stride=16, split="1,0,0")
+    base: dict[str, object] = dict(
+        src=scene.root,
+        out=out,
+        modality=MODS,
+        labels="labels_index.tif",
+        palette="potsdam",
+        tile=32,
+        stride=16,
+        split="1,0,0",
+    )
     base.update(kw)
     return PrepareOptions(**base)  # type: ignore[arg-type]
 
 
 def _digest(root: Path) -> dict[str, str]:
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*")) if p.is_file() and p.suffix in {".tif", ".toml"}}
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and p.suffix in {".tif", ".toml"}
+    }
 
 
 class TestPrepare:
     def test_tiles_share_one_grid(self, scene: Scene, tmp_path: Path) -> None:
         report = prepare(_opts(scene, tmp_path / "out"))
         m = load_manifest(tmp_path / "out")
-        assert m.modality_names == ["rgb", "dsm", "sar"] and m.crs == "EPSG:32633" and m.resolution == (1.0, 1.0)
+        assert (
+            m.modality_names == ["rgb", "dsm", "sar"]
+            and m.crs == "EPSG:32633"
+            and m.resolution == (1.0, 1.0)
+        )
         assert m.modality("rgb").optical and not m.modality("dsm").optical and m.tile_size == 32
         assert report.tiles_written == 25 and m.splits == {"train": 25}
         for folder in (tmp_path / "out" / "tiles" / "train").iterdir():
@@ -65,7 +91,9 @@ class TestPrepare:
             assert src.index(X0 + 6.5, Y0 - 6.5) == (row, col) == (6, 6)
         assert mask[1, row, col] == 0 and np.isnan(dsm[row, col]) and mask[0, row, col] == 1
         assert mask[1, 20, 20] == 1 and dsm[20, 20] == pytest.approx(30.0)
-        east = tmp_path / "out" / "tiles" / "train" / "scene_r00064_c00064"  # world x X0+64..96: east of the swath
+        east = (
+            tmp_path / "out" / "tiles" / "train" / "scene_r00064_c00064"
+        )  # world x X0+64..96: east of the swath
         with rasterio.open(east / "mask.tif") as src:
             assert not src.read(3).any() and src.read(1).all()
         idx = gpd.read_file(tmp_path / "out" / "index.gpkg", layer="tiles")
@@ -99,9 +127,15 @@ class TestPrepare:
     def test_polygon_labels(self, scene: Scene, tmp_path: Path) -> None:
         write_polygons(scene.root / "poly.gpkg")
         prepare(_opts(scene, tmp_path / "out", labels="poly.gpkg", tile=48, stride=48))
-        with rasterio.open(tmp_path / "out" / "tiles" / "train" / "scene_r00000_c00000" / "label.tif") as src:
+        with rasterio.open(
+            tmp_path / "out" / "tiles" / "train" / "scene_r00000_c00000" / "label.tif"
+        ) as src:
             label = src.read(1)
-        assert (label[11:29, 11:29] == 1).all() and (label[21:29, 41:47] == 3).all() and label[40, 5] == 255
+        assert (
+            (label[11:29, 11:29] == 1).all()
+            and (label[21:29, 41:47] == 3).all()
+            and label[40, 5] == 255
+        )
         # the all-ignore tiles (no polygon) are skipped
         assert not (tmp_path / "out" / "tiles" / "train" / "scene_r00048_c00048").exists()
 
@@ -115,21 +149,28 @@ class TestPrepare:
         with pytest.raises(KeyboardInterrupt):
             prepare(_opts(scene, tmp_path / "resumed"), progress=die)
         tiles = tmp_path / "resumed" / "tiles" / "train"
-        assert len(list(tiles.iterdir())) == 9 and not (tmp_path / "resumed" / "dataset.toml").exists()
+        assert (
+            len(list(tiles.iterdir())) == 9 and not (tmp_path / "resumed" / "dataset.toml").exists()
+        )
         (tiles / ".tmp-scene_r00064_c00064").mkdir()  # a half-written tile of the killed run
         report = prepare(_opts(scene, tmp_path / "resumed"))
         assert report.tiles_resumed == 9 and report.tiles_written == 16
         assert _digest(tmp_path / "resumed") == _digest(tmp_path / "clean")
         a = gpd.read_file(tmp_path / "clean" / "index.gpkg")
         b = gpd.read_file(tmp_path / "resumed" / "index.gpkg")
-        assert a.drop(columns="geometry").equals(b.drop(columns="geometry")) and a.geometry.equals(b.geometry)
+        assert a.drop(columns="geometry").equals(b.drop(columns="geometry")) and a.geometry.equals(
+            b.geometry
+        )
 
     def test_rerun_with_other_options_needs_overwrite(self, scene: Scene, tmp_path: Path) -> None:
         prepare(_opts(scene, tmp_path / "out"))
         with pytest.raises(UsageError, match="other options; add --overwrite"):
             prepare(_opts(scene, tmp_path / "out", tile=48))
         report = prepare(_opts(scene, tmp_path / "out", tile=48, overwrite=True))
-        assert load_manifest(tmp_path / "out").tile_size == 48 and report.tiles_written == report.tiles_total
+        assert (
+            load_manifest(tmp_path / "out").tile_size == 48
+            and report.tiles_written == report.tiles_total
+        )
 
     def test_spatial_block_split_no_overlap(self, tmp_path: Path) -> None:
         scene = make_scene(tmp_path / "big", size=160)
@@ -154,49 +195,97 @@ class TestPrepare:
         report = prepare(PrepareOptions(src=tmp_path / "s", out=tmp_path / "d", tile=64, stride=32))
         m = load_manifest(tmp_path / "d")
         assert report.layout == "sample" and m.class_names[1] == "building" and len(m.classes) == 6
-        assert set(m.splits) == {"train", "val", "test"} and m.provenance["split"] == "by spatial blocks"
-
+        assert (
+            set(m.splits) == {"train", "val", "test"}
+            and m.provenance["split"] == "by spatial blocks"
+        )
 
     def test_sample_polygons_equal_colour_raster(self, tmp_path: Path) -> None:
         from sgma_cli.engine.sample_scene import sample
 
         sample(tmp_path / "s", size=128)
-        prepare(PrepareOptions(src=tmp_path / "s", out=tmp_path / "a", tile=64, stride=64, split="1,0,0"))
-        prepare(PrepareOptions(src=tmp_path / "s", out=tmp_path / "b", tile=64, stride=64, split="1,0,0", labels="labels.gpkg"))
+        prepare(
+            PrepareOptions(
+                src=tmp_path / "s", out=tmp_path / "a", tile=64, stride=64, split="1,0,0"
+            )
+        )
+        prepare(
+            PrepareOptions(
+                src=tmp_path / "s",
+                out=tmp_path / "b",
+                tile=64,
+                stride=64,
+                split="1,0,0",
+                labels="labels.gpkg",
+            )
+        )
         labels = sorted((tmp_path / "a").rglob("label.tif"))
         assert len(labels) == 4
         for path in labels:
-            with rasterio.open(path) as a, rasterio.open(tmp_path / "b" / path.relative_to(tmp_path / "a")) as b:
+            with (
+                rasterio.open(path) as a,
+                rasterio.open(tmp_path / "b" / path.relative_to(tmp_path / "a")) as b,
+            ):
                 np.testing.assert_array_equal(a.read(), b.read())
 
 
 class TestPresets:
     def test_potsdam_official_split(self, tmp_path: Path) -> None:
         warnings: list[str] = []
-        prepare(PrepareOptions(src=make_potsdam(tmp_path / "P"), out=tmp_path / "d", preset="potsdam", tile=32, stride=32),
-                warn=warnings.append)
+        prepare(
+            PrepareOptions(
+                src=make_potsdam(tmp_path / "P"),
+                out=tmp_path / "d",
+                preset="potsdam",
+                tile=32,
+                stride=32,
+            ),
+            warn=warnings.append,
+        )
         m = load_manifest(tmp_path / "d")
         assert m.modality_names == ["rgb", "nir", "dsm"] and m.splits == {"train": 4, "test": 4}
         assert m.modality("nir").bands == 1 and m.modality("nir").optical
         assert any("no CRS" in w for w in warnings)  # the nDSM is taken on the ortho's grid
 
     def test_dfc2023_coco(self, tmp_path: Path) -> None:
-        prepare(PrepareOptions(src=make_dfc2023(tmp_path / "D"), out=tmp_path / "d", preset="dfc2023", tile=64))
+        prepare(
+            PrepareOptions(
+                src=make_dfc2023(tmp_path / "D"), out=tmp_path / "d", preset="dfc2023", tile=64
+            )
+        )
         m = load_manifest(tmp_path / "d")
         assert m.class_names == ["background", "building"] and m.splits == {"train": 2, "val": 1}
-        with rasterio.open(tmp_path / "d" / "tiles" / "train" / "P_0001_r00000_c00000" / "label.tif") as src:
+        with rasterio.open(
+            tmp_path / "d" / "tiles" / "train" / "P_0001_r00000_c00000" / "label.tif"
+        ) as src:
             label = src.read(1)
-        assert (label[8:24, 8:24] == 1).all() and (label == 1).sum() == 256 and (label[label != 1] == 0).all()
-        assert not (tmp_path / "d" / "tiles" / "val" / "P_0101_r00000_c00000" / "label.tif").exists()
+        assert (
+            (label[8:24, 8:24] == 1).all()
+            and (label == 1).sum() == 256
+            and (label[label != 1] == 0).all()
+        )
+        assert not (
+            tmp_path / "d" / "tiles" / "val" / "P_0101_r00000_c00000" / "label.tif"
+        ).exists()
 
     def test_deliver_no_crs(self, tmp_path: Path) -> None:
         warnings: list[str] = []
-        prepare(PrepareOptions(src=make_deliver(tmp_path / "V"), out=tmp_path / "d", preset="deliver", tile=32),
-                warn=warnings.append)
+        prepare(
+            PrepareOptions(
+                src=make_deliver(tmp_path / "V"), out=tmp_path / "d", preset="deliver", tile=32
+            ),
+            warn=warnings.append,
+        )
         m = load_manifest(tmp_path / "d")
-        assert m.crs is None and m.modality_names == ["rgb", "depth", "event", "lidar"] and len(m.classes) == 25
+        assert (
+            m.crs is None
+            and m.modality_names == ["rgb", "depth", "event", "lidar"]
+            and len(m.classes) == 25
+        )
         assert any("without CRS" in w for w in warnings)
-        with rasterio.open(next((tmp_path / "d" / "tiles" / "train").iterdir()) / "label.tif") as src:
+        with rasterio.open(
+            next((tmp_path / "d" / "tiles" / "train").iterdir()) / "label.tif"
+        ) as src:
             label = src.read(1)
         assert (label[:4] == 255).all() and label[4:].max() <= 24
 
@@ -210,7 +299,11 @@ class TestBadInput:
         assert not Path(opts.out).exists()
 
     def test_tile_larger_than_scene(self, scene: Scene, tmp_path: Path) -> None:
-        self._fails(_opts(scene, tmp_path / "o", tile=128), UsageError, "--tile 128 is larger than scene scene")
+        self._fails(
+            _opts(scene, tmp_path / "o", tile=128),
+            UsageError,
+            "--tile 128 is larger than scene scene",
+        )
 
     def test_bad_split(self, scene: Scene, tmp_path: Path) -> None:
         self._fails(_opts(scene, tmp_path / "o", split="0.5,0.2"), UsageError, "--split")
@@ -220,22 +313,45 @@ class TestBadInput:
         self._fails(_opts(scene, tmp_path / "o"), RasterError, "sar.tif: not a readable raster")
 
     def test_no_overlap(self, scene: Scene, tmp_path: Path) -> None:
-        write_raster(scene.root / "far.tif", np.ones((1, 8, 8), np.float32), UTM, rasterio.Affine(1, 0, X0 + 1e5, 0, -1, Y0))
-        self._fails(_opts(scene, tmp_path / "o", modality=(*MODS, "far=far.tif")), RasterError, "far.tif: far does not overlap")
+        write_raster(
+            scene.root / "far.tif",
+            np.ones((1, 8, 8), np.float32),
+            UTM,
+            rasterio.Affine(1, 0, X0 + 1e5, 0, -1, Y0),
+        )
+        self._fails(
+            _opts(scene, tmp_path / "o", modality=(*MODS, "far=far.tif")),
+            RasterError,
+            "far.tif: far does not overlap",
+        )
 
     def test_no_crs_on_one_sensor(self, scene: Scene, tmp_path: Path) -> None:
         write_raster(scene.root / "plain.tif", np.ones((1, 96, 96), np.float32), None, None)
-        self._fails(_opts(scene, tmp_path / "o", modality=(*MODS, "plain=plain.tif")), RasterError,
-                    "plain.tif: plain has no CRS, but the reference rgb has one")
+        self._fails(
+            _opts(scene, tmp_path / "o", modality=(*MODS, "plain=plain.tif")),
+            RasterError,
+            "plain.tif: plain has no CRS, but the reference rgb has one",
+        )
 
     def test_unknown_label_values(self, scene: Scene, tmp_path: Path) -> None:
-        self._fails(_opts(scene, tmp_path / "o", palette=None, labels="labels_colour.tif"), UsageError, "need a palette")
-        self._fails(_opts(scene, tmp_path / "o", palette="dfc2023", labels="labels_colour.tif"), RasterError,
-                    r"labels_colour.tif: label colours not in the palette: #0000ff, #00ff00, #00ffff, #ffffff")
+        self._fails(
+            _opts(scene, tmp_path / "o", palette=None, labels="labels_colour.tif"),
+            UsageError,
+            "need a palette",
+        )
+        self._fails(
+            _opts(scene, tmp_path / "o", palette="dfc2023", labels="labels_colour.tif"),
+            RasterError,
+            r"labels_colour.tif: label colours not in the palette: #0000ff, #00ff00, #00ffff, #ffffff",
+        )
 
     def test_vector_without_field(self, scene: Scene, tmp_path: Path) -> None:
         write_polygons(scene.root / "poly.gpkg", field="kind")
-        self._fails(_opts(scene, tmp_path / "o", labels="poly.gpkg"), RasterError, "poly.gpkg: no class field 'class'")
+        self._fails(
+            _opts(scene, tmp_path / "o", labels="poly.gpkg"),
+            RasterError,
+            "poly.gpkg: no class field 'class'",
+        )
 
     def test_empty_folder(self, tmp_path: Path) -> None:
         (tmp_path / "empty").mkdir()
@@ -270,7 +386,9 @@ class TestBadInput:
             prepare(_opts(scene, tmp_path / "o"))
         assert (tmp_path / "o" / "notes.txt").read_text() == "mine"
 
-    def test_read_error_mid_run_leaves_nothing(self, scene: Scene, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def test_read_error_mid_run_leaves_nothing(
+        self, scene: Scene, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
         from sgma_cli.data import align
 
         calls = {"n": 0}
@@ -302,17 +420,34 @@ class TestScenesInSeveralCRS:
             write_raster(folder / "rgb.tif", rgb, CRS.from_epsg(epsg), transform)
             write_raster(folder / "labels.tif", cls, CRS.from_epsg(epsg), transform)
         out = tmp_path / "data"
-        report = prepare(PrepareOptions(src=src, out=out, palette="potsdam", tile=32, stride=32, split="0.5,0.5,0"))
+        report = prepare(
+            PrepareOptions(
+                src=src, out=out, palette="potsdam", tile=32, stride=32, split="0.5,0.5,0"
+            )
+        )
         index = gpd.read_file(out / "index.gpkg")
         assert index.crs.to_epsg() == 32633
         assert len(index) == sum(report.splits.values()) == 8
         b = index[index["scene"] == "b"]
         assert len(b) == 4
         # scene b sits on zone 32N's central meridian (9°E): in zone 33N (15°E) that is ~408 km west of a
-        assert b.geometry.bounds["maxx"].max() < index[index["scene"] == "a"].geometry.bounds["minx"].min() - 400_000
+        assert (
+            b.geometry.bounds["maxx"].max()
+            < index[index["scene"] == "a"].geometry.bounds["minx"].min() - 400_000
+        )
 
 
 def test_coco_labels_need_the_reference_grid(tmp_path: Path) -> None:
-    with pytest.raises(UsageError, match="COCO labels are pixel coordinates .* drop --resolution/--crs"):
-        prepare(PrepareOptions(src=make_dfc2023(tmp_path / "D"), out=tmp_path / "d", preset="dfc2023", tile=64, resolution=0.25))
+    with pytest.raises(
+        UsageError, match="COCO labels are pixel coordinates .* drop --resolution/--crs"
+    ):
+        prepare(
+            PrepareOptions(
+                src=make_dfc2023(tmp_path / "D"),
+                out=tmp_path / "d",
+                preset="dfc2023",
+                tile=64,
+                resolution=0.25,
+            )
+        )
     assert not (tmp_path / "d").exists()

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from sgma_cli.config.model import ModalitySpec, SGMAConfig
 from sgma_cli.engine.profile import FUSION_PARTS, profile_model
 from sgma_cli.errors import ConfigError, UsageError
-from sgma_cli.config.model import ModalitySpec, SGMAConfig
 
 POTSDAM = (ModalitySpec("rgb", 3), ModalitySpec("dsm", 1), ModalitySpec("nir", 1))
 
@@ -32,7 +32,9 @@ class TestTableIX:
 
     def test_fusion_macs_at_most_the_papers(self, table_ix) -> None:
         assert table_ix.macs["fusion"] <= 9.47e9
-        assert table_ix.macs["fusion"] == sum(table_ix.macs["fusion_parts"][p] for p in FUSION_PARTS)
+        assert table_ix.macs["fusion"] == sum(
+            table_ix.macs["fusion_parts"][p] for p in FUSION_PARTS
+        )
 
     def test_parts_add_up_to_total(self, table_ix) -> None:
         m, p = table_ix.macs, table_ix.params

@@ -17,8 +17,14 @@ class TestSample:
         assert set(result.files) == {"rgb", "dsm", "sar", "labels", "vectors", "marker"}
         assert all(p.exists() for p in result.files.values())
         marker = json.loads(result.files["marker"].read_text())
-        assert marker["seed"] == 2 and marker["modalities"] == {"rgb": "rgb.tif", "dsm": "dsm.tif", "sar": "sar.tif"}
-        assert not any(p.name.startswith(".") for p in (tmp_path / "scene").iterdir())  # no temp files left
+        assert marker["seed"] == 2 and marker["modalities"] == {
+            "rgb": "rgb.tif",
+            "dsm": "dsm.tif",
+            "sar": "sar.tif",
+        }
+        assert not any(
+            p.name.startswith(".") for p in (tmp_path / "scene").iterdir()
+        )  # no temp files left
 
     def test_without_vectors(self, tmp_path: Path) -> None:
         result = sample(tmp_path / "scene", size=64, vectors=False)

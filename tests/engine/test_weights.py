@@ -36,13 +36,17 @@ class TestLocalWeights:
         torch.manual_seed(3)
         source = timm.create_model("test_resnet", pretrained=False)
         save_file(source.state_dict(), tmp_path / "w.safetensors")
-        backbone = create_backbone("test_resnet", weights=load_backbone_weights(tmp_path / "w.safetensors", "test_resnet"))
+        backbone = create_backbone(
+            "test_resnet", weights=load_backbone_weights(tmp_path / "w.safetensors", "test_resnet")
+        )
         torch.testing.assert_close(backbone.conv1[0].weight, source.conv1[0].weight)
 
     def test_loads_pth(self, tmp_path: Path) -> None:
         source = timm.create_model("test_convnext", pretrained=False)
         torch.save(source.state_dict(), tmp_path / "w.pth")
-        backbone = create_backbone("test_convnext", weights=load_backbone_weights(tmp_path / "w.pth", "test_convnext"))
+        backbone = create_backbone(
+            "test_convnext", weights=load_backbone_weights(tmp_path / "w.pth", "test_convnext")
+        )
         torch.testing.assert_close(backbone.stem_0.weight, source.stem[0].weight)
 
     def test_weights_of_another_model(self, tmp_path: Path) -> None:

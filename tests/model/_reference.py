@@ -22,18 +22,32 @@ from sgma_cli.model.attention import ModalityAttention
 from sgma_cli.model.sgf import SemanticGuidedFusion
 
 
-def _mha(attn: ModalityAttention, query: Tensor, kv: Tensor, key_padding_mask: Tensor, need_weights: bool) -> tuple[Tensor, Tensor | None]:
+def _mha(
+    attn: ModalityAttention, query: Tensor, kv: Tensor, key_padding_mask: Tensor, need_weights: bool
+) -> tuple[Tensor, Tensor | None]:
     """Standard MHA, batch = pixels. query ``(L, N, C)``, kv ``(S, N, C)``, mask ``(N, S)``."""
     C = attn.dim
     return F.multi_head_attention_forward(
-        query, kv, kv, C, attn.num_heads,
+        query,
+        kv,
+        kv,
+        C,
+        attn.num_heads,
         in_proj_weight=None,
         in_proj_bias=torch.cat([attn.q_proj.bias, attn.kv.k_proj.bias, attn.kv.v_proj.bias]),
-        bias_k=None, bias_v=None, add_zero_attn=False, dropout_p=0.0,
-        out_proj_weight=attn.out_proj.weight, out_proj_bias=attn.out_proj.bias,
-        training=False, key_padding_mask=key_padding_mask, need_weights=need_weights,
+        bias_k=None,
+        bias_v=None,
+        add_zero_attn=False,
+        dropout_p=0.0,
+        out_proj_weight=attn.out_proj.weight,
+        out_proj_bias=attn.out_proj.bias,
+        training=False,
+        key_padding_mask=key_padding_mask,
+        need_weights=need_weights,
         use_separate_proj_weight=True,
-        q_proj_weight=attn.q_proj.weight, k_proj_weight=attn.kv.k_proj.weight, v_proj_weight=attn.kv.v_proj.weight,
+        q_proj_weight=attn.q_proj.weight,
+        k_proj_weight=attn.kv.k_proj.weight,
+        v_proj_weight=attn.kv.v_proj.weight,
         average_attn_weights=True,
     )
 
@@ -63,7 +77,9 @@ def reference_sgf(
     fused_out = torch.full((B, C, H, W), float("nan"))
     robust_out = torch.zeros(B, Me, H, W)
     for b in range(B):
-        semantic = [fusion.projectors[modalities[j]](features[b : b + 1, j])[0] for j in present]  # (C, H, W) each
+        semantic = [
+            fusion.projectors[modalities[j]](features[b : b + 1, j])[0] for j in present
+        ]  # (C, H, W) each
         evidence = [fusion.csf.proj(s[None])[0] for s in semantic]  # (K, H, W) each
         seen = [available[b, j].flatten() for j in present]  # (H*W,) each
         # Eq. 3: [c_m] (H*W*M, K) times [f_m->se] (H*W*M, C), unseen pixels left out
@@ -76,7 +92,9 @@ def reference_sgf(
         rows = ~pad.all(dim=1)
         kv, pad = kv[rows], pad[rows]
         query = prototypes[None].expand(kv.shape[0], K, C)  # Eq. 5: repeat at every pixel
-        a_se, _ = _mha(fusion.sp, query.transpose(0, 1), kv.transpose(0, 1), pad, need_weights=False)
+        a_se, _ = _mha(
+            fusion.sp, query.transpose(0, 1), kv.transpose(0, 1), pad, need_weights=False
+        )
         f_se = a_se.mean(dim=0)  # Eq. 7: (pixels, C)
         fused, weights = _mha(fusion.rp, f_se[None], kv.transpose(0, 1), pad, need_weights=True)
         fused_full = torch.full((H * W, C), float("nan"))

@@ -24,7 +24,9 @@ def subset_id(subset: tuple[str, ...]) -> str:
 def model(request: pytest.FixtureRequest) -> SGMA:
     """An SGMA model in eval mode (seeded) with a tiny timm backbone."""
     torch.manual_seed(0)
-    return SGMA(MODALITIES, num_classes=4, backbone=request.param, sp_heads=8, rp_heads=4, head_dim=32).eval()
+    return SGMA(
+        MODALITIES, num_classes=4, backbone=request.param, sp_heads=8, rp_heads=4, head_dim=32
+    ).eval()
 
 
 @pytest.fixture

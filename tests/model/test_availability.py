@@ -20,7 +20,9 @@ def test_each_modality_alone() -> None:
     g = torch.Generator().manual_seed(0)
     mask = torch.rand(2, 3, 16, 16, generator=g) > 0.7
     together = downsample_availability(mask, (4, 4))
-    alone = torch.cat([downsample_availability(mask[:, m : m + 1], (4, 4)) for m in range(3)], dim=1)
+    alone = torch.cat(
+        [downsample_availability(mask[:, m : m + 1], (4, 4)) for m in range(3)], dim=1
+    )
     assert torch.equal(together, alone)
 
 

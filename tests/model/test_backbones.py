@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 import pytest
 import timm
 import torch
@@ -19,7 +18,8 @@ class TestCreateBackbone:
         assert [f.shape[1] for f in feats] == backbone_channels(backbone)
 
     @pytest.mark.parametrize(
-        ("name", "params"), [("pvt_v2_b2", 24_849_856), ("pvt_v2_b0", 3_409_760), ("resnet18", 11_176_512)]
+        ("name", "params"),
+        [("pvt_v2_b2", 24_849_856), ("pvt_v2_b0", 3_409_760), ("resnet18", 11_176_512)],
     )
     def test_paper_backbones_on_meta(self, name: str, params: int) -> None:
         backbone = create_backbone(name, device="meta")

@@ -11,7 +11,9 @@ from sgma_cli.model.sgma import SGMA
 
 @pytest.mark.parametrize("reduction", ["sum", "mean"])
 def test_pools_available_modalities(reduction: str) -> None:
-    feats = torch.stack([torch.full((1, 2, 2, 2), v) for v in (1.0, 2.0, 4.0)], dim=1)  # (B, M, C, H, W)
+    feats = torch.stack(
+        [torch.full((1, 2, 2, 2), v) for v in (1.0, 2.0, 4.0)], dim=1
+    )  # (B, M, C, H, W)
     available = torch.ones(1, 3, 2, 2, dtype=torch.bool)
     available[0, 2, 0, 0] = False
     fusion = PoolingFusion(reduction)  # type: ignore[arg-type]

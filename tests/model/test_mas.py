@@ -36,7 +36,9 @@ class TestProbabilities:
         assert (probs >= 0).all()
 
     def test_sample_without_pixels_falls_back_to_uniform(self) -> None:
-        probs = mas_probabilities(torch.zeros(1, 3, 2, 2), torch.zeros(1, 3, 2, 2, dtype=torch.bool))
+        probs = mas_probabilities(
+            torch.zeros(1, 3, 2, 2), torch.zeros(1, 3, 2, 2, dtype=torch.bool)
+        )
         torch.testing.assert_close(probs, torch.full((1, 3), 1 / 3))
 
 
@@ -53,7 +55,9 @@ class TestSampling:
 
     def test_frequencies_follow_probabilities(self) -> None:
         probs = torch.tensor([[0.1, 0.3, 0.6]]).expand(20000, 3)
-        choice = sample_modalities(probs, torch.rand(20000, generator=torch.Generator().manual_seed(0)))
+        choice = sample_modalities(
+            probs, torch.rand(20000, generator=torch.Generator().manual_seed(0))
+        )
         freq = torch.bincount(choice, minlength=3).float() / choice.numel()
         torch.testing.assert_close(freq, probs[0], atol=0.02, rtol=0)
 
@@ -62,5 +66,7 @@ class TestSampling:
         probs = torch.softmax(torch.randn(6, 3, generator=g), dim=1)
         u = torch.rand(6, generator=g)
         whole = sample_modalities(probs, u)
-        halves = torch.cat([sample_modalities(probs[:3], u[:3]), sample_modalities(probs[3:], u[3:])])
+        halves = torch.cat(
+            [sample_modalities(probs[:3], u[:3]), sample_modalities(probs[3:], u[3:])]
+        )
         assert torch.equal(whole, halves)

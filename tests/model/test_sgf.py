@@ -13,7 +13,10 @@ from tests.model.conftest import NAMES, SUBSETS, subset_id
 
 def _backbone_features(model: SGMA, images: dict[str, torch.Tensor]) -> list[torch.Tensor]:
     stacked = torch.stack([model.stems[n](images[n]) for n in NAMES], dim=1)
-    return [f.unflatten(0, (stacked.shape[0], len(NAMES))) for f in model.backbone(stacked.flatten(0, 1))]
+    return [
+        f.unflatten(0, (stacked.shape[0], len(NAMES)))
+        for f in model.backbone(stacked.flatten(0, 1))
+    ]
 
 
 class TestEfficientEqualsReference:

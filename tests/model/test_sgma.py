@@ -12,7 +12,9 @@ from tests.model.conftest import MODALITIES, NAMES, SIZE, SUBSETS, subset_id
 class TestEncodeFuse:
     @pytest.mark.parametrize("subset", SUBSETS, ids=subset_id)
     @torch.no_grad()
-    def test_cached_fuse_equals_fresh_forward(self, model: SGMA, images, swath_mask, subset) -> None:
+    def test_cached_fuse_equals_fresh_forward(
+        self, model: SGMA, images, swath_mask, subset
+    ) -> None:
         enc = model.encode(images, swath_mask)  # all three modalities, once
         (cached,) = model.decode([model.fuse(enc, list(subset))], enc.image_size)
         fresh = model({n: images[n] for n in subset}, swath_mask)  # only the subset is given
@@ -20,7 +22,9 @@ class TestEncodeFuse:
 
     @pytest.mark.parametrize("missing", NAMES)
     @torch.no_grad()
-    def test_mask_missing_everywhere_equals_subset_without(self, model: SGMA, images, missing) -> None:
+    def test_mask_missing_everywhere_equals_subset_without(
+        self, model: SGMA, images, missing
+    ) -> None:
         mask = torch.ones(2, len(NAMES), SIZE, SIZE, dtype=torch.bool)
         mask[:, NAMES.index(missing)] = False
         masked = model(images, mask)
@@ -53,10 +57,14 @@ class TestEncodeFuse:
 class TestTrainingForward:
     def test_gradients_reach_every_parameter(self, images, swath_mask) -> None:
         torch.manual_seed(0)
-        model = SGMA(MODALITIES, num_classes=4, backbone="test_convnext", stem="learned", head_dim=32).train()
+        model = SGMA(
+            MODALITIES, num_classes=4, backbone="test_convnext", stem="learned", head_dim=32
+        ).train()
         out = model.forward_train(images, swath_mask, generator=torch.Generator().manual_seed(0))
         (2 * out.logits_sgf.mean() + out.logits_mas.mean()).backward()
-        missing = [n for n, p in model.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
+        missing = [
+            n for n, p in model.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0
+        ]
         assert missing == []
 
     def test_mas_branch_uses_sampled_modality_alone(self, images) -> None:
@@ -66,7 +74,9 @@ class TestTrainingForward:
         assert out.mas_probs.shape == (4, 2, 3) and out.mas_choice.shape == (4, 2)
         torch.testing.assert_close(out.mas_probs.sum(-1), torch.ones(4, 2))
         if (out.mas_choice == out.mas_choice[0]).all():  # same modality at every scale
-            only = model({NAMES[int(out.mas_choice[0, 0])]: images[NAMES[int(out.mas_choice[0, 0])]]}).logits
+            only = model(
+                {NAMES[int(out.mas_choice[0, 0])]: images[NAMES[int(out.mas_choice[0, 0])]]}
+            ).logits
             torch.testing.assert_close(out.logits_mas[:1], only[:1], atol=1e-5, rtol=1e-5)
         full = model(images).logits
         torch.testing.assert_close(out.logits_sgf, full, atol=1e-5, rtol=1e-5)
@@ -74,13 +84,21 @@ class TestTrainingForward:
     def test_mas_draws_only_modalities_the_sgf_branch_used(self, images) -> None:
         model = SGMA(MODALITIES, num_classes=4, backbone="test_convnext", head_dim=32).eval()
         present = torch.tensor([[True, True, False], [True, False, False]])
-        out = model.forward_train(images, present=present, generator=torch.Generator().manual_seed(0))
+        out = model.forward_train(
+            images, present=present, generator=torch.Generator().manual_seed(0)
+        )
         assert (out.mas_probs[:, 0, 2] == 0).all() and (out.mas_probs[:, 1, 1:] == 0).all()
         torch.testing.assert_close(out.mas_probs[:, 1, 0], torch.ones(4))
         assert (out.mas_choice[:, 1] == 0).all() and (out.mas_choice[:, 0] != 2).all()
 
     def test_batch_granularity_one_draw_per_scale(self, images) -> None:
-        model = SGMA(MODALITIES, num_classes=4, backbone="test_convnext", head_dim=32, mas_granularity="batch").eval()
+        model = SGMA(
+            MODALITIES,
+            num_classes=4,
+            backbone="test_convnext",
+            head_dim=32,
+            mas_granularity="batch",
+        ).eval()
         out = model.forward_train(images, generator=torch.Generator().manual_seed(0))
         assert (out.mas_choice == out.mas_choice[:, :1]).all()
 

@@ -21,14 +21,25 @@ from torch.utils.data import DataLoader
 from sgma_cli.config.checkpoint import CheckpointMeta
 from sgma_cli.config.dataset import DatasetManifest, load_manifest
 from sgma_cli.data.tile_dataset import TileDataset
-from sgma_cli.engine.weights import load_model
 from sgma_cli.engine.device import autocast, resolve_device
+from sgma_cli.engine.evaluate.scoring import (
+    Progress,
+    SubsetEvaluation,
+    accumulate_robustness,
+    evaluate_subsets,
+)
 from sgma_cli.engine.metrics import confusion_matrix
-from sgma_cli.engine.evaluate.scoring import Progress, SubsetEvaluation, accumulate_robustness, evaluate_subsets
 from sgma_cli.engine.subsets import all_subsets, parse_subsets
+from sgma_cli.engine.weights import load_model
 from sgma_cli.errors import CheckpointError, DatasetError, UsageError
 
-__all__ = ["CheckpointEvaluation", "recipe_data_dir", "check_compatible", "evaluate_checkpoint", "evaluate_scene"]
+__all__ = [
+    "CheckpointEvaluation",
+    "recipe_data_dir",
+    "check_compatible",
+    "evaluate_checkpoint",
+    "evaluate_scene",
+]
 
 
 @dataclass(frozen=True)
@@ -66,11 +77,17 @@ def recipe_data_dir(meta: CheckpointMeta, checkpoint: Path) -> Path | None:
     if not value:
         return None
     path = Path(str(value)).expanduser()
-    candidates = [path] if path.is_absolute() else [Path.cwd() / path, Path(checkpoint).resolve().parent / path]
+    candidates = (
+        [path]
+        if path.is_absolute()
+        else [Path.cwd() / path, Path(checkpoint).resolve().parent / path]
+    )
     return next((c for c in candidates if c.is_dir()), None)
 
 
-def check_compatible(manifest: DatasetManifest, meta: CheckpointMeta, data_dir: Path, checkpoint: Path) -> list[str]:
+def check_compatible(
+    manifest: DatasetManifest, meta: CheckpointMeta, data_dir: Path, checkpoint: Path
+) -> list[str]:
     """Check a dataset against a checkpoint; return the model modalities the dataset lacks.
 
     Raises:
@@ -101,7 +118,9 @@ def check_compatible(manifest: DatasetManifest, meta: CheckpointMeta, data_dir: 
     return missing
 
 
-def _select_subsets(text: str, meta: CheckpointMeta, missing: Sequence[str], data_dir: Path) -> list[tuple[str, ...]]:
+def _select_subsets(
+    text: str, meta: CheckpointMeta, missing: Sequence[str], data_dir: Path
+) -> list[tuple[str, ...]]:
     """Parse ``--subsets`` against the model; ``all`` leaves out subsets the dataset cannot feed."""
     names = meta.modality_names
     if text.strip().lower() == "all":
@@ -110,7 +129,9 @@ def _select_subsets(text: str, meta: CheckpointMeta, missing: Sequence[str], dat
     for s in subsets:
         lacking = [n for n in s if n in missing]
         if lacking:
-            raise DatasetError(f"subset {'+'.join(s)} needs {lacking}, which this dataset does not have", data_dir)
+            raise DatasetError(
+                f"subset {'+'.join(s)} needs {lacking}, which this dataset does not have", data_dir
+            )
     return subsets
 
 
@@ -173,15 +194,24 @@ def evaluate_checkpoint(
         chosen = [tuple(s) for s in subsets]
         for s in chosen:
             if any(n not in meta.modality_names for n in s):
-                raise CheckpointError(f"subset {'+'.join(s)} uses modalities this model does not know ({meta.modality_names})", checkpoint)
+                raise CheckpointError(
+                    f"subset {'+'.join(s)} uses modalities this model does not know ({meta.modality_names})",
+                    checkpoint,
+                )
             if any(n in missing for n in s):
-                raise DatasetError(f"subset {'+'.join(s)} needs {[n for n in s if n in missing]}, which this dataset does not have", data_dir)
+                raise DatasetError(
+                    f"subset {'+'.join(s)} needs {[n for n in s if n in missing]}, which this dataset does not have",
+                    data_dir,
+                )
     loaded = [n for n in meta.modality_names if n not in missing]
     stats = {m.name: (m.mean, m.std) for m in meta.modalities if m.name in loaded}
     dataset = TileDataset(data_dir, split, modalities=loaded, stats=stats, manifest=manifest)
     if len(dataset) == 0:
         have = ", ".join(f"{k} ({v})" for k, v in manifest.splits.items() if v) or "none"
-        raise DatasetError(f"split {split!r} has no tiles (splits with tiles: {have}); choose one with --split", data_dir)
+        raise DatasetError(
+            f"split {split!r} has no tiles (splits with tiles: {have}); choose one with --split",
+            data_dir,
+        )
     loader = DataLoader(
         dataset,
         batch_size=batch_size,
@@ -191,7 +221,13 @@ def evaluate_checkpoint(
     )
     start = time.perf_counter()
     result = evaluate_subsets(
-        model, loader, chosen, device=dev, ignore_index=manifest.ignore_index, precision=precision, progress=progress
+        model,
+        loader,
+        chosen,
+        device=dev,
+        ignore_index=manifest.ignore_index,
+        precision=precision,
+        progress=progress,
     )
     return CheckpointEvaluation(
         checkpoint=checkpoint,
@@ -206,15 +242,21 @@ def evaluate_checkpoint(
 
 
 # ------------------------------------------------------------------ whole scenes (predict's path)
-def _label_reader(labels: Path, meta: CheckpointMeta, grid: Any, scene_name: str, label_field: str) -> Any:
+def _label_reader(
+    labels: Path, meta: CheckpointMeta, grid: Any, scene_name: str, label_field: str
+) -> Any:
     """A :class:`~sgma_cli.data.labels.LabelReader` mapping ``labels`` onto the checkpoint's classes."""
     from sgma_cli.data.labels import LabelReader, label_source_for, resolve_classes, scan_values
 
     palette = [(c.name, tuple(c.color)) for c in meta.classes]
     source = label_source_for(Path(labels), label_field, palette)  # type: ignore[arg-type]
     kind, values, _ = scan_values(source)
-    mapping = resolve_classes(kind, values, palette, {meta.ignore_index} if kind == "index" else set(), Path(labels))  # type: ignore[arg-type]
-    return LabelReader(source, grid, mapping, kind, scene=scene_name, ignore_index=meta.ignore_index)
+    mapping = resolve_classes(
+        kind, values, palette, {meta.ignore_index} if kind == "index" else set(), Path(labels)
+    )  # type: ignore[arg-type]
+    return LabelReader(
+        source, grid, mapping, kind, scene=scene_name, ignore_index=meta.ignore_index
+    )
 
 
 def evaluate_scene(
@@ -257,8 +299,8 @@ def evaluate_scene(
 
     from sgma_cli.data.scene import find_sensor_files, open_scene
     from sgma_cli.data.window_grid import RowAccumulator, blend_weights, window_grid
-    from sgma_cli.engine.predict.job import default_window
     from sgma_cli.engine.predict.inference import batches_of, read_batches
+    from sgma_cli.engine.predict.job import default_window
 
     checkpoint, scene_dir = Path(checkpoint), Path(scene_dir)
     dev = device if isinstance(device, torch.device) else resolve_device(device)
@@ -266,8 +308,10 @@ def evaluate_scene(
     names = meta.modality_names
     files = find_sensor_files(scene_dir, names)
     scene = open_scene(
-        files, {m.name: m.bands for m in meta.modalities},
-        resolution=meta.resolution[0] if meta.resolution else None, resolution_crs=meta.crs,
+        files,
+        {m.name: m.bands for m in meta.modalities},
+        resolution=meta.resolution[0] if meta.resolution else None,
+        resolution_crs=meta.crs,
     )
     missing = [n for n in names if n not in scene.names]
     if isinstance(subsets, str):
@@ -317,16 +361,26 @@ def evaluate_scene(
                     if done[0] is None:
                         break
                     row, _, weights0 = done[0]  # type: ignore[misc]
-                    reference = torch.from_numpy(reader.read(Window(0, row, W, weights0.shape[0])).astype("int64"))
+                    reference = torch.from_numpy(
+                        reader.read(Window(0, row, W, weights0.shape[0])).astype("int64")
+                    )
                     for j, (_, sums, weights) in enumerate(done):  # type: ignore[misc]
                         pred = torch.from_numpy(sums.argmax(0))
-                        confusion[j] += confusion_matrix(pred, reference, K, meta.ignore_index, torch.from_numpy(weights > 0))
+                        confusion[j] += confusion_matrix(
+                            pred, reference, K, meta.ignore_index, torch.from_numpy(weights > 0)
+                        )
                 if progress is not None:
                     progress(step, len(batches))
     finally:
         reader.close()
     result = SubsetEvaluation.from_counts(chosen, names, confusion, rsum, rcount)
     return CheckpointEvaluation(
-        checkpoint=checkpoint, meta=meta, data_dir=scene_dir, split="scene", tiles=len(windows), result=result,
-        skipped=tuple(missing), seconds=time.perf_counter() - start,
+        checkpoint=checkpoint,
+        meta=meta,
+        data_dir=scene_dir,
+        split="scene",
+        tiles=len(windows),
+        result=result,
+        skipped=tuple(missing),
+        seconds=time.perf_counter() - start,
     )

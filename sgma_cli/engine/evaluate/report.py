@@ -81,8 +81,13 @@ def scale_labels(count: int) -> list[str]:
 def checkpoint_names(evaluations: Sequence[CheckpointEvaluation]) -> list[str]:
     """Short distinct names: file stems; the path as given where stems repeat; ``#n`` for repeats."""
     stems = [e.checkpoint.stem for e in evaluations]
-    names = [str(e.checkpoint) if stems.count(stem) > 1 else stem for e, stem in zip(evaluations, stems)]
-    return [n if names[:i].count(n) == 0 else f"{n}#{names[:i].count(n) + 1}" for i, n in enumerate(names)]
+    names = [
+        str(e.checkpoint) if stems.count(stem) > 1 else stem for e, stem in zip(evaluations, stems)
+    ]
+    return [
+        n if names[:i].count(n) == 0 else f"{n}#{names[:i].count(n) + 1}"
+        for i, n in enumerate(names)
+    ]
 
 
 @dataclass(frozen=True)
@@ -136,7 +141,11 @@ def column_summaries(rows: Sequence[SubsetRow]) -> dict[str, list[float]]:
 
 
 def _summary_json(summary: SubsetSummary) -> dict[str, float | None]:
-    return {"average": _pct(summary.average), "top1": _pct(summary.top1), "last1": _pct(summary.last1)}
+    return {
+        "average": _pct(summary.average),
+        "top1": _pct(summary.top1),
+        "last1": _pct(summary.last1),
+    }
 
 
 def evaluation_json(evaluation: CheckpointEvaluation) -> dict[str, Any]:
@@ -167,7 +176,9 @@ def evaluation_json(evaluation: CheckpointEvaluation) -> dict[str, Any]:
         "robustness": {
             "scales": scale_labels(robustness.shape[0]),
             "weights": {
-                m: [None if math.isnan(v) else round(float(v), 6) for v in robustness[:, j].tolist()]
+                m: [
+                    None if math.isnan(v) else round(float(v), 6) for v in robustness[:, j].tolist()
+                ]
                 for j, m in enumerate(res.modalities)
             },
         },
@@ -181,7 +192,9 @@ def _delta(a: float | None, b: float | None) -> float | None:
     return None if a is None or b is None else round(a - b, 4)
 
 
-def report_json(main: CheckpointEvaluation, others: Sequence[CheckpointEvaluation] = ()) -> dict[str, Any]:
+def report_json(
+    main: CheckpointEvaluation, others: Sequence[CheckpointEvaluation] = ()
+) -> dict[str, Any]:
     """``metrics.json`` for ``main``, with ``compare`` and ``delta`` (main minus other) when given others."""
     out = evaluation_json(main)
     if not others:
@@ -194,8 +207,14 @@ def report_json(main: CheckpointEvaluation, others: Sequence[CheckpointEvaluatio
         out["delta"].append(
             {
                 "checkpoint": other["checkpoint"],
-                "subsets": [{"modalities": list(k), "miou": _delta(v, theirs.get(k))} for k, v in mine.items()],
-                "summary": {k: _delta(out["summary"][k], other["summary"][k]) for k in ("average", "top1", "last1")},
+                "subsets": [
+                    {"modalities": list(k), "miou": _delta(v, theirs.get(k))}
+                    for k, v in mine.items()
+                ],
+                "summary": {
+                    k: _delta(out["summary"][k], other["summary"][k])
+                    for k in ("average", "top1", "last1")
+                },
             }
         )
     return out
@@ -203,11 +222,20 @@ def report_json(main: CheckpointEvaluation, others: Sequence[CheckpointEvaluatio
 
 # ------------------------------------------------------------------------------ writing
 def _fmt(value: float | None, digits: int = 2) -> str:
-    return "–" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}f}"
+    return (
+        "–"
+        if value is None or (isinstance(value, float) and math.isnan(value))
+        else f"{value:.{digits}f}"
+    )
 
 
-def _markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]], align: str = "c") -> list[str]:
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(":-:" if align == "c" else "---:" for _ in header) + "|"]
+def _markdown_table(
+    header: Sequence[str], rows: Sequence[Sequence[str]], align: str = "c"
+) -> list[str]:
+    lines = [
+        "| " + " | ".join(header) + " |",
+        "|" + "|".join(":-:" if align == "c" else "---:" for _ in header) + "|",
+    ]
     lines += ["| " + " | ".join(r) + " |" for r in rows]
     return lines
 
@@ -219,30 +247,65 @@ def _write_csv(path: Path, evaluations: Sequence[CheckpointEvaluation]) -> None:
     with path.open("w", newline="") as fh:
         writer = csv.writer(fh)
         writer.writerow(
-            ["checkpoint", "subset", *modalities, "miou", "mf1", "oa", *(f"iou_{c}" for c in classes),
-             *(f"f1_{c}" for c in classes), "pixels"]
+            [
+                "checkpoint",
+                "subset",
+                *modalities,
+                "miou",
+                "mf1",
+                "oa",
+                *(f"iou_{c}" for c in classes),
+                *(f"f1_{c}" for c in classes),
+                "pixels",
+            ]
         )
         for name, evaluation in zip(names, evaluations):
             for row in subset_rows(evaluation):
                 writer.writerow(
-                    [name, subset_label(row.subset), *(int(m in row.subset) for m in modalities),
-                     *(_fmt(v, 4) if not math.isnan(v) else "" for v in (row.miou, row.mf1, row.oa, *row.iou, *row.f1)),
-                     row.pixels]
+                    [
+                        name,
+                        subset_label(row.subset),
+                        *(int(m in row.subset) for m in modalities),
+                        *(
+                            _fmt(v, 4) if not math.isnan(v) else ""
+                            for v in (row.miou, row.mf1, row.oa, *row.iou, *row.f1)
+                        ),
+                        row.pixels,
+                    ]
                 )
 
 
-def _comparison_lines(evaluations: Sequence[CheckpointEvaluation], short: dict[str, str]) -> list[str]:
+def _comparison_lines(
+    evaluations: Sequence[CheckpointEvaluation], short: dict[str, str]
+) -> list[str]:
     names = checkpoint_names(evaluations)
     subsets = evaluations[0].result.subsets
-    header = ["checkpoint", *("+".join(short[m] for m in s) for s in subsets), "Average", "Top-1", "Last-1"]
+    header = [
+        "checkpoint",
+        *("+".join(short[m] for m in s) for s in subsets),
+        "Average",
+        "Top-1",
+        "Last-1",
+    ]
     values = []
     for e in evaluations:
         per = {s: 100 * m.miou for s, m in zip(e.result.subsets, e.result.metrics)}
         summary = e.result.summary
-        values.append([per.get(s, float("nan")) for s in subsets] + [100 * summary.average, 100 * summary.top1, 100 * summary.last1])
+        values.append(
+            [per.get(s, float("nan")) for s in subsets]
+            + [100 * summary.average, 100 * summary.top1, 100 * summary.last1]
+        )
     rows = [[n, *(_fmt(v) for v in vals)] for n, vals in zip(names, values)]
     for n, vals in zip(names[1:], values[1:]):
-        rows.append([f"Δ vs {n}", *(_fmt(a - b) if not (math.isnan(a) or math.isnan(b)) else "–" for a, b in zip(values[0], vals))])
+        rows.append(
+            [
+                f"Δ vs {n}",
+                *(
+                    _fmt(a - b) if not (math.isnan(a) or math.isnan(b)) else "–"
+                    for a, b in zip(values[0], vals)
+                ),
+            ]
+        )
     return ["## Comparison (mIoU %)", "", *_markdown_table(header, rows), ""]
 
 
@@ -264,26 +327,49 @@ def _markdown(evaluations: Sequence[CheckpointEvaluation], plots: dict[str, str]
         "sensor of the subset saw, and unlabelled pixels, are not scored",
     ]
     if main.skipped:
-        lines.append(f"- not in this dataset, so left out of the subsets: {', '.join(main.skipped)}")
+        lines.append(
+            f"- not in this dataset, so left out of the subsets: {', '.join(main.skipped)}"
+        )
     rows = subset_rows(main)
     header = [short[m] for m in modalities] + [f"IoU {c}" for c in classes] + ["mIoU", "mF1", "OA"]
-    body = [[MARK_ON if on else MARK_OFF for on in r.marks] + [_fmt(v) for v in (*r.iou, r.miou, r.mf1, r.oa)] for r in rows]
+    body = [
+        [MARK_ON if on else MARK_OFF for on in r.marks]
+        + [_fmt(v) for v in (*r.iou, r.miou, r.mf1, r.oa)]
+        for r in rows
+    ]
     for name, vals in column_summaries(rows).items():
         body.append([f"**{name}**", *([""] * (len(modalities) - 1)), *(_fmt(v) for v in vals)])
     best = max(rows, key=lambda r: -1 if math.isnan(r.miou) else r.miou)
     worst = min(rows, key=lambda r: math.inf if math.isnan(r.miou) else r.miou)
-    lines += ["", "## Per modality subset", "", *_markdown_table(header, body), "",
-              f"Top-1: {subset_label(best.subset)} ({_fmt(best.miou)}); Last-1: {subset_label(worst.subset)} ({_fmt(worst.miou)}).", ""]
+    lines += [
+        "",
+        "## Per modality subset",
+        "",
+        *_markdown_table(header, body),
+        "",
+        f"Top-1: {subset_label(best.subset)} ({_fmt(best.miou)}); Last-1: {subset_label(worst.subset)} ({_fmt(worst.miou)}).",
+        "",
+    ]
     f1_header = [short[m] for m in modalities] + [f"F1 {c}" for c in classes]
-    f1_body = [[MARK_ON if on else MARK_OFF for on in r.marks] + [_fmt(v) for v in r.f1] for r in rows]
+    f1_body = [
+        [MARK_ON if on else MARK_OFF for on in r.marks] + [_fmt(v) for v in r.f1] for r in rows
+    ]
     lines += ["## F1 per class", "", *_markdown_table(f1_header, f1_body), ""]
     robust = res.robustness
     scales = scale_labels(robust.shape[0])
-    r_rows = [[m, *(_fmt(float(robust[i, j]), 3) for i in range(robust.shape[0]))] for j, m in enumerate(modalities)]
-    lines += ["## Robustness weights", "",
-              "Mean RP attention weight r_m per modality and scale with all modalities present, over the "
-              "cells each modality saw (weights sum to 1 over the modalities at a cell; higher = the model leans on it).",
-              "", *_markdown_table(["modality", *scales], r_rows), ""]
+    r_rows = [
+        [m, *(_fmt(float(robust[i, j]), 3) for i in range(robust.shape[0]))]
+        for j, m in enumerate(modalities)
+    ]
+    lines += [
+        "## Robustness weights",
+        "",
+        "Mean RP attention weight r_m per modality and scale with all modalities present, over the "
+        "cells each modality saw (weights sum to 1 over the modalities at a cell; higher = the model leans on it).",
+        "",
+        *_markdown_table(["modality", *scales], r_rows),
+        "",
+    ]
     if len(evaluations) > 1:
         lines += _comparison_lines(evaluations, short)
     if plots:
@@ -299,14 +385,33 @@ def _plots(folder: Path, evaluations: Sequence[CheckpointEvaluation]) -> dict[st
     for name, e in zip(checkpoint_names(evaluations), evaluations):
         per = {s: 100 * m.miou for s, m in zip(e.result.subsets, e.result.metrics)}
         series[name] = [per.get(s, float("nan")) for s in res.subsets]
-    bar_chart(folder / "miou_per_subset.png", labels, series, title=f"mIoU per modality subset ({main.split})",
-              xlabel="mIoU (%)", reference=100 * res.summary.average, reference_label="Average")
+    bar_chart(
+        folder / "miou_per_subset.png",
+        labels,
+        series,
+        title=f"mIoU per modality subset ({main.split})",
+        xlabel="mIoU (%)",
+        reference=100 * res.summary.average,
+        reference_label="Average",
+    )
     full = max(range(len(res.subsets)), key=lambda i: len(res.subsets[i]))
-    confusion_plot(folder / "confusion_full.png", res.confusion[full].numpy(), main.meta.class_names,
-                   title=f"Confusion, {subset_label(res.subsets[full])} ({main.split})")
+    confusion_plot(
+        folder / "confusion_full.png",
+        res.confusion[full].numpy(),
+        main.meta.class_names,
+        title=f"Confusion, {subset_label(res.subsets[full])} ({main.split})",
+    )
     robust = res.robustness.numpy().T  # (M, S)
-    heatmap(folder / "robustness.png", robust, list(res.modalities), scale_labels(robust.shape[1]),
-            title="Mean robustness weight per modality and scale", colorbar_label="mean r_m", vmin=0.0, vmax=1.0)
+    heatmap(
+        folder / "robustness.png",
+        robust,
+        list(res.modalities),
+        scale_labels(robust.shape[1]),
+        title="Mean robustness weight per modality and scale",
+        colorbar_label="mean r_m",
+        vmin=0.0,
+        vmax=1.0,
+    )
     return {
         "miou_per_subset.png": "mIoU per subset",
         "confusion_full.png": f"confusion matrix of {subset_label(res.subsets[full])}",
@@ -324,7 +429,9 @@ def check_out_dir(out: Path) -> None:
         raise UsageError(f"--out {out}: cannot write in {parent}")
 
 
-def write_report(out: Path, main: CheckpointEvaluation, others: Sequence[CheckpointEvaluation] = ()) -> list[Path]:
+def write_report(
+    out: Path, main: CheckpointEvaluation, others: Sequence[CheckpointEvaluation] = ()
+) -> list[Path]:
     """Write the report folder atomically; return the files in it.
 
     Everything is written to ``.<out>.tmp-<pid>`` beside ``out``; then that folder is
@@ -339,7 +446,9 @@ def write_report(out: Path, main: CheckpointEvaluation, others: Sequence[Checkpo
     tmp.mkdir()
     evaluations = [main, *others]
     try:
-        (tmp / "metrics.json").write_text(json.dumps(report_json(main, others), indent=2, allow_nan=False) + "\n")
+        (tmp / "metrics.json").write_text(
+            json.dumps(report_json(main, others), indent=2, allow_nan=False) + "\n"
+        )
         _write_csv(tmp / "subsets.csv", evaluations)
         plots = _plots(tmp, evaluations)
         (tmp / "report.md").write_text(_markdown(evaluations, plots))

@@ -34,7 +34,13 @@ from sgma_cli.model.availability import downsample_availability
 from sgma_cli.model.outputs import Encoded, Fused
 from sgma_cli.model.sgma import SGMA
 
-__all__ = ["SubsetEvaluation", "evaluate_subsets", "decode_group_size", "accumulate_robustness", "Progress"]
+__all__ = [
+    "SubsetEvaluation",
+    "evaluate_subsets",
+    "decode_group_size",
+    "accumulate_robustness",
+    "Progress",
+]
 
 #: ``progress(done, total)`` after each batch; ``total`` is 0 when the loader has no length.
 Progress = Callable[[int, int], None]
@@ -73,7 +79,9 @@ class SubsetEvaluation:
     def robustness(self) -> Tensor:
         """``(S, M)`` mean RP weight per scale and modality (NaN: never seen/never encoded)."""
         nan = torch.full_like(self.robustness_sum, float("nan"))
-        return torch.where(self.robustness_count > 0, self.robustness_sum / self.robustness_count.clamp(min=1), nan)
+        return torch.where(
+            self.robustness_count > 0, self.robustness_sum / self.robustness_count.clamp(min=1), nan
+        )
 
     @property
     def f1_summary(self) -> SubsetSummary:
@@ -151,7 +159,9 @@ class SubsetEvaluation:
         robust = torch.stack([rsum, rcount]).to(device)
         dist.all_reduce(confusion, group=group)
         dist.all_reduce(robust, group=group)
-        return SubsetEvaluation.from_counts(self.subsets, self.modalities, confusion, robust[0], robust[1])
+        return SubsetEvaluation.from_counts(
+            self.subsets, self.modalities, confusion, robust[0], robust[1]
+        )
 
 
 def decode_group_size(batch: int, height: int, width: int, head_dim: int, subsets: int) -> int:
@@ -259,7 +269,9 @@ def evaluate_subsets(
     for s in subsets:
         unknown = [n for n in s if n not in names]
         if unknown or not s:
-            raise ValueError(f"subset {list(s)} names unknown modalities {unknown}; the model knows {list(names)}")
+            raise ValueError(
+                f"subset {list(s)} names unknown modalities {unknown}; the model knows {list(names)}"
+            )
     K, S, M = model.num_classes, len(model.channels), len(names)
     confusion = [torch.zeros(K, K, dtype=torch.int64) for _ in subsets]
     rsum = torch.zeros(S, M, dtype=torch.float64, device=device)
@@ -269,7 +281,11 @@ def evaluate_subsets(
     model.eval()
     try:
         for step, batch in enumerate(loader, start=1):
-            images = {n: x.to(device, non_blocking=True).float() for n, x in batch["image"].items() if n in names}
+            images = {
+                n: x.to(device, non_blocking=True).float()
+                for n, x in batch["image"].items()
+                if n in names
+            }
             if not images:
                 raise ValueError(f"batch has none of the model's modalities {list(names)}")
             missing = sorted({n for s in subsets for n in s} - set(images))
@@ -283,7 +299,9 @@ def evaluate_subsets(
                 enc = model.encode(images, mask)
             B = label.shape[0]
             group = max_decode_group or (
-                1 if device.type == "cpu" else decode_group_size(B, *enc.image_size, _head_dim(model), len(subsets))
+                1
+                if device.type == "cpu"
+                else decode_group_size(B, *enc.image_size, _head_dim(model), len(subsets))
             )
             full = tuple(names[i] for i in enc.modalities)
             seen_full = False
@@ -294,7 +312,9 @@ def evaluate_subsets(
                     logits = model.decode(fused, enc.image_size)
                 for j, f, lg in zip(chunk, fused, logits):
                     pred = lg[:, :, :H, :W].argmax(dim=1)
-                    confusion[j] += confusion_matrix(pred, label, K, ignore_index, f.valid[:, :H, :W])
+                    confusion[j] += confusion_matrix(
+                        pred, label, K, ignore_index, f.valid[:, :H, :W]
+                    )
                     if subsets[j] == full and not seen_full:
                         accumulate_robustness(f, enc, rsum, rcount)
                         seen_full = True

@@ -101,14 +101,19 @@ def batches_of(windows: Sequence[WindowSpec], batch_size: int) -> list[list[Wind
     return [list(windows[i : i + batch_size]) for i in range(0, len(windows), batch_size)]
 
 
-def read_batches(scene: Scene, meta: CheckpointMeta, batches: Sequence[Sequence[WindowSpec]]) -> Iterator[WindowBatch]:
+def read_batches(
+    scene: Scene, meta: CheckpointMeta, batches: Sequence[Sequence[WindowSpec]]
+) -> Iterator[WindowBatch]:
     """Read and normalise each batch of windows (call from one thread)."""
     norms = {m.name: m for m in meta.modalities}
     names = meta.modality_names
     with scene.reader() as reader:
         for batch in batches:
             size = batch[0].size
-            images = {n: np.zeros((len(batch), norms[n].bands, size, size), np.float32) for n in scene.names}
+            images = {
+                n: np.zeros((len(batch), norms[n].bands, size, size), np.float32)
+                for n in scene.names
+            }
             mask = np.zeros((len(batch), len(names), size, size), bool)
             for b, w in enumerate(batch):
                 arrays, valid = reader.read(w.row, w.col, size, size)
@@ -151,11 +156,15 @@ def compute_batch(
         if robustness_of:
             size = values.shape[-2:]
             r = out.robustness[0][:, list(robustness_of)].float()
-            values = torch.cat([values, F.interpolate(r, size=size, mode="bilinear", align_corners=False)], 1)
+            values = torch.cat(
+                [values, F.interpolate(r, size=size, mode="bilinear", align_corners=False)], 1
+            )
     return values.cpu().numpy(), out.valid.cpu().numpy()
 
 
-def _prefetch(source: Iterator[WindowBatch], depth: int, stop: threading.Event) -> Iterator[WindowBatch]:
+def _prefetch(
+    source: Iterator[WindowBatch], depth: int, stop: threading.Event
+) -> Iterator[WindowBatch]:
     """Run ``source`` in a background thread, ``depth`` batches ahead."""
     slots: queue.Queue[object] = queue.Queue(maxsize=max(1, depth))
 
@@ -215,14 +224,23 @@ def local_results(
             continue
         if not seen.all():  # compute only windows some sensor saw
             keep = np.flatnonzero(seen)
-            sub = WindowBatch([batch.windows[i] for i in keep], {n: a[keep] for n, a in batch.images.items()}, batch.mask[keep])
-            values, valid = compute_batch(model, sub, device, precision=precision, robustness_of=robust_idx)
+            sub = WindowBatch(
+                [batch.windows[i] for i in keep],
+                {n: a[keep] for n, a in batch.images.items()},
+                batch.mask[keep],
+            )
+            values, valid = compute_batch(
+                model, sub, device, precision=precision, robustness_of=robust_idx
+            )
             full_v = np.zeros((len(batch.windows), *values.shape[1:]), np.float32)
             full_ok = np.zeros((len(batch.windows), *valid.shape[1:]), bool)
             full_v[keep], full_ok[keep] = values, valid
             yield batch.windows, full_v, full_ok
         else:
-            yield batch.windows, *compute_batch(model, batch, device, precision=precision, robustness_of=robust_idx)
+            yield (
+                batch.windows,
+                *compute_batch(model, batch, device, precision=precision, robustness_of=robust_idx),
+            )
 
 
 def assemble(
@@ -258,7 +276,9 @@ def assemble(
         raise RuntimeError(f"only {done} of {total} windows came back")
 
 
-def _finalize(row: int, sums: np.ndarray, weights: np.ndarray, K: int, want_probs: bool, nodata: int) -> PredictionBlock:
+def _finalize(
+    row: int, sums: np.ndarray, weights: np.ndarray, K: int, want_probs: bool, nodata: int
+) -> PredictionBlock:
     valid = weights > 0
     values = sums  # a copy owned by this block: normalise in place
     values /= np.where(valid, weights, np.float32(1.0))[None]

@@ -32,14 +32,29 @@ from sgma_cli.data.writers import (
     to_percent,
     vectorize_classes,
 )
-from sgma_cli.engine.weights import load_model
 from sgma_cli.engine.device import check_gpu_count, resolve_device
+from sgma_cli.engine.predict.inference import (
+    GDAL_CACHE_MB,
+    PredictionBlock,
+    ProgressFn,
+    assemble,
+    batches_of,
+    local_results,
+)
 from sgma_cli.engine.predict.workers import WorkerPlan, worker_results
-from sgma_cli.engine.predict.inference import GDAL_CACHE_MB, PredictionBlock, ProgressFn, assemble, batches_of, local_results
+from sgma_cli.engine.weights import load_model
 from sgma_cli.errors import UsageError
 from sgma_cli.model.sgma import SGMA
 
-__all__ = ["predict_scene", "PredictJob", "PredictResult", "output_paths", "default_window", "run_predict"]
+__all__ = [
+    "predict_scene",
+    "PredictJob",
+    "PredictResult",
+    "output_paths",
+    "default_window",
+    "run_predict",
+]
+
 
 def predict_scene(
     model: SGMA | None,
@@ -83,14 +98,31 @@ def predict_scene(
     K = len(meta.classes)
     channels = K + (len(scene.names) if robustness else 0)
     if workers is not None:
-        results = worker_results(workers, meta, scene, batches, precision=precision, robustness=robustness, prefetch=prefetch)
+        results = worker_results(
+            workers,
+            meta,
+            scene,
+            batches,
+            precision=precision,
+            robustness=robustness,
+            prefetch=prefetch,
+        )
     else:
         if model is None:
             raise ValueError("predict_scene needs a model unless workers are given")
         results = local_results(
-            model, meta, scene, batches, torch.device(device), precision=precision, robustness=robustness, prefetch=prefetch
+            model,
+            meta,
+            scene,
+            batches,
+            torch.device(device),
+            precision=precision,
+            robustness=robustness,
+            prefetch=prefetch,
         )
-    yield from assemble(results, scene, windows, K, channels, want_probabilities=probabilities, progress=progress)
+    yield from assemble(
+        results, scene, windows, K, channels, want_probabilities=probabilities, progress=progress
+    )
 
 
 @dataclass
@@ -172,7 +204,11 @@ def output_paths(job: PredictJob) -> dict[str, Path]:
     out = Path(job.out)
     stem = out.with_suffix("")
     paths = {"classes": out}
-    for kind, on in (("probabilities", job.probabilities), ("confidence", job.confidence), ("robustness", job.robustness)):
+    for kind, on in (
+        ("probabilities", job.probabilities),
+        ("confidence", job.confidence),
+        ("robustness", job.robustness),
+    ):
         if on:
             paths[kind] = stem.with_name(f"{stem.name}.{kind}.tif")
     if job.vectorize is not None:
@@ -182,7 +218,9 @@ def output_paths(job: PredictJob) -> dict[str, Path]:
 
 def _check_job(job: PredictJob) -> None:
     if job.window is not None and (job.window <= 0 or job.window % SIZE_MULTIPLE):
-        raise UsageError(f"--window {job.window} must be a positive multiple of {SIZE_MULTIPLE}, e.g. 256 or 512")
+        raise UsageError(
+            f"--window {job.window} must be a positive multiple of {SIZE_MULTIPLE}, e.g. 256 or 512"
+        )
     if not 0.0 <= job.overlap <= 0.9:
         raise UsageError(f"--overlap {job.overlap} must be between 0 and 0.9")
     if job.batch_size < 1:
@@ -203,9 +241,13 @@ def _check_job(job: PredictJob) -> None:
 def _workers_for(job: PredictJob) -> tuple[torch.device, WorkerPlan | None]:
     if job.gpus > 1:
         if job.device.lower() == "cpu":
-            raise UsageError("--gpus asks for GPUs but --device is cpu; use --nproc N for CPU processes")
+            raise UsageError(
+                "--gpus asks for GPUs but --device is cpu; use --nproc N for CPU processes"
+            )
         check_gpu_count(job.gpus)
-        return torch.device("cuda:0"), WorkerPlan(job.checkpoint, tuple(f"cuda:{i}" for i in range(job.gpus)))
+        return torch.device("cuda:0"), WorkerPlan(
+            job.checkpoint, tuple(f"cuda:{i}" for i in range(job.gpus))
+        )
     device = resolve_device(job.device)
     if job.nproc > 1:
         if device.type != "cpu":
@@ -229,34 +271,60 @@ def _resolution(job: PredictJob, meta: CheckpointMeta) -> tuple[float | None, st
     try:
         value = float(job.resolution)
     except ValueError:
-        raise UsageError(f"--resolution {job.resolution!r}: use checkpoint, native or a pixel size") from None
+        raise UsageError(
+            f"--resolution {job.resolution!r}: use checkpoint, native or a pixel size"
+        ) from None
     if value <= 0:
         raise UsageError(f"--resolution {value} must be positive")
     return value, None
 
 
-def _specs(job: PredictJob, meta: CheckpointMeta, scene: Scene, paths: dict[str, Path]) -> dict[str, RasterSpec]:
+def _specs(
+    job: PredictJob, meta: CheckpointMeta, scene: Scene, paths: dict[str, Path]
+) -> dict[str, RasterSpec]:
     names = meta.class_names
-    tags = {"CLASS_NAMES": json.dumps(names), "CHECKPOINT": Path(job.checkpoint).name, "SENSORS": ",".join(scene.names)}
+    tags = {
+        "CLASS_NAMES": json.dumps(names),
+        "CHECKPOINT": Path(job.checkpoint).name,
+        "SENSORS": ",".join(scene.names),
+    }
     specs = {
         "classes": RasterSpec(
-            paths["classes"], scene.grid, 1, CLASS_NODATA, ["class"],
-            colormap={i: tuple(c.color) for i, c in enumerate(meta.classes)}, tags=tags,
+            paths["classes"],
+            scene.grid,
+            1,
+            CLASS_NODATA,
+            ["class"],
+            colormap={i: tuple(c.color) for i, c in enumerate(meta.classes)},
+            tags=tags,
         )
     }
     pct = {"scale": 0.01, "overview_resampling": "AVERAGE", "tags": {**tags, "UNITS": "percent"}}
     if "probabilities" in paths:
-        specs["probabilities"] = RasterSpec(paths["probabilities"], scene.grid, len(names), PERCENT_NODATA, names, **pct)  # type: ignore[arg-type]
+        specs["probabilities"] = RasterSpec(
+            paths["probabilities"], scene.grid, len(names), PERCENT_NODATA, names, **pct
+        )  # type: ignore[arg-type]
     if "confidence" in paths:
-        specs["confidence"] = RasterSpec(paths["confidence"], scene.grid, 1, PERCENT_NODATA, ["confidence"], **pct)  # type: ignore[arg-type]
+        specs["confidence"] = RasterSpec(
+            paths["confidence"], scene.grid, 1, PERCENT_NODATA, ["confidence"], **pct
+        )  # type: ignore[arg-type]
     if "robustness" in paths:
         specs["robustness"] = RasterSpec(
-            paths["robustness"], scene.grid, len(scene.names), PERCENT_NODATA, [f"robustness_{n}" for n in scene.names], **pct  # type: ignore[arg-type]
+            paths["robustness"],
+            scene.grid,
+            len(scene.names),
+            PERCENT_NODATA,
+            [f"robustness_{n}" for n in scene.names],
+            **pct,  # type: ignore[arg-type]
         )
     return specs
 
 
-def run_predict(job: PredictJob, progress: ProgressFn | None = None, on_scene: Callable[[Scene], None] | None = None) -> PredictResult:
+def run_predict(
+    job: PredictJob,
+    progress: ProgressFn | None = None,
+    on_scene: Callable[[Scene], None] | None = None,
+) -> PredictResult:
     """Validate, predict the scene and write every output (all or nothing).
 
     Args:
@@ -274,7 +342,9 @@ def run_predict(job: PredictJob, progress: ProgressFn | None = None, on_scene: C
         return _run_predict(job, progress, on_scene)
 
 
-def _run_predict(job: PredictJob, progress: ProgressFn | None, on_scene: Callable[[Scene], None] | None) -> PredictResult:
+def _run_predict(
+    job: PredictJob, progress: ProgressFn | None, on_scene: Callable[[Scene], None] | None
+) -> PredictResult:
     start = time.perf_counter()
     _check_job(job)
     paths = output_paths(job)
@@ -287,7 +357,12 @@ def _run_predict(job: PredictJob, progress: ProgressFn | None, on_scene: Callabl
     files = find_sensor_files(job.scene_dir, meta.modality_names, job.files)
     res, res_crs = _resolution(job, meta)
     scene = open_scene(
-        files, bands, modalities=job.modalities, resolution=res, resolution_crs=res_crs, extent=job.extent,
+        files,
+        bands,
+        modalities=job.modalities,
+        resolution=res,
+        resolution_crs=res_crs,
+        extent=job.extent,
         source=job.scene_dir,
     )
     if on_scene is not None:
@@ -300,24 +375,44 @@ def _run_predict(job: PredictJob, progress: ProgressFn | None, on_scene: Callabl
     with contextlib.ExitStack() as stack:
         writers = {k: stack.enter_context(BlockRasterWriter(s)) for k, s in specs.items()}
         blocks = predict_scene(
-            model, meta, scene, window=window, overlap=job.overlap, batch_size=job.batch_size, device=device,
-            precision=job.precision, probabilities="probabilities" in writers or "confidence" in writers,
-            robustness="robustness" in writers, progress=progress, workers=plan,
+            model,
+            meta,
+            scene,
+            window=window,
+            overlap=job.overlap,
+            batch_size=job.batch_size,
+            device=device,
+            precision=job.precision,
+            probabilities="probabilities" in writers or "confidence" in writers,
+            robustness="robustness" in writers,
+            progress=progress,
+            workers=plan,
         )
         for block in blocks:
             writers["classes"].write_rows(block.row, block.classes[None])
-            counts += np.bincount(np.where(block.valid, block.classes, K).ravel(), minlength=K + 1)[: K + 1]
+            counts += np.bincount(np.where(block.valid, block.classes, K).ravel(), minlength=K + 1)[
+                : K + 1
+            ]
             if block.probabilities is not None:
                 if "probabilities" in writers:
-                    writers["probabilities"].write_rows(block.row, to_percent(block.probabilities, block.valid))
+                    writers["probabilities"].write_rows(
+                        block.row, to_percent(block.probabilities, block.valid)
+                    )
                 if "confidence" in writers:
-                    writers["confidence"].write_rows(block.row, to_percent(block.probabilities.max(0, keepdims=True), block.valid))
+                    writers["confidence"].write_rows(
+                        block.row,
+                        to_percent(block.probabilities.max(0, keepdims=True), block.valid),
+                    )
             if block.robustness is not None and "robustness" in writers:
-                writers["robustness"].write_rows(block.row, to_percent(block.robustness, block.valid))
+                writers["robustness"].write_rows(
+                    block.row, to_percent(block.robustness, block.valid)
+                )
         finished = {k: w.finish() for k, w in writers.items()}
         polygons = None
         if job.vectorize is not None:
-            polygons = vectorize_classes(finished["classes"], Path(job.vectorize), meta.class_names, min_area=job.min_area)
+            polygons = vectorize_classes(
+                finished["classes"], Path(job.vectorize), meta.class_names, min_area=job.min_area
+            )
         for w in writers.values():
             w.publish()
     return PredictResult(

@@ -24,11 +24,10 @@ import torch
 from sgma_cli.config.checkpoint import CheckpointMeta
 from sgma_cli.data.scene import Scene
 from sgma_cli.data.window_grid import WindowSpec
-from sgma_cli.engine.weights import load_model
 from sgma_cli.engine.device import resolve_device
 from sgma_cli.engine.predict.inference import GDAL_CACHE_MB, local_results
+from sgma_cli.engine.weights import load_model
 from sgma_cli.errors import SgmaError
-
 
 __all__ = ["WorkerPlan", "worker_results"]
 
@@ -66,7 +65,14 @@ def _worker_main(
         model, meta = load_model(plan.checkpoint, device)
         with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB):
             for windows, values, valid in local_results(
-                model, meta, scene, batches, device, precision=precision, robustness=robustness, prefetch=prefetch
+                model,
+                meta,
+                scene,
+                batches,
+                device,
+                precision=precision,
+                robustness=robustness,
+                prefetch=prefetch,
             ):
                 out.put(("ok", windows, values, valid))
         out.put(("done", rank, None, None))
@@ -104,7 +110,16 @@ def worker_results(
     procs = [
         ctx.Process(
             target=_worker_main,
-            args=(r, plan, scene, [list(b) for b in batches[r::n]], precision, robustness, prefetch, results),
+            args=(
+                r,
+                plan,
+                scene,
+                [list(b) for b in batches[r::n]],
+                precision,
+                robustness,
+                prefetch,
+                results,
+            ),
             name=f"sgma-predict-{r}",
             daemon=True,
         )
@@ -120,7 +135,9 @@ def worker_results(
             except queue.Empty:
                 dead = [p for p in procs if p.exitcode not in (None, 0)]
                 if dead:
-                    raise RuntimeError(f"prediction worker {dead[0].name} died (exit code {dead[0].exitcode})") from None
+                    raise RuntimeError(
+                        f"prediction worker {dead[0].name} died (exit code {dead[0].exitcode})"
+                    ) from None
                 continue
             if kind == "ok":
                 yield a, b, c

@@ -27,9 +27,17 @@ from sgma_cli.engine.train.plan import TrainPlan, plan_training
 __all__ = ["run_worker", "train"]
 
 
-def run_worker(rank: int, world_size: int, plan: TrainPlan, progress: Any = None, local_rank: int | None = None) -> TrainResult:
+def run_worker(
+    rank: int, world_size: int, plan: TrainPlan, progress: Any = None, local_rank: int | None = None
+) -> TrainResult:
     """One rank of the job (rank 0 gets ``progress`` and writes files)."""
-    return run_loop(plan, rank, world_size, rank if local_rank is None else local_rank, progress if rank == 0 else None)
+    return run_loop(
+        plan,
+        rank,
+        world_size,
+        rank if local_rank is None else local_rank,
+        progress if rank == 0 else None,
+    )
 
 
 def _spawned(rank: int, world_size: int, plan: TrainPlan) -> TrainResult:
@@ -59,9 +67,19 @@ def train(
         resume: continue from ``RUN_DIR/checkpoints/last.pt``.
         progress: ``progress(TrainEvent)`` on rank 0.
     """
-    plan = plan_training(recipe, data_dir=data_dir, run_dir=run_dir, device=device, gpus=gpus, nproc=nproc, resume=resume)
+    plan = plan_training(
+        recipe,
+        data_dir=data_dir,
+        run_dir=run_dir,
+        device=device,
+        gpus=gpus,
+        nproc=nproc,
+        resume=resume,
+    )
     env = torchrun_env()
     if env is not None:
         rank, world, local = env
         return run_worker(rank, world, plan, progress, local)
-    return launch(_spawned, plan.world_size, (plan,), main=functools.partial(run_worker, progress=progress))
+    return launch(
+        _spawned, plan.world_size, (plan,), main=functools.partial(run_worker, progress=progress)
+    )

@@ -30,22 +30,40 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
-from sgma_cli.config.checkpoint import Checkpoint, CheckpointMeta, ModalityNorm, load_checkpoint, save_checkpoint
+from sgma_cli.config.checkpoint import (
+    Checkpoint,
+    CheckpointMeta,
+    ModalityNorm,
+    load_checkpoint,
+    save_checkpoint,
+)
 from sgma_cli.config.dataset import load_manifest
 from sgma_cli.data.tile_dataset import TileDataset
 from sgma_cli.data.transforms import JointAugment
 from sgma_cli.engine.device import autocast
-from sgma_cli.engine.distributed import DistContext, all_reduce_sum, gather_objects, init_process, shutdown, sync_batchnorm
+from sgma_cli.engine.distributed import (
+    DistContext,
+    all_reduce_sum,
+    gather_objects,
+    init_process,
+    shutdown,
+    sync_batchnorm,
+)
 from sgma_cli.engine.evaluate.scoring import evaluate_subsets
-from sgma_cli.engine.train.run_log import RunLog, write_plots
 from sgma_cli.engine.subsets import subset_label
-from sgma_cli.engine.train.schedule import WarmupPoly
-from sgma_cli.engine.train.randomness import ResumableSampler, SeededSamples, ShardSampler, capture_rng, restore_rng
-from sgma_cli.engine.train.step import TrainForward, branch_loss
-from sgma_cli.errors import ConfigError
 from sgma_cli.engine.train.plan import TrainPlan, model_config, write_recipe
+from sgma_cli.engine.train.randomness import (
+    ResumableSampler,
+    SeededSamples,
+    ShardSampler,
+    capture_rng,
+    restore_rng,
+)
+from sgma_cli.engine.train.run_log import RunLog, write_plots
+from sgma_cli.engine.train.schedule import WarmupPoly
+from sgma_cli.engine.train.step import TrainForward, branch_loss
 from sgma_cli.engine.weights import build_model, load_backbone_weights
-
+from sgma_cli.errors import ConfigError
 
 __all__ = ["TrainEvent", "TrainResult", "ProgressCallback", "run_loop"]
 
@@ -112,7 +130,9 @@ class TrainResult:
     final_loss: float = math.nan
 
 
-def run_loop(plan: TrainPlan, rank: int, world_size: int, local_rank: int, progress: ProgressCallback | None) -> TrainResult:
+def run_loop(
+    plan: TrainPlan, rank: int, world_size: int, local_rank: int, progress: ProgressCallback | None
+) -> TrainResult:
     """Run one rank of ``plan`` to the end; see the module docstring."""
     ctx = init_process(rank, world_size, local_rank, plan.device_type)
     deterministic = torch.are_deterministic_algorithms_enabled()
@@ -122,7 +142,9 @@ def run_loop(plan: TrainPlan, rank: int, world_size: int, local_rank: int, progr
             torch.backends.cudnn.benchmark = False
         with warnings.catch_warnings():
             # DDP's hint about depthwise-conv gradient strides: harmless, not actionable
-            warnings.filterwarnings("ignore", message="Grad strides do not match bucket view strides")
+            warnings.filterwarnings(
+                "ignore", message="Grad strides do not match bucket view strides"
+            )
             return _Loop(plan, ctx, progress).run()
     finally:
         torch.use_deterministic_algorithms(deterministic)
@@ -132,7 +154,9 @@ def run_loop(plan: TrainPlan, rank: int, world_size: int, local_rank: int, progr
 class _Loop:
     """State of one rank's run; split in methods only for readability."""
 
-    def __init__(self, plan: TrainPlan, ctx: DistContext, progress: ProgressCallback | None) -> None:
+    def __init__(
+        self, plan: TrainPlan, ctx: DistContext, progress: ProgressCallback | None
+    ) -> None:
         self.plan, self.ctx, self.progress = plan, ctx, progress
         r = self.recipe = plan.recipe
         self.started = time.perf_counter()
@@ -142,33 +166,58 @@ class _Loop:
         np.random.seed(self.seed + ctx.rank)
         # data
         entries = [manifest.modality(n) for n in plan.modalities]
-        band_range = {e.name: (e.stats.p2, e.stats.p98) for e in entries if e.optical and e.stats is not None}
+        band_range = {
+            e.name: (e.stats.p2, e.stats.p98) for e in entries if e.optical and e.stats is not None
+        }
         augment = JointAugment(
-            [(e.name, e.bands, e.optical) for e in entries], r.data.crop_size, tuple(r.data.scale), r.data.hflip,
-            r.data.vflip, r.data.rotate90, r.data.photometric, band_range, seed=self.seed,
+            [(e.name, e.bands, e.optical) for e in entries],
+            r.data.crop_size,
+            tuple(r.data.scale),
+            r.data.hflip,
+            r.data.vflip,
+            r.data.rotate90,
+            r.data.photometric,
+            band_range,
+            seed=self.seed,
         )
-        base = TileDataset(plan.data_dir, "train", modalities=plan.modalities, transform=augment, manifest=manifest)
-        samples = SeededSamples(base, self.seed, len(plan.modalities), NUM_SCALES, r.train.modality_dropout)
-        self.sampler = ResumableSampler(len(samples), r.data.batch_size, self.seed, ctx.rank, ctx.world_size)
+        base = TileDataset(
+            plan.data_dir, "train", modalities=plan.modalities, transform=augment, manifest=manifest
+        )
+        samples = SeededSamples(
+            base, self.seed, len(plan.modalities), NUM_SCALES, r.train.modality_dropout
+        )
+        self.sampler = ResumableSampler(
+            len(samples), r.data.batch_size, self.seed, ctx.rank, ctx.world_size
+        )
         cuda = ctx.device.type == "cuda"
         workers = r.data.num_workers
         self.loader = DataLoader(
-            samples, batch_size=r.data.batch_size, sampler=self.sampler, num_workers=workers, pin_memory=cuda,
-            persistent_workers=workers > 0, generator=torch.Generator().manual_seed(self.seed),
+            samples,
+            batch_size=r.data.batch_size,
+            sampler=self.sampler,
+            num_workers=workers,
+            pin_memory=cuda,
+            persistent_workers=workers > 0,
+            generator=torch.Generator().manual_seed(self.seed),
         )
         val = TileDataset(plan.data_dir, "val", modalities=plan.modalities, manifest=manifest)
         self.val_loader = None
         if len(val) and r.train.val_every:
             self.val_loader = DataLoader(
-                val, batch_size=r.data.val_batch_size, sampler=ShardSampler(len(val), ctx.rank, ctx.world_size),
-                num_workers=min(workers, 2), pin_memory=cuda,
+                val,
+                batch_size=r.data.val_batch_size,
+                sampler=ShardSampler(len(val), ctx.rank, ctx.world_size),
+                num_workers=min(workers, 2),
+                pin_memory=cuda,
             )
         # model
         self.config = model_config(r, manifest, plan.modalities)
         torch.manual_seed(self.seed)  # identical initial weights on every rank
         weights = Path(r.model.pretrained).expanduser() if r.model.pretrained else None
         try:
-            state = load_backbone_weights(weights, r.model.backbone) if weights is not None else None
+            state = (
+                load_backbone_weights(weights, r.model.backbone) if weights is not None else None
+            )
             model = build_model(self.config, backbone_weights=state)
         except ValueError as err:
             raise ConfigError(f"model.pretrained: {err}", weights) from None
@@ -177,19 +226,26 @@ class _Loop:
         forward: torch.nn.Module = TrainForward(self.model, mas=r.train.mas)
         if ctx.distributed:
             forward = DistributedDataParallel(
-                forward, device_ids=[ctx.local_rank] if cuda else None,
+                forward,
+                device_ids=[ctx.local_rank] if cuda else None,
                 find_unused_parameters=r.train.modality_dropout > 0,
             )
         self.forward = forward
         o = r.optim
-        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=o.lr, betas=o.betas, eps=o.eps, weight_decay=o.weight_decay)
+        self.optimizer = torch.optim.AdamW(
+            self.model.parameters(), lr=o.lr, betas=o.betas, eps=o.eps, weight_decay=o.weight_decay
+        )
         # schedule
         self.steps_per_epoch = self.sampler.batches_per_epoch // r.train.accumulate
         full = r.schedule.epochs * self.steps_per_epoch
         self.total_steps = min(full, r.schedule.max_steps) if r.schedule.max_steps else full
         self.schedule = WarmupPoly(
-            o.lr, full, round(r.schedule.warmup_epochs * self.steps_per_epoch), r.schedule.warmup_ratio,
-            r.schedule.power, r.schedule.min_lr,
+            o.lr,
+            full,
+            round(r.schedule.warmup_epochs * self.steps_per_epoch),
+            r.schedule.warmup_ratio,
+            r.schedule.power,
+            r.schedule.min_lr,
         )
         self.step = 0
         self.best: dict[str, float] = {}
@@ -200,19 +256,33 @@ class _Loop:
         self.log: RunLog | None = None
         if ctx.is_main:
             write_recipe(plan)
-            self.log = RunLog(plan.run_dir, plan.modalities, plan.subsets, NUM_SCALES, self.resumed_from)
+            self.log = RunLog(
+                plan.run_dir, plan.modalities, plan.subsets, NUM_SCALES, self.resumed_from
+            )
         self.window: dict[str, float] = {}
         self.final_loss = math.nan
 
     # ------------------------------------------------------------------ events
-    def _emit(self, kind: Any, values: Mapping[str, float] | None = None, message: str = "") -> None:
+    def _emit(
+        self, kind: Any, values: Mapping[str, float] | None = None, message: str = ""
+    ) -> None:
         if self.progress is None:
             return
         spe = max(self.steps_per_epoch, 1)
         epoch = self.step // spe + 1 if kind == "start" else max(self._epoch_reached(), 1)
         epoch = min(epoch, self.recipe.schedule.epochs)
-        self.progress(TrainEvent(kind, epoch, self.step, self.total_steps, self.recipe.schedule.epochs,
-                                 self.steps_per_epoch, dict(values or {}), message))
+        self.progress(
+            TrainEvent(
+                kind,
+                epoch,
+                self.step,
+                self.total_steps,
+                self.recipe.schedule.epochs,
+                self.steps_per_epoch,
+                dict(values or {}),
+                message,
+            )
+        )
 
     # ------------------------------------------------------------- checkpoints
     def _meta(self) -> CheckpointMeta:
@@ -220,14 +290,28 @@ class _Loop:
         norms = []
         for name in self.plan.modalities:
             e = m.modality(name)
-            mean, std = (e.stats.mean, e.stats.std) if e.stats is not None else ([0.0] * e.bands, [1.0] * e.bands)
-            norms.append(ModalityNorm(name=name, bands=e.bands, mean=mean, std=std, optical=e.optical))
+            mean, std = (
+                (e.stats.mean, e.stats.std)
+                if e.stats is not None
+                else ([0.0] * e.bands, [1.0] * e.bands)
+            )
+            norms.append(
+                ModalityNorm(name=name, bands=e.bands, mean=mean, std=std, optical=e.optical)
+            )
         metrics = {f"val_{k}": v for k, v in self.best.items() if k in ("average", "top1", "last1")}
         metrics.update({f"miou_{k}": v for k, v in self.last_val.items()})
         return CheckpointMeta(
-            model=self.config.to_dict(), classes=m.classes, ignore_index=m.ignore_index, modalities=norms, crs=m.crs,
-            resolution=m.resolution, tile_size=m.tile_size, recipe=self.recipe.model_dump(mode="json"),
-            epoch=self._epoch_reached(), step=self.step, metrics=metrics,
+            model=self.config.to_dict(),
+            classes=m.classes,
+            ignore_index=m.ignore_index,
+            modalities=norms,
+            crs=m.crs,
+            resolution=m.resolution,
+            tile_size=m.tile_size,
+            recipe=self.recipe.model_dump(mode="json"),
+            epoch=self._epoch_reached(),
+            step=self.step,
+            metrics=metrics,
         )
 
     def _epoch_reached(self) -> int:
@@ -242,14 +326,17 @@ class _Loop:
             "scheduler": {**self.schedule.state_dict(), "step": self.step},
             "step": self.step,
             "epoch": self.step // max(self.steps_per_epoch, 1),
-            "batch_in_epoch": (self.step % max(self.steps_per_epoch, 1)) * self.recipe.train.accumulate,
+            "batch_in_epoch": (self.step % max(self.steps_per_epoch, 1))
+            * self.recipe.train.accumulate,
             "world_size": self.ctx.world_size,
             "seed": self.seed,
             "rng": rngs,
             "best": dict(self.best),
             "last_val": dict(self.last_val),
         }
-        path = save_checkpoint(self.plan.last_checkpoint, Checkpoint(self._meta(), self.model.state_dict(), state))
+        path = save_checkpoint(
+            self.plan.last_checkpoint, Checkpoint(self._meta(), self.model.state_dict(), state)
+        )
         self._emit("checkpoint", message=str(path))
 
     def _restore(self) -> None:
@@ -263,9 +350,13 @@ class _Loop:
         rngs = state["rng"]
         if len(rngs) == self.ctx.world_size:
             restore_rng(rngs[self.ctx.rank])
-        self._resume_note = "" if state.get("world_size") == self.ctx.world_size else (
-            f"resumed with {self.ctx.world_size} process(es) instead of {state.get('world_size')}: "
-            "the data order changes, the run is no longer bit-for-bit reproducible"
+        self._resume_note = (
+            ""
+            if state.get("world_size") == self.ctx.world_size
+            else (
+                f"resumed with {self.ctx.world_size} process(es) instead of {state.get('world_size')}: "
+                "the data order changes, the run is no longer bit-for-bit reproducible"
+            )
         )
 
     # -------------------------------------------------------------- one step
@@ -280,22 +371,37 @@ class _Loop:
         present = batch["present"].to(dev, non_blocking=True)
         batch_u = None
         if self.config.mas_granularity == "batch":
-            batch_u = torch.from_numpy(np.random.default_rng([self.seed, self.step, 99]).random(NUM_SCALES))
+            batch_u = torch.from_numpy(
+                np.random.default_rng([self.seed, self.step, 99]).random(NUM_SCALES)
+            )
         with autocast(dev, r.train.precision):
             out = self.forward(images, mask, present, batch["mas_u"], batch_u, self._reduce)
         world, ignore = self.ctx.world_size, self.manifest.ignore_index
-        loss_sgf, value_sgf = branch_loss(out.logits_sgf, label, out.valid_sgf, ignore, self._reduce, world)
+        loss_sgf, value_sgf = branch_loss(
+            out.logits_sgf, label, out.valid_sgf, ignore, self._reduce, world
+        )
         loss = r.train.lambda_sgf * loss_sgf
         values = {"loss_sgf": float(value_sgf)}
         if out.logits_mas is not None and out.valid_mas is not None:
-            loss_mas, value_mas = branch_loss(out.logits_mas, label, out.valid_mas, ignore, self._reduce, world)
+            loss_mas, value_mas = branch_loss(
+                out.logits_mas, label, out.valid_mas, ignore, self._reduce, world
+            )
             loss = loss + r.train.lambda_mas * loss_mas
             values["loss_mas"] = float(value_mas)
         (loss / r.train.accumulate).backward()
-        values["loss"] = r.train.lambda_sgf * values["loss_sgf"] + r.train.lambda_mas * values.get("loss_mas", 0.0)
+        values["loss"] = r.train.lambda_sgf * values["loss_sgf"] + r.train.lambda_mas * values.get(
+            "loss_mas", 0.0
+        )
         if out.mas_probs is not None:
             S, B, M = out.mas_probs.shape
-            sums = self._reduce(torch.cat([out.mas_probs.detach().float().sum(dim=1).flatten(), torch.tensor([float(B)], device=dev)]))
+            sums = self._reduce(
+                torch.cat(
+                    [
+                        out.mas_probs.detach().float().sum(dim=1).flatten(),
+                        torch.tensor([float(B)], device=dev),
+                    ]
+                )
+            )
             means = (sums[:-1] / sums[-1]).reshape(S, M).tolist()
             for i in range(S):
                 for j, name in enumerate(self.plan.modalities):
@@ -320,21 +426,36 @@ class _Loop:
             self._emit("validate", {"done": float(done), "total": float(total)})
 
         result = evaluate_subsets(
-            self.model, self.val_loader, list(self.plan.subsets), device=self.ctx.device,
-            ignore_index=self.manifest.ignore_index, precision=self.recipe.train.precision, progress=report,
+            self.model,
+            self.val_loader,
+            list(self.plan.subsets),
+            device=self.ctx.device,
+            ignore_index=self.manifest.ignore_index,
+            precision=self.recipe.train.precision,
+            progress=report,
         ).all_reduce()
-        self.last_val = {subset_label(s): float(m.miou) for s, m in zip(result.subsets, result.metrics)}
-        summary = {"average": result.summary.average, "top1": result.summary.top1, "last1": result.summary.last1}
+        self.last_val = {
+            subset_label(s): float(m.miou) for s, m in zip(result.subsets, result.metrics)
+        }
+        summary = {
+            "average": result.summary.average,
+            "top1": result.summary.top1,
+            "last1": result.summary.last1,
+        }
         epoch = self._epoch_reached()
         previous = self.best.get("average", -math.inf)
         # a NaN average never wins, and a NaN best (no class scored yet) is beaten by any number
-        improved = summary["average"] == summary["average"] and (summary["average"] > previous or previous != previous)
+        improved = summary["average"] == summary["average"] and (
+            summary["average"] > previous or previous != previous
+        )
         if improved:
             self.best = {**summary, "epoch": float(epoch), "step": float(self.step)}
         if self.ctx.is_main and self.log is not None:
             self.log.log_val(epoch, self.step, summary, self.last_val)
             if improved:
-                save_checkpoint(self.plan.best_checkpoint, Checkpoint(self._meta(), self.model.state_dict()))
+                save_checkpoint(
+                    self.plan.best_checkpoint, Checkpoint(self._meta(), self.model.state_dict())
+                )
         self._emit("val", {**summary, **{f"miou_{k}": v for k, v in self.last_val.items()}})
 
     # ------------------------------------------------------------------ loop
@@ -353,7 +474,12 @@ class _Loop:
         if self.log is not None:
             row = {k: mean[k] for k in ("loss", "loss_sgf", "loss_mas") if k in mean}
             row.update(lr=self.schedule.lr(self.step - 1), samples_per_s=rate)
-            self.log.log_train(self._epoch_reached(), self.step, row, {k: v for k, v in mean.items() if k.startswith("mas_")})
+            self.log.log_train(
+                self._epoch_reached(),
+                self.step,
+                row,
+                {k: v for k, v in mean.items() if k.startswith("mas_")},
+            )
         self.window = {}
 
     def run(self) -> TrainResult:
@@ -374,26 +500,42 @@ class _Loop:
                 left -= 1
                 micro += 1
                 last = micro == r.train.accumulate
-                no_sync = self.forward.no_sync() if isinstance(self.forward, DistributedDataParallel) and not last else contextlib.nullcontext()
+                no_sync = (
+                    self.forward.no_sync()
+                    if isinstance(self.forward, DistributedDataParallel) and not last
+                    else contextlib.nullcontext()
+                )
                 with no_sync:
                     micro_values = self._micro_step(batch)
-                totals = micro_values if micro == 1 else {k: totals[k] + v for k, v in micro_values.items()}
+                totals = (
+                    micro_values
+                    if micro == 1
+                    else {k: totals[k] + v for k, v in micro_values.items()}
+                )
                 if not last:
                     continue
                 micro = 0
-                values = {k: v / r.train.accumulate for k, v in totals.items()}  # mean over the micro-batches
+                values = {
+                    k: v / r.train.accumulate for k, v in totals.items()
+                }  # mean over the micro-batches
                 values["lr"] = self._optimizer_step()
                 now = time.perf_counter()
                 rate = per_step / max(now - tick, 1e-9)
                 tick = now
                 self._log_window(values, rate)
                 self._emit("step", {**values, "samples_per_s": rate})
-                if self.step % r.train.checkpoint_every == 0 and self.step % spe and self.step < self.total_steps:
+                if (
+                    self.step % r.train.checkpoint_every == 0
+                    and self.step % spe
+                    and self.step < self.total_steps
+                ):
                     self._save_last()
                 if self.step >= self.total_steps:
                     break
             epoch_number = self._epoch_reached()
-            due = r.train.val_every and (epoch_number % r.train.val_every == 0 or self.step >= self.total_steps)
+            due = r.train.val_every and (
+                epoch_number % r.train.val_every == 0 or self.step >= self.total_steps
+            )
             if due:
                 self._validate()
             self._save_last()
@@ -406,19 +548,34 @@ class _Loop:
             self.log.close()
             plots = write_plots(self.plan.run_dir)
             summary = {
-                "step": self.step, "epoch": self._epoch_reached(), "total_steps": self.total_steps,
-                "best": self.best, "last_val": self.last_val, "final_loss": self.final_loss,
-                "world_size": self.ctx.world_size, "device": self.ctx.device.type,
+                "step": self.step,
+                "epoch": self._epoch_reached(),
+                "total_steps": self.total_steps,
+                "best": self.best,
+                "last_val": self.last_val,
+                "final_loss": self.final_loss,
+                "world_size": self.ctx.world_size,
+                "device": self.ctx.device.type,
             }
             tmp = self.plan.run_dir / ".summary.json.tmp"
             tmp.write_text(json.dumps(_json_safe(summary), indent=2, allow_nan=False))
             os.replace(tmp, self.plan.run_dir / "summary.json")
         result = TrainResult(
-            run_dir=self.plan.run_dir, step=self.step, epoch=self._epoch_reached(), total_steps=self.total_steps,
-            best=dict(self.best), last_val=dict(self.last_val),
-            best_checkpoint=self.plan.best_checkpoint if self.plan.best_checkpoint.exists() else None,
-            last_checkpoint=self.plan.last_checkpoint, plots=plots, seconds=time.perf_counter() - self.started,
-            resumed_from=self.resumed_from, world_size=self.ctx.world_size, device=self.ctx.device.type,
+            run_dir=self.plan.run_dir,
+            step=self.step,
+            epoch=self._epoch_reached(),
+            total_steps=self.total_steps,
+            best=dict(self.best),
+            last_val=dict(self.last_val),
+            best_checkpoint=self.plan.best_checkpoint
+            if self.plan.best_checkpoint.exists()
+            else None,
+            last_checkpoint=self.plan.last_checkpoint,
+            plots=plots,
+            seconds=time.perf_counter() - self.started,
+            resumed_from=self.resumed_from,
+            world_size=self.ctx.world_size,
+            device=self.ctx.device.type,
             final_loss=self.final_loss,
         )
         self._emit("end")

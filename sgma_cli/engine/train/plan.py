@@ -35,17 +35,24 @@ import torch
 
 from sgma_cli.config.checkpoint import Checkpoint, load_checkpoint
 from sgma_cli.config.dataset import DatasetManifest, load_manifest
+from sgma_cli.config.model import ModalitySpec, SGMAConfig
 from sgma_cli.config.recipe import Recipe, recipe_to_toml
 from sgma_cli.data.tile_dataset import list_tiles
 from sgma_cli.engine.device import check_gpu_count, resolve_device
 from sgma_cli.engine.distributed import torchrun_env
 from sgma_cli.engine.subsets import parse_subsets
-from sgma_cli.errors import CheckpointError, ConfigError, DatasetError, UsageError
 from sgma_cli.engine.weights import load_backbone_weights
+from sgma_cli.errors import CheckpointError, ConfigError, DatasetError, UsageError
 from sgma_cli.model.backbones import create_backbone
-from sgma_cli.config.model import ModalitySpec, SGMAConfig
 
-__all__ = ["CHECKPOINT_DIR", "TrainPlan", "check_pretrained", "model_config", "plan_training", "write_recipe"]
+__all__ = [
+    "CHECKPOINT_DIR",
+    "TrainPlan",
+    "check_pretrained",
+    "model_config",
+    "plan_training",
+    "write_recipe",
+]
 
 CHECKPOINT_DIR = "checkpoints"
 
@@ -85,7 +92,9 @@ class TrainPlan:
         return self.run_dir / CHECKPOINT_DIR / "best.pt"
 
 
-def model_config(recipe: Recipe, manifest: DatasetManifest, modalities: Sequence[str]) -> SGMAConfig:
+def model_config(
+    recipe: Recipe, manifest: DatasetManifest, modalities: Sequence[str]
+) -> SGMAConfig:
     """Map the recipe's ``[model]`` and the dataset onto :class:`SGMAConfig`."""
     m = recipe.model
     try:
@@ -125,7 +134,9 @@ def _check_writable(run_dir: Path) -> None:
         probe.write_bytes(b"")
         probe.unlink()
     except OSError as err:
-        raise UsageError(f"cannot write the run folder ({err.strerror}); choose another --out", run_dir) from None
+        raise UsageError(
+            f"cannot write the run folder ({err.strerror}); choose another --out", run_dir
+        ) from None
 
 
 def _check_modalities(recipe: Recipe, manifest: DatasetManifest, data_dir: Path) -> tuple[str, ...]:
@@ -139,7 +150,10 @@ def _check_modalities(recipe: Recipe, manifest: DatasetManifest, data_dir: Path)
         )
     for name in wanted:
         if manifest.modality(name).stats is None:
-            raise DatasetError(f"modality {name} has no statistics in dataset.toml; re-run `sgma prepare`", data_dir)
+            raise DatasetError(
+                f"modality {name} has no statistics in dataset.toml; re-run `sgma prepare`",
+                data_dir,
+            )
     return tuple(n for n in manifest.modality_names if n in wanted)
 
 
@@ -148,16 +162,31 @@ def _samples_per_step(recipe: Mapping[str, Any], world: int) -> int:
     return int(recipe["data"]["batch_size"]) * world * int(recipe["train"]["accumulate"])
 
 
-def _check_resume(plan_recipe: Recipe, manifest: DatasetManifest, modalities: Sequence[str], path: Path, world: int) -> Checkpoint:
+def _check_resume(
+    plan_recipe: Recipe,
+    manifest: DatasetManifest,
+    modalities: Sequence[str],
+    path: Path,
+    world: int,
+) -> Checkpoint:
     ckpt = load_checkpoint(path, with_train_state=True)
     if ckpt.meta.class_names != manifest.class_names:
-        raise CheckpointError(f"was trained on classes {ckpt.meta.class_names}, the dataset has {manifest.class_names}", path)
+        raise CheckpointError(
+            f"was trained on classes {ckpt.meta.class_names}, the dataset has {manifest.class_names}",
+            path,
+        )
     if tuple(ckpt.meta.modality_names) != tuple(modalities):
-        raise CheckpointError(f"was trained on modalities {ckpt.meta.modality_names}, the recipe asks for {list(modalities)}", path)
+        raise CheckpointError(
+            f"was trained on modalities {ckpt.meta.modality_names}, the recipe asks for {list(modalities)}",
+            path,
+        )
     expected = model_config(plan_recipe, manifest, modalities).to_dict()
     if ckpt.meta.model != expected:
         changed = sorted(k for k in expected if ckpt.meta.model.get(k) != expected[k])
-        raise CheckpointError(f"model settings {changed} differ from the recipe; resume with the recipe of that run", path)
+        raise CheckpointError(
+            f"model settings {changed} differ from the recipe; resume with the recipe of that run",
+            path,
+        )
     for key in ("optimizer", "step", "rng", "world_size", "seed"):
         if key not in ckpt.train:  # type: ignore[operator]
             raise CheckpointError(f"training state lacks {key!r}; the checkpoint is damaged", path)
@@ -173,7 +202,9 @@ def _check_resume(plan_recipe: Recipe, manifest: DatasetManifest, modalities: Se
             path,
         )
     if int(train["seed"]) != plan_recipe.train.seed:
-        raise CheckpointError(f"the run used train.seed = {train['seed']}; resume with the same seed", path)
+        raise CheckpointError(
+            f"the run used train.seed = {train['seed']}; resume with the same seed", path
+        )
     return ckpt
 
 
@@ -203,18 +234,23 @@ def plan_training(
         raise UsageError("no dataset: pass --data DATA_DIR or set data.dir in the recipe")
     data_path = Path(data_value).expanduser().resolve()
     if not data_path.exists():
-        raise DatasetError("dataset folder not found; run `sgma prepare` first or fix --data", data_path)
+        raise DatasetError(
+            "dataset folder not found; run `sgma prepare` first or fix --data", data_path
+        )
     manifest = load_manifest(data_path)
     modalities = _check_modalities(recipe, manifest, data_path)
     if recipe.data.classes is not None and list(recipe.data.classes) != manifest.class_names:
         raise DatasetError(
-            f"recipe data.classes {list(recipe.data.classes)} differ from the dataset's {manifest.class_names}", data_path
+            f"recipe data.classes {list(recipe.data.classes)} differ from the dataset's {manifest.class_names}",
+            data_path,
         )
     torchrun = torchrun_env()
     if gpus < 0 or nproc < 1:
         raise UsageError(f"--gpus must be >= 0 and --nproc >= 1 (got {gpus}, {nproc})")
     if gpus and nproc > 1:
-        raise UsageError("--gpus N and --nproc N both ask for processes; use --gpus for GPUs, --nproc with --device cpu")
+        raise UsageError(
+            "--gpus N and --nproc N both ask for processes; use --gpus for GPUs, --nproc with --device cpu"
+        )
     if gpus:
         check_gpu_count(gpus)
         device_type, world = "cuda", gpus
@@ -241,14 +277,21 @@ def plan_training(
         check_pretrained(Path(recipe.model.pretrained).expanduser(), recipe.model.backbone)
     model_config(recipe, manifest, modalities)
     subsets = tuple(parse_subsets(recipe.train.val_subsets, modalities))
-    out = Path(run_dir if run_dir is not None else Path("runs") / recipe.name).expanduser().resolve()
+    out = (
+        Path(run_dir if run_dir is not None else Path("runs") / recipe.name).expanduser().resolve()
+    )
     last = out / CHECKPOINT_DIR / "last.pt"
     if resume:
         if not last.exists():
             raise UsageError(f"nothing to resume: {last} does not exist; start without --resume")
     elif last.exists():
-        raise UsageError(f"already holds a run ({last.name}); add --resume to continue it or choose another --out", out)
-    resolved = recipe.model_copy(update={"data": recipe.data.model_copy(update={"dir": str(data_path)})})
+        raise UsageError(
+            f"already holds a run ({last.name}); add --resume to continue it or choose another --out",
+            out,
+        )
+    resolved = recipe.model_copy(
+        update={"data": recipe.data.model_copy(update={"dir": str(data_path)})}
+    )
     if resume:
         _check_resume(resolved, manifest, modalities, last, world)
     _check_writable(out)

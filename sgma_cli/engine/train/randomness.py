@@ -25,7 +25,14 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
-__all__ = ["sample_seed", "ResumableSampler", "ShardSampler", "SeededSamples", "capture_rng", "restore_rng"]
+__all__ = [
+    "sample_seed",
+    "ResumableSampler",
+    "ShardSampler",
+    "SeededSamples",
+    "capture_rng",
+    "restore_rng",
+]
 
 _STREAM_AUGMENT, _STREAM_DROPOUT, _STREAM_MAS = 1, 2, 3
 
@@ -53,7 +60,15 @@ class ResumableSampler(Sampler[tuple[int, int]]):
         shuffle: shuffle each epoch.
     """
 
-    def __init__(self, length: int, batch_size: int, seed: int = 0, rank: int = 0, world_size: int = 1, shuffle: bool = True) -> None:
+    def __init__(
+        self,
+        length: int,
+        batch_size: int,
+        seed: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+        shuffle: bool = True,
+    ) -> None:
         self.length = length
         self.batch_size = batch_size
         self.seed = seed
@@ -78,7 +93,9 @@ class ResumableSampler(Sampler[tuple[int, int]]):
 
     def __iter__(self) -> Iterator[tuple[int, int]]:
         if self.shuffle:
-            order = torch.randperm(self.length, generator=torch.Generator().manual_seed(self.seed + 7919 * self.epoch))
+            order = torch.randperm(
+                self.length, generator=torch.Generator().manual_seed(self.seed + 7919 * self.epoch)
+            )
         else:
             order = torch.arange(self.length)
         usable = self.batches_per_epoch * self.batch_size * self.world_size
@@ -115,7 +132,14 @@ class SeededSamples(Dataset):
         modality_dropout: drop probability per modality (0: all present).
     """
 
-    def __init__(self, base: Any, seed: int, num_modalities: int, num_scales: int = 4, modality_dropout: float = 0.0) -> None:
+    def __init__(
+        self,
+        base: Any,
+        seed: int,
+        num_modalities: int,
+        num_scales: int = 4,
+        modality_dropout: float = 0.0,
+    ) -> None:
         self.base = base
         self.seed = seed
         self.num_modalities = num_modalities
@@ -127,7 +151,9 @@ class SeededSamples(Dataset):
 
     def __getitem__(self, key: tuple[int, int]) -> dict[str, Any]:
         epoch, index = key
-        reseed: Callable[[int], None] | None = getattr(getattr(self.base, "transform", None), "reseed", None)
+        reseed: Callable[[int], None] | None = getattr(
+            getattr(self.base, "transform", None), "reseed", None
+        )
         if reseed is not None:
             reseed(sample_seed(self.seed, epoch, index, _STREAM_AUGMENT))
         sample = self.base[index]
@@ -137,7 +163,9 @@ class SeededSamples(Dataset):
             present = rng.random(self.num_modalities) >= self.modality_dropout
             if not present.any():
                 present[rng.integers(self.num_modalities)] = True
-        mas = np.random.default_rng(sample_seed(self.seed, epoch, index, _STREAM_MAS)).random(self.num_scales)
+        mas = np.random.default_rng(sample_seed(self.seed, epoch, index, _STREAM_MAS)).random(
+            self.num_scales
+        )
         sample["present"] = torch.from_numpy(present)
         sample["mas_u"] = torch.from_numpy(mas.astype(np.float64))
         return sample
@@ -149,8 +177,13 @@ def capture_rng() -> dict[str, Any]:
     version, internal, gauss_next = random.getstate()
     return {
         "python": {"version": version, "state": list(internal), "gauss": gauss_next},
-        "numpy": {"kind": str(kind), "keys": torch.from_numpy(np.asarray(keys, dtype=np.int64)), "pos": int(pos),
-                  "has_gauss": int(has_gauss), "gauss": float(gauss)},
+        "numpy": {
+            "kind": str(kind),
+            "keys": torch.from_numpy(np.asarray(keys, dtype=np.int64)),
+            "pos": int(pos),
+            "has_gauss": int(has_gauss),
+            "gauss": float(gauss),
+        },
         "torch": torch.get_rng_state(),
         "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
     }
@@ -161,7 +194,19 @@ def restore_rng(state: dict[str, Any]) -> None:
     py = state["python"]
     random.setstate((py["version"], tuple(py["state"]), py["gauss"]))
     npy = state["numpy"]
-    np.random.set_state((npy["kind"], npy["keys"].numpy().astype(np.uint32), npy["pos"], npy["has_gauss"], npy["gauss"]))
+    np.random.set_state(
+        (
+            npy["kind"],
+            npy["keys"].numpy().astype(np.uint32),
+            npy["pos"],
+            npy["has_gauss"],
+            npy["gauss"],
+        )
+    )
     torch.set_rng_state(state["torch"])
-    if state.get("cuda") and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
+    if (
+        state.get("cuda")
+        and torch.cuda.is_available()
+        and len(state["cuda"]) == torch.cuda.device_count()
+    ):
         torch.cuda.set_rng_state_all(state["cuda"])

@@ -48,8 +48,19 @@ class RunLog:
         self.mas_columns = [f"mas_s{i + 1}_{m}" for i in range(num_scales) for m in modalities]
         self.subset_columns = [f"miou_{subset_label(s)}" for s in subsets]
         self.columns = [
-            "kind", "epoch", "step", "lr", "loss", "loss_sgf", "loss_mas", "samples_per_s",
-            *self.mas_columns, "val_average", "val_top1", "val_last1", *self.subset_columns,
+            "kind",
+            "epoch",
+            "step",
+            "lr",
+            "loss",
+            "loss_sgf",
+            "loss_mas",
+            "samples_per_s",
+            *self.mas_columns,
+            "val_average",
+            "val_top1",
+            "val_last1",
+            *self.subset_columns,
         ]
         if resume_step is not None and self.path.exists():
             kept = [r for r in read_metrics(self.path) if int(r.get("step") or 0) <= resume_step]
@@ -77,7 +88,9 @@ class RunLog:
                 {k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()}
             )
 
-    def log_train(self, epoch: int, step: int, values: Mapping[str, float], mas: Mapping[str, float]) -> None:
+    def log_train(
+        self, epoch: int, step: int, values: Mapping[str, float], mas: Mapping[str, float]
+    ) -> None:
         """One training row: ``values`` (lr, loss, loss_sgf, loss_mas, samples_per_s) + MAS columns."""
         self._append({"kind": "train", "epoch": epoch, "step": step, **values, **mas})
         if self.writer is not None:
@@ -87,7 +100,9 @@ class RunLog:
                 scale, modality = key[len("mas_s") :].split("_", 1)
                 self.writer.add_scalar(f"mas/scale{scale}/{modality}", value, step)
 
-    def log_val(self, epoch: int, step: int, summary: Mapping[str, float], per_subset: Mapping[str, float]) -> None:
+    def log_val(
+        self, epoch: int, step: int, summary: Mapping[str, float], per_subset: Mapping[str, float]
+    ) -> None:
         """One validation row: ``summary`` (average, top1, last1) and mIoU per subset label."""
         row: dict[str, object] = {"kind": "val", "epoch": epoch, "step": step}
         row.update({f"val_{k}": v for k, v in summary.items()})
@@ -127,27 +142,62 @@ def write_plots(run_dir: Path) -> list[Path]:
     if train:
         steps = _floats(train, "step")
         names = {"loss": "total (weighted)", "loss_sgf": "SGF branch", "loss_mas": "MAS branch"}
-        lines = {label: (steps, _floats(train, key)) for key, label in names.items() if _finite(_floats(train, key))}
-        written.append(line_plot(run_dir / "loss.png", [("", lines)], title="Training loss", xlabel="step", ylabel="cross-entropy"))
+        lines = {
+            label: (steps, _floats(train, key))
+            for key, label in names.items()
+            if _finite(_floats(train, key))
+        }
+        written.append(
+            line_plot(
+                run_dir / "loss.png",
+                [("", lines)],
+                title="Training loss",
+                xlabel="step",
+                ylabel="cross-entropy",
+            )
+        )
         mas_keys = [k for k in train[0] if k.startswith("mas_s") and _finite(_floats(train, k))]
         if mas_keys:
             scales = sorted({k[len("mas_s") :].split("_", 1)[0] for k in mas_keys}, key=int)
             panels = [
-                (f"scale {s}", {k.split("_", 2)[2]: (steps, _floats(train, k)) for k in mas_keys if k.startswith(f"mas_s{s}_")})
+                (
+                    f"scale {s}",
+                    {
+                        k.split("_", 2)[2]: (steps, _floats(train, k))
+                        for k in mas_keys
+                        if k.startswith(f"mas_s{s}_")
+                    },
+                )
                 for s in scales
             ]
-            written.append(line_plot(
-                run_dir / "mas_probs.png", panels, title="Modality-Aware Sampling probabilities $s_m^i$ (batch mean)",
-                xlabel="step", ylabel="probability", ylim=(0.0, 1.0),
-            ))
+            written.append(
+                line_plot(
+                    run_dir / "mas_probs.png",
+                    panels,
+                    title="Modality-Aware Sampling probabilities $s_m^i$ (batch mean)",
+                    xlabel="step",
+                    ylabel="probability",
+                    ylim=(0.0, 1.0),
+                )
+            )
     if val:
         epochs = _floats(val, "epoch")
-        lines = {k[len("miou_"):]: (epochs, [100 * v for v in _floats(val, k)]) for k in val[0] if k.startswith("miou_")}
+        lines = {
+            k[len("miou_") :]: (epochs, [100 * v for v in _floats(val, k)])
+            for k in val[0]
+            if k.startswith("miou_")
+        }
         lines["Average"] = (epochs, [100 * v for v in _floats(val, "val_average")])
-        written.append(line_plot(
-            run_dir / "val_miou.png", [("", lines)], title="Validation mIoU per modality subset",
-            xlabel="epoch", ylabel="mIoU (%)", highlight="Average",
-        ))
+        written.append(
+            line_plot(
+                run_dir / "val_miou.png",
+                [("", lines)],
+                title="Validation mIoU per modality subset",
+                xlabel="epoch",
+                ylabel="mIoU (%)",
+                highlight="Average",
+            )
+        )
     return written
 
 

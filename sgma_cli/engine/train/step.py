@@ -91,7 +91,9 @@ class TrainForward(nn.Module):
         else:
             uniforms = mas_u.T
         out = self.model.forward_train(images, mask, present, uniforms=uniforms, reduce=reduce)
-        return StepOutput(out.logits_sgf, out.logits_mas, out.valid_sgf, out.valid_mas, out.mas_probs)
+        return StepOutput(
+            out.logits_sgf, out.logits_mas, out.valid_sgf, out.valid_mas, out.mas_probs
+        )
 
 
 def branch_loss(

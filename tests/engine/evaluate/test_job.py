@@ -9,12 +9,13 @@ import torch
 import torch.nn.functional as F
 
 from sgma_cli.config.checkpoint import load_checkpoint
-from sgma_cli.engine.weights import load_model
 from sgma_cli.engine.metrics import confusion_matrix
 from sgma_cli.engine.subsets import all_subsets
+from sgma_cli.engine.weights import load_model
 from tests.conftest import make_tiny_checkpoint
 
 SUBSETS = all_subsets(["rgb", "dsm", "sar"])
+
 
 class TestScene:
     """Whole scenes through predict's sliding windows: every subset equals ``predict_scene`` on that subset."""
@@ -31,9 +32,15 @@ class TestScene:
         scene_dir = make_tiny_scene(root / "scene", size=96)
         ckpt = make_tiny_checkpoint(root / "tiny.pt")
         model, meta = load_model(ckpt)
-        scene = open_scene(find_sensor_files(scene_dir, meta.modality_names), {m.name: m.bands for m in meta.modalities})
+        scene = open_scene(
+            find_sensor_files(scene_dir, meta.modality_names),
+            {m.name: m.bands for m in meta.modalities},
+        )
         batch = next(read_batches(scene, meta, batches_of(window_grid(96, 96, 96, 0.0), 1)))
-        images, mask = {k: torch.from_numpy(v) for k, v in batch.images.items()}, torch.from_numpy(batch.mask)
+        images, mask = (
+            {k: torch.from_numpy(v) for k, v in batch.images.items()},
+            torch.from_numpy(batch.mask),
+        )
         import rasterio
 
         with rasterio.open(scene_dir / "labels.tif") as src:
@@ -47,7 +54,9 @@ class TestScene:
             opt.zero_grad()
             loss.backward()
             opt.step()
-        trained = save_checkpoint(root / "trained.pt", Checkpoint(load_checkpoint(ckpt).meta, model.state_dict()))
+        trained = save_checkpoint(
+            root / "trained.pt", Checkpoint(load_checkpoint(ckpt).meta, model.state_dict())
+        )
         return scene_dir, trained
 
     def test_equals_predict_per_subset(self, scene: tuple[Path, Path]) -> None:
@@ -59,7 +68,15 @@ class TestScene:
         from sgma_cli.engine.predict.job import predict_scene
 
         scene_dir, ckpt = scene
-        ev = evaluate_scene(ckpt, scene_dir, scene_dir / "labels.tif", window=64, overlap=0.25, batch_size=2, device="cpu")
+        ev = evaluate_scene(
+            ckpt,
+            scene_dir,
+            scene_dir / "labels.tif",
+            window=64,
+            overlap=0.25,
+            batch_size=2,
+            device="cpu",
+        )
         assert ev.tiles == 4 and ev.split == "scene" and ev.result.subsets == SUBSETS
         model, meta = load_model(ckpt)
         with rasterio.open(scene_dir / "labels.tif") as src:
@@ -68,14 +85,20 @@ class TestScene:
         bands = {m.name: m.bands for m in meta.modalities}
         # predict picks its grid from the chosen sensors: same grid as the full scene while rgb is chosen
         for subset in [s for s in SUBSETS if "rgb" in s]:
-            sc = open_scene(files, bands, modalities=list(subset), resolution=0.5, resolution_crs=meta.crs)
-            blocks = list(predict_scene(model, meta, sc, window=64, overlap=0.25, batch_size=2, device="cpu"))
+            sc = open_scene(
+                files, bands, modalities=list(subset), resolution=0.5, resolution_crs=meta.crs
+            )
+            blocks = list(
+                predict_scene(model, meta, sc, window=64, overlap=0.25, batch_size=2, device="cpu")
+            )
             classes = torch.from_numpy(np.concatenate([b.classes for b in blocks]).astype("int64"))
             valid = torch.from_numpy(np.concatenate([b.valid for b in blocks]))
             expected = confusion_matrix(classes, label, 3, 255, valid)
             assert torch.equal(ev.result.confusion[SUBSETS.index(subset)], expected), subset
         pixels = [int(c.sum()) for c in ev.result.confusion]
-        assert pixels[SUBSETS.index(("rgb",))] == 96 * 96  # rgb sees everything, labels have no gaps
+        assert (
+            pixels[SUBSETS.index(("rgb",))] == 96 * 96
+        )  # rgb sees everything, labels have no gaps
         assert pixels[SUBSETS.index(("sar",))] < 96 * 96  # the swath ends mid-scene
         assert ev.result.metrics[0].miou > 0.5
         assert len({tuple(c.flatten().tolist()) for c in ev.result.confusion}) > 3

@@ -16,10 +16,10 @@ from torch.utils.data import DataLoader
 
 from sgma_cli.config.checkpoint import load_checkpoint
 from sgma_cli.data.tile_dataset import TileDataset
-from sgma_cli.engine.weights import load_model
 from sgma_cli.engine.evaluate.scoring import SubsetEvaluation, decode_group_size, evaluate_subsets
 from sgma_cli.engine.metrics import confusion_matrix
 from sgma_cli.engine.subsets import all_subsets
+from sgma_cli.engine.weights import load_model
 from sgma_cli.model.sgma import SGMA
 from tests.conftest import make_tiny_checkpoint, make_tiny_dataset
 
@@ -79,7 +79,9 @@ class TestCachedEqualsNaive:
         return evaluate_subsets(model, _loader(data), SUBSETS, device=CPU)
 
     @pytest.mark.parametrize("subset", SUBSETS, ids=["+".join(s) for s in SUBSETS])
-    def test_identical_confusion(self, fitted: tuple[SGMA, Path], cached: SubsetEvaluation, subset: tuple[str, ...]) -> None:
+    def test_identical_confusion(
+        self, fitted: tuple[SGMA, Path], cached: SubsetEvaluation, subset: tuple[str, ...]
+    ) -> None:
         model, data = fitted
         got = cached.confusion[cached.subsets.index(subset)]
         assert torch.equal(got, _naive(model, _loader(data), subset))
@@ -102,7 +104,9 @@ class TestCachedEqualsNaive:
         assert cached.summary.last1 == min(mious)
         assert cached.summary.average == pytest.approx(sum(mious) / len(mious))
 
-    def test_robustness_matches_model_output(self, fitted: tuple[SGMA, Path], cached: SubsetEvaluation) -> None:
+    def test_robustness_matches_model_output(
+        self, fitted: tuple[SGMA, Path], cached: SubsetEvaluation
+    ) -> None:
         model, data = fitted
         sums = torch.zeros(4, 3, dtype=torch.float64)
         counts = torch.zeros(4, 3, dtype=torch.float64)
@@ -124,7 +128,9 @@ class TestEvaluateSubsets:
     def test_decode_grouping_does_not_change_counts(self, fitted: tuple[SGMA, Path]) -> None:
         model, data = fitted
         one = evaluate_subsets(model, _loader(data, "val"), SUBSETS, device=CPU, max_decode_group=1)
-        all_ = evaluate_subsets(model, _loader(data, "val"), SUBSETS, device=CPU, max_decode_group=7)
+        all_ = evaluate_subsets(
+            model, _loader(data, "val"), SUBSETS, device=CPU, max_decode_group=7
+        )
         for a, b in zip(one.confusion, all_.confusion):
             assert torch.equal(a, b)
 
@@ -133,7 +139,13 @@ class TestEvaluateSubsets:
         calls: list[tuple[int, int]] = []
         model.train()
         try:
-            evaluate_subsets(model, _loader(data, "val", 1), [("rgb",)], device=CPU, progress=lambda d, t: calls.append((d, t)))
+            evaluate_subsets(
+                model,
+                _loader(data, "val", 1),
+                [("rgb",)],
+                device=CPU,
+                progress=lambda d, t: calls.append((d, t)),
+            )
             assert model.training
         finally:
             model.eval()
@@ -144,7 +156,12 @@ class TestEvaluateSubsets:
         ds = TileDataset(data, "train", stats=_stats(data))
         whole = evaluate_subsets(model, DataLoader(ds, batch_size=4), SUBSETS, device=CPU)
         parts = [
-            evaluate_subsets(model, DataLoader(torch.utils.data.Subset(ds, idx), batch_size=2), SUBSETS, device=CPU)
+            evaluate_subsets(
+                model,
+                DataLoader(torch.utils.data.Subset(ds, idx), batch_size=2),
+                SUBSETS,
+                device=CPU,
+            )
             for idx in ([0, 2], [1, 3])
         ]
         merged = parts[0].merge(parts[1])
@@ -169,7 +186,11 @@ class TestEvaluateSubsets:
     def test_mask_over_given_images_only(self, fitted: tuple[SGMA, Path]) -> None:
         model, data = fitted
         batch = next(iter(_loader(data, "val")))
-        partial = {"image": {"rgb": batch["image"]["rgb"]}, "mask": batch["mask"][:, :1], "label": batch["label"]}
+        partial = {
+            "image": {"rgb": batch["image"]["rgb"]},
+            "mask": batch["mask"][:, :1],
+            "label": batch["label"],
+        }
         ev = evaluate_subsets(model, [partial], [("rgb",)], device=CPU)
         ref = evaluate_subsets(model, [batch], [("rgb",)], device=CPU)
         assert torch.equal(ev.confusion[0], ref.confusion[0])
@@ -179,7 +200,11 @@ class TestEvaluateSubsets:
     def test_subset_not_in_batches(self, fitted: tuple[SGMA, Path]) -> None:
         model, data = fitted
         batch = next(iter(_loader(data, "val")))
-        partial = {"image": {"rgb": batch["image"]["rgb"]}, "mask": batch["mask"], "label": batch["label"]}
+        partial = {
+            "image": {"rgb": batch["image"]["rgb"]},
+            "mask": batch["mask"],
+            "label": batch["label"],
+        }
         with pytest.raises(ValueError, match=r"\['sar'\]"):
             evaluate_subsets(model, [partial], [("rgb", "sar")], device=CPU)
         with pytest.raises(ValueError, match="unknown modalities"):
@@ -200,7 +225,9 @@ def _ddp_worker(rank: int, port: int, data: str, ckpt: str, out: str) -> None:
         model, _ = load_model(Path(ckpt))
         ds = TileDataset(Path(data), "train", stats=_stats(Path(data)))
         shard = torch.utils.data.Subset(ds, list(range(rank, len(ds), 2)))
-        ev = evaluate_subsets(model, DataLoader(shard, batch_size=2), SUBSETS, device=CPU).all_reduce()
+        ev = evaluate_subsets(
+            model, DataLoader(shard, batch_size=2), SUBSETS, device=CPU
+        ).all_reduce()
         if rank == 0:
             Path(out).write_text(json.dumps([c.tolist() for c in ev.confusion]))
     finally:
@@ -217,7 +244,9 @@ def test_all_reduce_single_rank_gloo(fitted: tuple[SGMA, Path]) -> None:
     model, data = fitted
     ev = evaluate_subsets(model, _loader(data, "val"), SUBSETS, device=CPU)
     assert ev.all_reduce() is ev  # no process group: unchanged
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{_free_port()}", rank=0, world_size=1)
+    dist.init_process_group(
+        "gloo", init_method=f"tcp://127.0.0.1:{_free_port()}", rank=0, world_size=1
+    )
     try:
         reduced = ev.all_reduce()
     finally:
@@ -227,11 +256,18 @@ def test_all_reduce_single_rank_gloo(fitted: tuple[SGMA, Path]) -> None:
 
 
 @pytest.mark.slow
-def test_all_reduce_over_two_gloo_ranks(tmp_path: Path, tiny_dataset: Path, tiny_checkpoint: Path) -> None:
+def test_all_reduce_over_two_gloo_ranks(
+    tmp_path: Path, tiny_dataset: Path, tiny_checkpoint: Path
+) -> None:
     port = _free_port()
     out = tmp_path / "ddp.json"
     mp.spawn(_ddp_worker, args=(port, str(tiny_dataset), str(tiny_checkpoint), str(out)), nprocs=2)
     model, _ = load_model(tiny_checkpoint)
-    whole = evaluate_subsets(model, DataLoader(TileDataset(tiny_dataset, "train", stats=_stats(tiny_dataset)), batch_size=2), SUBSETS, device=CPU)
+    whole = evaluate_subsets(
+        model,
+        DataLoader(TileDataset(tiny_dataset, "train", stats=_stats(tiny_dataset)), batch_size=2),
+        SUBSETS,
+        device=CPU,
+    )
     assert json.loads(out.read_text()) == [c.tolist() for c in whole.confusion]
     assert load_checkpoint(tiny_checkpoint).meta.class_names == ["ground", "building", "tree"]

@@ -14,18 +14,26 @@ import torch
 
 from sgma_cli.config.checkpoint import load_checkpoint
 from sgma_cli.config.recipe import Recipe, load_recipe
-from sgma_cli.engine.train.run_log import read_metrics
 from sgma_cli.engine.train import plan_training, train
 from sgma_cli.engine.train.loop import TrainEvent
+from sgma_cli.engine.train.run_log import read_metrics
 from sgma_cli.errors import CheckpointError, ConfigError, DatasetError, UsageError
 
 REPO = Path(__file__).resolve().parents[3]
 
 #: A run of 2 epochs x 4 steps (batch 1 over 4 tiles) with a checkpoint every 2 steps.
 TINY = [
-    "model.backbone='test_convnext'", "model.head_dim=32", "data.crop_size=64", "data.batch_size=1",
-    "data.num_workers=0", "schedule.epochs=2", "schedule.warmup_epochs=1", "train.checkpoint_every=2",
-    "train.log_every=1", "optim.lr=1e-3", "data.scale=[0.75, 1.25]",
+    "model.backbone='test_convnext'",
+    "model.head_dim=32",
+    "data.crop_size=64",
+    "data.batch_size=1",
+    "data.num_workers=0",
+    "schedule.epochs=2",
+    "schedule.warmup_epochs=1",
+    "train.checkpoint_every=2",
+    "train.log_every=1",
+    "optim.lr=1e-3",
+    "data.scale=[0.75, 1.25]",
 ]
 
 
@@ -36,12 +44,25 @@ def tiny_recipe(*extra: str) -> Recipe:
 class TestTrainRun:
     def test_outputs(self, tiny_dataset: Path, tmp_path: Path) -> None:
         events: list[TrainEvent] = []
-        result = train(tiny_recipe(), data_dir=tiny_dataset, run_dir=tmp_path / "run", device="cpu", progress=events.append)
+        result = train(
+            tiny_recipe(),
+            data_dir=tiny_dataset,
+            run_dir=tmp_path / "run",
+            device="cpu",
+            progress=events.append,
+        )
         run = tmp_path / "run"
         assert result.step == result.total_steps == 8
         assert [e.kind for e in events].count("step") == 8
         assert {e.kind for e in events} >= {"start", "step", "val", "checkpoint", "end"}
-        for name in ("recipe.toml", "metrics.csv", "summary.json", "loss.png", "val_miou.png", "mas_probs.png"):
+        for name in (
+            "recipe.toml",
+            "metrics.csv",
+            "summary.json",
+            "loss.png",
+            "val_miou.png",
+            "mas_probs.png",
+        ):
             assert (run / name).is_file(), name
         assert list((run / "tb").iterdir())
         rows = read_metrics(run / "metrics.csv")
@@ -65,16 +86,28 @@ class TestTrainRun:
         assert float(train_rows[-1]["loss"]) < float(train_rows[0]["loss"])
 
     def test_sgf_only_and_dropout(self, tiny_dataset: Path, tmp_path: Path) -> None:
-        recipe = tiny_recipe("train.mas=false", "train.modality_dropout=0.5", "schedule.max_steps=2", "train.val_every=0")
+        recipe = tiny_recipe(
+            "train.mas=false",
+            "train.modality_dropout=0.5",
+            "schedule.max_steps=2",
+            "train.val_every=0",
+        )
         result = train(recipe, data_dir=tiny_dataset, run_dir=tmp_path / "run", device="cpu")
         rows = read_metrics(tmp_path / "run" / "metrics.csv")
         assert result.step == 2 and rows[0]["loss_mas"] == "" and rows[0]["mas_s1_rgb"] == ""
         assert result.best_checkpoint is None
 
     def test_accumulate_clip_batch_mas(self, tiny_dataset: Path, tmp_path: Path) -> None:
-        recipe = tiny_recipe("train.accumulate=2", "optim.grad_clip=1.0", "model.mas_granularity='batch'", "train.val_every=0")
+        recipe = tiny_recipe(
+            "train.accumulate=2",
+            "optim.grad_clip=1.0",
+            "model.mas_granularity='batch'",
+            "train.val_every=0",
+        )
         result = train(recipe, data_dir=tiny_dataset, run_dir=tmp_path / "run", device="cpu")
-        assert result.total_steps == 4 and result.step == 4  # 4 batches per epoch / 2 per step x 2 epochs
+        assert (
+            result.total_steps == 4 and result.step == 4
+        )  # 4 batches per epoch / 2 per step x 2 epochs
         rows = read_metrics(tmp_path / "run" / "metrics.csv")
         assert float(rows[-1]["loss"]) > 0 and rows[-1]["mas_s1_rgb"] != ""
 
@@ -106,18 +139,38 @@ class TestResume:
         threads = torch.get_num_threads()
         torch.set_num_threads(1)
         try:
-            reference = train(tiny_recipe(*KILL_ARGS), data_dir=tiny_dataset, run_dir=tmp_path / "ref", device="cpu")
+            reference = train(
+                tiny_recipe(*KILL_ARGS),
+                data_dir=tiny_dataset,
+                run_dir=tmp_path / "ref",
+                device="cpu",
+            )
             run = tmp_path / "killed"
             env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
             proc = subprocess.run(
-                [sys.executable, "-c", KILL_SCRIPT, str(tiny_dataset), str(run)], cwd=REPO, env=env,
-                capture_output=True, timeout=120,
+                [sys.executable, "-c", KILL_SCRIPT, str(tiny_dataset), str(run)],
+                cwd=REPO,
+                env=env,
+                capture_output=True,
+                timeout=120,
             )
             assert proc.returncode == -signal.SIGKILL, proc.stderr.decode()[-2000:]
             partial = load_checkpoint(run / "checkpoints" / "last.pt", with_train_state=True)
-            assert partial.train is not None and partial.train["step"] == 2 and partial.train["batch_in_epoch"] == 2
-            assert max(int(r["step"]) for r in read_metrics(run / "metrics.csv")) == 3  # a step after the checkpoint
-            resumed = train(tiny_recipe(*KILL_ARGS), data_dir=tiny_dataset, run_dir=run, device="cpu", resume=True)
+            assert (
+                partial.train is not None
+                and partial.train["step"] == 2
+                and partial.train["batch_in_epoch"] == 2
+            )
+            assert (
+                max(int(r["step"]) for r in read_metrics(run / "metrics.csv")) == 3
+            )  # a step after the checkpoint
+            resumed = train(
+                tiny_recipe(*KILL_ARGS),
+                data_dir=tiny_dataset,
+                run_dir=run,
+                device="cpu",
+                resume=True,
+            )
         finally:
             torch.set_num_threads(threads)
         assert resumed.resumed_from == 2 and resumed.step == reference.step == 8
@@ -129,7 +182,9 @@ class TestResume:
         rows = read_metrics(run / "metrics.csv")
         assert [int(r["step"]) for r in rows if r["kind"] == "train"] == list(range(1, 9))
         ref_rows = read_metrics(reference.run_dir / "metrics.csv")
-        assert [r["loss"] for r in rows if r["kind"] == "train"] == [r["loss"] for r in ref_rows if r["kind"] == "train"]
+        assert [r["loss"] for r in rows if r["kind"] == "train"] == [
+            r["loss"] for r in ref_rows if r["kind"] == "train"
+        ]
         assert resumed.best == reference.best and len([r for r in rows if r["kind"] == "val"]) == 1
 
     def test_corrupt_checkpoint(self, tiny_dataset: Path, tmp_path: Path) -> None:
@@ -137,48 +192,91 @@ class TestResume:
         last.parent.mkdir(parents=True)
         last.write_bytes(b"not a checkpoint")
         with pytest.raises(CheckpointError, match="last.pt"):
-            plan_training(tiny_recipe(), data_dir=tiny_dataset, run_dir=tmp_path / "run", device="cpu", resume=True)
+            plan_training(
+                tiny_recipe(),
+                data_dir=tiny_dataset,
+                run_dir=tmp_path / "run",
+                device="cpu",
+                resume=True,
+            )
 
     def test_existing_run_needs_resume(self, tiny_dataset: Path, tmp_path: Path) -> None:
         last = tmp_path / "run" / "checkpoints" / "last.pt"
         last.parent.mkdir(parents=True)
         last.write_bytes(b"x")
         with pytest.raises(UsageError, match="--resume"):
-            plan_training(tiny_recipe(), data_dir=tiny_dataset, run_dir=tmp_path / "run", device="cpu")
+            plan_training(
+                tiny_recipe(), data_dir=tiny_dataset, run_dir=tmp_path / "run", device="cpu"
+            )
         with pytest.raises(UsageError, match="nothing to resume"):
-            plan_training(tiny_recipe(), data_dir=tiny_dataset, run_dir=tmp_path / "other", device="cpu", resume=True)
+            plan_training(
+                tiny_recipe(),
+                data_dir=tiny_dataset,
+                run_dir=tmp_path / "other",
+                device="cpu",
+                resume=True,
+            )
 
 
 class TestPlanErrors:
     def test_missing_dataset(self, tmp_path: Path) -> None:
         with pytest.raises(DatasetError, match="not found"):
-            plan_training(tiny_recipe(), data_dir=tmp_path / "nope", run_dir=tmp_path / "run", device="cpu")
+            plan_training(
+                tiny_recipe(), data_dir=tmp_path / "nope", run_dir=tmp_path / "run", device="cpu"
+            )
 
     def test_modalities_disagree(self, tiny_dataset: Path, tmp_path: Path) -> None:
         with pytest.raises(DatasetError, match=r"\['nir'\]"):
-            plan_training(tiny_recipe("data.modalities=['rgb','nir']"), data_dir=tiny_dataset, run_dir=tmp_path / "r", device="cpu")
+            plan_training(
+                tiny_recipe("data.modalities=['rgb','nir']"),
+                data_dir=tiny_dataset,
+                run_dir=tmp_path / "r",
+                device="cpu",
+            )
 
     def test_classes_disagree(self, tiny_dataset: Path, tmp_path: Path) -> None:
         with pytest.raises(DatasetError, match="data.classes"):
-            plan_training(tiny_recipe("data.classes=['a','b']"), data_dir=tiny_dataset, run_dir=tmp_path / "r", device="cpu")
+            plan_training(
+                tiny_recipe("data.classes=['a','b']"),
+                data_dir=tiny_dataset,
+                run_dir=tmp_path / "r",
+                device="cpu",
+            )
 
     def test_bad_pretrained_weights(self, tiny_dataset: Path, tmp_path: Path) -> None:
         weights = tmp_path / "weights.pth"
         torch.save({"not": torch.zeros(3)}, weights)
         with pytest.raises(ConfigError, match="weights.pth"):
-            plan_training(tiny_recipe(f"model.pretrained='{weights}'"), data_dir=tiny_dataset, run_dir=tmp_path / "r", device="cpu")
+            plan_training(
+                tiny_recipe(f"model.pretrained='{weights}'"),
+                data_dir=tiny_dataset,
+                run_dir=tmp_path / "r",
+                device="cpu",
+            )
         with pytest.raises(ConfigError, match="not found"):
-            plan_training(tiny_recipe(f"model.pretrained='{tmp_path / 'x.pth'}'"), data_dir=tiny_dataset, run_dir=tmp_path / "r", device="cpu")
+            plan_training(
+                tiny_recipe(f"model.pretrained='{tmp_path / 'x.pth'}'"),
+                data_dir=tiny_dataset,
+                run_dir=tmp_path / "r",
+                device="cpu",
+            )
 
     def test_unwritable_run_folder(self, tiny_dataset: Path, tmp_path: Path) -> None:
         blocker = tmp_path / "file"
         blocker.write_text("")
         with pytest.raises(UsageError, match="cannot write"):
-            plan_training(tiny_recipe(), data_dir=tiny_dataset, run_dir=blocker / "run", device="cpu")
+            plan_training(
+                tiny_recipe(), data_dir=tiny_dataset, run_dir=blocker / "run", device="cpu"
+            )
 
     def test_batch_too_large(self, tiny_dataset: Path, tmp_path: Path) -> None:
         with pytest.raises(DatasetError, match="one step needs"):
-            plan_training(tiny_recipe("data.batch_size=8"), data_dir=tiny_dataset, run_dir=tmp_path / "r", device="cpu")
+            plan_training(
+                tiny_recipe("data.batch_size=8"),
+                data_dir=tiny_dataset,
+                run_dir=tmp_path / "r",
+                device="cpu",
+            )
 
     def test_too_many_gpus(self, tiny_dataset: Path, tmp_path: Path) -> None:
         from sgma_cli.errors import DeviceError
@@ -196,7 +294,9 @@ class TestPretrained:
         weights = tmp_path / "convnext.pth"
         torch.save(timm.create_model("test_convnext").state_dict(), weights)
         check_pretrained(weights, "test_convnext")
-        with pytest.raises(ConfigError, match="convnext.pth: model.pretrained does not fit backbone 'test_resnet'"):
+        with pytest.raises(
+            ConfigError, match="convnext.pth: model.pretrained does not fit backbone 'test_resnet'"
+        ):
             check_pretrained(weights, "test_resnet")
 
 
@@ -204,8 +304,22 @@ class TestResumeGuards:
     def test_other_images_per_step_refused(self, tiny_dataset: Path, tmp_path: Path) -> None:
         run = tmp_path / "run"
         train(tiny_recipe(), data_dir=tiny_dataset, run_dir=run, device="cpu")
-        plan_training(tiny_recipe(), data_dir=tiny_dataset, run_dir=run, device="cpu", resume=True)  # same settings: fine
+        plan_training(
+            tiny_recipe(), data_dir=tiny_dataset, run_dir=run, device="cpu", resume=True
+        )  # same settings: fine
         with pytest.raises(CheckpointError, match="used 1 images per step .* would use 2"):
-            plan_training(tiny_recipe("data.batch_size=2"), data_dir=tiny_dataset, run_dir=run, device="cpu", resume=True)
+            plan_training(
+                tiny_recipe("data.batch_size=2"),
+                data_dir=tiny_dataset,
+                run_dir=run,
+                device="cpu",
+                resume=True,
+            )
         with pytest.raises(CheckpointError, match="train.seed = 0; resume with the same seed"):
-            plan_training(tiny_recipe("train.seed=5"), data_dir=tiny_dataset, run_dir=run, device="cpu", resume=True)
+            plan_training(
+                tiny_recipe("train.seed=5"),
+                data_dir=tiny_dataset,
+                run_dir=run,
+                device="cpu",
+                resume=True,
+            )

@@ -8,13 +8,22 @@ import numpy as np
 import pytest
 import torch
 
-from sgma_cli.engine.train.randomness import ResumableSampler, SeededSamples, ShardSampler, capture_rng, restore_rng, sample_seed
+from sgma_cli.engine.train.randomness import (
+    ResumableSampler,
+    SeededSamples,
+    ShardSampler,
+    capture_rng,
+    restore_rng,
+    sample_seed,
+)
 
 
 class TestResumableSampler:
     def test_ranks_cover_the_single_process_batches(self) -> None:
         one = list(ResumableSampler(10, batch_size=4, seed=1))
-        ranks = [list(ResumableSampler(10, batch_size=2, seed=1, rank=r, world_size=2)) for r in range(2)]
+        ranks = [
+            list(ResumableSampler(10, batch_size=2, seed=1, rank=r, world_size=2)) for r in range(2)
+        ]
         assert len(one) == 8 and all(len(r) == 4 for r in ranks)
         for step in range(2):
             mine = set(ranks[0][2 * step : 2 * step + 2]) | set(ranks[1][2 * step : 2 * step + 2])
@@ -69,4 +78,6 @@ class TestRng:
         loaded = torch.load(tmp_path / "rng.pt", weights_only=True)
         expected = (random.random(), np.random.rand(), torch.rand(1).item())
         restore_rng(loaded)
-        assert (random.random(), np.random.rand(), torch.rand(1).item()) == pytest.approx(expected, abs=0)
+        assert (random.random(), np.random.rand(), torch.rand(1).item()) == pytest.approx(
+            expected, abs=0
+        )

@@ -24,7 +24,9 @@ class TestWarmupPoly:
         s = WarmupPoly(1.0, 10, 0, power=1.0, min_lr=0.1)
         assert s.lr(10) == pytest.approx(0.1) and s.lr(5) == pytest.approx(0.55)
         opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=5.0)
-        assert s.apply(opt, 5) == pytest.approx(0.55) and opt.param_groups[0]["lr"] == pytest.approx(0.55)
+        assert s.apply(opt, 5) == pytest.approx(0.55) and opt.param_groups[0][
+            "lr"
+        ] == pytest.approx(0.55)
         assert s.state_dict()["name"] == "warmup_poly"
 
     def test_bad(self) -> None:

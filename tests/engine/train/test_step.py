@@ -15,8 +15,11 @@ def _model() -> SGMA:
 
 def _batch(B: int = 2) -> tuple[dict, torch.Tensor]:
     g = torch.Generator().manual_seed(0)
-    images = {"rgb": torch.randn(B, 3, 64, 64, generator=g), "dsm": torch.randn(B, 1, 64, 64, generator=g),
-              "sar": torch.randn(B, 1, 64, 64, generator=g)}
+    images = {
+        "rgb": torch.randn(B, 3, 64, 64, generator=g),
+        "dsm": torch.randn(B, 1, 64, 64, generator=g),
+        "sar": torch.randn(B, 1, 64, 64, generator=g),
+    }
     return images, torch.ones(B, 3, 64, 64, dtype=torch.bool)
 
 
@@ -24,7 +27,9 @@ class TestTrainForward:
     def test_branches(self) -> None:
         model = _model()
         images, mask = _batch()
-        out = TrainForward(model)(images, mask, torch.ones(2, 3, dtype=torch.bool), torch.rand(2, 4))
+        out = TrainForward(model)(
+            images, mask, torch.ones(2, 3, dtype=torch.bool), torch.rand(2, 4)
+        )
         assert out.logits_sgf.shape == out.logits_mas.shape == (2, 3, 64, 64)
         torch.testing.assert_close(out.mas_probs.sum(-1), torch.ones(4, 2))
 
@@ -35,7 +40,9 @@ class TestTrainForward:
         u = torch.tensor([[0.1, 0.5, 0.9, 0.3], [0.7, 0.2, 0.4, 0.6]])
         present = torch.ones(2, 3, dtype=torch.bool)
         both = TrainForward(model)(images, mask, present, u)
-        first = TrainForward(model)({k: v[:1] for k, v in images.items()}, mask[:1], present[:1], u[:1])
+        first = TrainForward(model)(
+            {k: v[:1] for k, v in images.items()}, mask[:1], present[:1], u[:1]
+        )
         torch.testing.assert_close(first.logits_mas[0], both.logits_mas[0], atol=1e-5, rtol=1e-5)
 
     def test_dropped_modality_is_not_sampled(self) -> None:
@@ -46,7 +53,9 @@ class TestTrainForward:
         assert (out.mas_probs[:, 0, 1:] == 0).all() and (out.mas_probs[:, 1, 0] == 0).all()
 
     def test_sgf_only(self) -> None:
-        out = TrainForward(_model(), mas=False)(*_batch(), torch.ones(2, 3, dtype=torch.bool), torch.rand(2, 4))
+        out = TrainForward(_model(), mas=False)(
+            *_batch(), torch.ones(2, 3, dtype=torch.bool), torch.rand(2, 4)
+        )
         assert out.logits_mas is None and out.mas_probs is None
 
 
@@ -59,5 +68,7 @@ class TestBranchLoss:
         expected = torch.log(torch.tensor(3.0))
         torch.testing.assert_close(loss, expected)
         torch.testing.assert_close(value.float(), expected)
-        scaled, _ = branch_loss(logits, label, valid, 255, lambda t: t * 2, 2)  # 2 ranks, same counts
+        scaled, _ = branch_loss(
+            logits, label, valid, 255, lambda t: t * 2, 2
+        )  # 2 ranks, same counts
         torch.testing.assert_close(scaled, expected)
