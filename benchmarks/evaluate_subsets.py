@@ -9,7 +9,8 @@ Same tiles, same model (M = 3: rgb, dsm, sar; K = 6), one run, three ways:
 
 Each path includes argmax and confusion-matrix accumulation. Ratios are medians over
 ``--repeats`` rounds that time the three paths back to back, on process CPU time (robust
-to other load on a shared machine when run with 1 thread; wall time printed beside). Next to them, the ideal ratio the MACs imply,
+to other load on a shared machine when run with 1 thread; wall time printed beside).
+Next to them, the ideal ratio the MACs imply,
 ``(encode of M modalities + 7 x (fuse + head)) / (encode + fuse + head)``, counted with
 ``torch.utils.flop_counter.FlopCounterMode`` (matmuls and convolutions only, as
 ``sgma profile``; fused attention is switched off so timm's attention is countable), and
@@ -207,34 +208,43 @@ def main() -> None:
     med = {clock: {k: statistics.median(v) for k, v in r.items()} for clock, r in ratios.items()}
     cached_ratio, naive_ratio = med["cpu"]["cached"], med["cpu"]["naive"]
     print(
-        f"evaluate_subsets benchmark: {args.backbone}, M = 3, K = {K}, {args.batches} x {args.batch} tiles of "
-        f"{args.size}², head_dim {args.head_dim}, {args.threads} thread(s), median of {args.repeats} rounds"
+        f"evaluate_subsets benchmark: {args.backbone}, M = 3, K = {K}, {args.batches} x "
+        f"{args.batch} tiles of "
+        f"{args.size}², head_dim {args.head_dim}, {args.threads} thread(s), median of "
+        f"{args.repeats} rounds"
     )
     print(
-        f"one full pass: {min(full_times) * 1e3:.0f} ms wall ({macs['full_gmacs']:.2f} GMACs per batch)"
+        f"one full pass: {min(full_times) * 1e3:.0f} ms wall ({macs['full_gmacs']:.2f} GMACs "
+        f"per batch)"
     )
     print(
-        f"  shares of a full pass (MACs): backbone x3 {macs['backbone_share']:.1%}, encode (stems+backbone+SGF encode) "
+        f"  shares of a full pass (MACs): backbone x3 {macs['backbone_share']:.1%}, encode "
+        f"(stems+backbone+SGF encode) "
         f"{macs['encode_share']:.1%}, fuse {macs['fuse_share']:.1%}, head {macs['head_share']:.1%}"
     )
     print(
-        f"time(all 7 subsets, cached) / time(full pass) = {cached_ratio:.2f} (CPU time; wall {med['wall']['cached']:.2f})"
+        f"time(all 7 subsets, cached) / time(full pass) = {cached_ratio:.2f} (CPU time; wall "
+        f"{med['wall']['cached']:.2f})"
     )
     print(
-        f"time(all 7 subsets, naive)  / time(full pass) = {naive_ratio:.2f} (CPU time; wall {med['wall']['naive']:.2f})"
+        f"time(all 7 subsets, naive)  / time(full pass) = {naive_ratio:.2f} (CPU time; wall "
+        f"{med['wall']['naive']:.2f})"
     )
     print(f"ideal from MACs (encode + 7 x (fuse + head)) / full = {macs['ideal']:.2f}")
     print(f"naive from MACs (7 subset forwards) / full          = {macs['naive']:.2f}")
     print(f"cached / ideal = {cached_ratio / macs['ideal']:.2f}  (goal <= 1.15)")
     speedup, mac_speedup = naive_ratio / cached_ratio, macs["naive"] / macs["ideal"]
     print(
-        f"naive / cached = {speedup:.2f} x vs MACs ratio {mac_speedup:.2f} x -> {speedup / mac_speedup:.2f} of it (goal >= 0.90)"
+        f"naive / cached = {speedup:.2f} x vs MACs ratio {mac_speedup:.2f} x -> "
+        f"{speedup / mac_speedup:.2f} of it (goal >= 0.90)"
     )
     shares = time_shares(model, batches[0], args.repeats)
     print("where a full pass spends its time (CPU time) vs its MACs:")
     print(
-        f"  encode {shares['encode']:.1%} (MACs {macs['encode_share']:.1%}), fuse {shares['fuse']:.1%} "
-        f"(MACs {macs['fuse_share']:.1%}), head {shares['head']:.1%} (MACs {macs['head_share']:.1%}), "
+        f"  encode {shares['encode']:.1%} (MACs {macs['encode_share']:.1%}), fuse "
+        f"{shares['fuse']:.1%} "
+        f"(MACs {macs['fuse_share']:.1%}), head {shares['head']:.1%} (MACs "
+        f"{macs['head_share']:.1%}), "
         f"argmax+confusion {shares['metrics']:.1%} (MACs 0)"
     )
     per_subset = 1 - shares["encode"]
@@ -245,12 +255,14 @@ def main() -> None:
     )
     print(
         f"  encode of the 3 modalities packed in one backbone batch / 3 single-modality encodes "
-        f"(same MACs): {shares['packed_over_singles']:.2f} (the naive path only runs the cheaper, smaller batches)"
+        f"(same MACs): {shares['packed_over_singles']:.2f} (the naive path only runs the "
+        f"cheaper, smaller batches)"
     )
     print("head width and the ideal ratio (MACs):")
     for e, r in widths.items():
         print(
-            f"  head_dim {e:>3}: head {r['head_share']:.1%} of a full pass, ideal {r['ideal']:.2f}, naive {r['naive']:.2f}, "
+            f"  head_dim {e:>3}: head {r['head_share']:.1%} of a full pass, ideal "
+            f"{r['ideal']:.2f}, naive {r['naive']:.2f}, "
             f"naive/ideal {r['naive'] / r['ideal']:.2f}"
         )
 

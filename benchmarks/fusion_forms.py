@@ -72,10 +72,12 @@ def main() -> None:
     torch.manual_seed(0)
     fusions = [SemanticGuidedFusion(c, M, K).eval() for c in CHANNELS]
     print(
-        f"SGF forms, M = {M}, K = {K}, channels {CHANNELS}, batch 1, {torch.get_num_threads()} CPU threads"
+        f"SGF forms, M = {M}, K = {K}, channels {CHANNELS}, batch 1, {torch.get_num_threads()} "
+        f"CPU threads"
     )
     print(
-        f"{'size':>6} {'literal GMACs':>14} {'efficient GMACs':>16} {'MACs ratio':>11} {'literal ms':>11} {'efficient ms':>13} {'speed-up':>9} {'max |diff|':>11}"
+        f"{'size':>6} {'literal GMACs':>14} {'efficient GMACs':>16} {'MACs ratio':>11} "
+        f"{'literal ms':>11} {'efficient ms':>13} {'speed-up':>9} {'max |diff|':>11}"
     )
     for size in args.sizes:
         feats = [torch.randn(1, M, c, size // s, size // s) for c, s in zip(CHANNELS, STRIDES)]
@@ -93,7 +95,8 @@ def main() -> None:
             )
         )
         print(
-            f"{size:>5}² {lit_macs / 1e9:>14.2f} {eff_macs / 1e9:>16.2f} {lit_macs / eff_macs:>10.2f}x "
+            f"{size:>5}² {lit_macs / 1e9:>14.2f} {eff_macs / 1e9:>16.2f} "
+            f"{lit_macs / eff_macs:>10.2f}x "
             f"{lit_s * 1e3:>11.0f} {eff_s * 1e3:>13.0f} {lit_s / eff_s:>8.2f}x {diff:>11.1e}"
         )
 

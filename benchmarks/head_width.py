@@ -49,10 +49,13 @@ def main() -> None:
     backbone_s = best_time(lambda: backbone(x))
     feats = [torch.randn(1, c, s // st, s // st) for c, st in zip(CHANNELS, (4, 8, 16, 32))]
     print(
-        f"PVT-v2-b2, M = 3, K = 6. MACs at 512²; times at {s}² on {torch.get_num_threads()} CPU threads"
+        f"PVT-v2-b2, M = 3, K = 6. MACs at 512²; times at {s}² on {torch.get_num_threads()} "
+        f"CPU threads"
     )
     print(
-        f"{'E':>4} {'head params':>12} {'head GMACs':>11} {'head/backbone pass':>19} {'train fwd (GMACs)':>18} {'eval 7 subsets / full':>22} {'head ms':>8} {'time head/bb':>13}"
+        f"{'E':>4} {'head params':>12} {'head GMACs':>11} {'head/backbone pass':>19} "
+        f"{'train fwd (GMACs)':>18} {'eval 7 subsets / full':>22} {'head ms':>8} "
+        f"{'time head/bb':>13}"
     )
     for width in WIDTHS:
         report = profile_model(SGMAConfig(MODALITIES, 6, "pvt_v2_b2", head_dim=width), size=512)
@@ -62,10 +65,12 @@ def main() -> None:
         full = bb + fu + hd
         evaluate = bb + 7 * (fu + hd)  # upper bound: fuse of every subset costs a full fuse
         head = MLPDecoder(CHANNELS, 6, width).eval()
-        head_s = best_time(lambda: head(feats))
+        head_s = best_time(lambda head=head: head(feats))
         print(
-            f"{width:>4} {report.params['head'] / 1e6:>11.2f}M {hd / 1e9:>11.2f} {hd / single:>18.2f}x "
-            f"{train / 1e9:>18.1f} {evaluate / full:>21.2f}x {head_s * 1e3:>8.1f} {head_s / backbone_s:>12.2f}x"
+            f"{width:>4} {report.params['head'] / 1e6:>11.2f}M {hd / 1e9:>11.2f} "
+            f"{hd / single:>18.2f}x "
+            f"{train / 1e9:>18.1f} {evaluate / full:>21.2f}x {head_s * 1e3:>8.1f} "
+            f"{head_s / backbone_s:>12.2f}x"
         )
     print(f"backbone single pass at {s}²: {backbone_s * 1e3:.1f} ms")
 

@@ -189,7 +189,8 @@ def main() -> None:
         write_scene(large, size=2 * args.rss_size, vectors=False)
         print(
             f"backbone {args.backbone}, window {args.window}, batch {args.batch_size}, "
-            f"torch threads {torch.get_num_threads()}, scene {args.size}x{args.size} px (rgb, dsm, sar)"
+            f"torch threads {torch.get_num_threads()}, scene {args.size}x{args.size} px (rgb, "
+            f"dsm, sar)"
         )
 
         bare, jobs, overs = [], [], []
@@ -209,8 +210,10 @@ def main() -> None:
         )
         bare_rate, job_rate = mpix / bare_s, mpix / job_s
         print(
-            f"[throughput] bare forward {bare_rate:.3f} MPix/s ({bare_s:.2f} s), predict job {job_rate:.3f} MPix/s "
-            f"({job_s:.2f} s): ratio {job_rate / bare_rate:.3f} (goal >= 0.85; medians of {args.repeats})"
+            f"[throughput] bare forward {bare_rate:.3f} MPix/s ({bare_s:.2f} s), predict job "
+            f"{job_rate:.3f} MPix/s "
+            f"({job_s:.2f} s): ratio {job_rate / bare_rate:.3f} (goal >= 0.85; medians of "
+            f"{args.repeats})"
         )
 
         print(
@@ -222,8 +225,10 @@ def main() -> None:
         a = rss_of(ckpt, small, root / "c.tif", args)
         b = rss_of(ckpt, large, root / "d.tif", args)
         print(
-            f"[memory] peak RSS {a['rss_mib']:.0f} MiB ({a['mpix']:.2f} MPix) vs {b['rss_mib']:.0f} MiB "
-            f"({b['mpix']:.2f} MPix, 4x area): ratio {b['rss_mib'] / a['rss_mib']:.3f} (goal <= 1.15); "
+            f"[memory] peak RSS {a['rss_mib']:.0f} MiB ({a['mpix']:.2f} MPix) vs "
+            f"{b['rss_mib']:.0f} MiB "
+            f"({b['mpix']:.2f} MPix, 4x area): ratio {b['rss_mib'] / a['rss_mib']:.3f} (goal "
+            f"<= 1.15); "
             f"above the {a['base_mib']:.0f} MiB of imports: {a['rss_mib'] - a['base_mib']:.0f} vs "
             f"{b['rss_mib'] - b['base_mib']:.0f} MiB"
         )

@@ -35,7 +35,8 @@ def peak_mib():
 
 base = peak_mib()
 t0 = time.perf_counter()
-report = prepare(PrepareOptions(src=Path(src), out=Path(out), tile=tile, stride=stride, split="1,0,0"))
+options = PrepareOptions(src=Path(src), out=Path(out), tile=tile, stride=stride, split="1,0,0")
+report = prepare(options)
 seconds = time.perf_counter() - t0
 print(json.dumps({"seconds": seconds, "tiles": report.tiles_written, "tile_mpix": report.megapixels,
                   "peak_mib": peak_mib(), "import_peak_mib": base}))
@@ -94,15 +95,18 @@ def main() -> None:
             mpix = side * side / 1e6
             rows.append((factor, side, mpix, gen, result))
     print(
-        f"sgma prepare scaling (tile {args.tile}, stride {args.stride}; rgb 0.5 m + dsm 1 m + sar EPSG:3857 -> rgb grid)"
+        f"sgma prepare scaling (tile {args.tile}, stride {args.stride}; rgb 0.5 m + dsm 1 m + "
+        f"sar EPSG:3857 -> rgb grid)"
     )
     print(
-        f"{'area':>4} {'side px':>8} {'MPix':>7} {'tiles':>6} {'prepare s':>10} {'MPix/s':>7} {'peak RSS MiB':>13} "
+        f"{'area':>4} {'side px':>8} {'MPix':>7} {'tiles':>6} {'prepare s':>10} {'MPix/s':>7} "
+        f"{'peak RSS MiB':>13} "
         f"{'(after import)':>15}"
     )
-    for factor, side, mpix, gen, r in rows:
+    for factor, side, mpix, _gen, r in rows:
         print(
-            f"{factor:>4} {side:>8} {mpix:>7.1f} {r['tiles']:>6} {r['seconds']:>10.1f} {mpix / r['seconds']:>7.2f} "
+            f"{factor:>4} {side:>8} {mpix:>7.1f} {r['tiles']:>6} {r['seconds']:>10.1f} "
+            f"{mpix / r['seconds']:>7.2f} "
             f"{r['peak_mib']:>13.0f} {r['import_peak_mib']:>15.0f}"
         )
     ratio = rows[1][4]["peak_mib"] / rows[0][4]["peak_mib"]
