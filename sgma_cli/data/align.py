@@ -96,8 +96,9 @@ def check_overlap(info: RasterInfo, grid: Grid, name: str, reference: str) -> No
     if info.crs is None:
         if (info.width, info.height) != (grid.width, grid.height):
             raise RasterError(
-                f"{name} has no CRS and {info.width}x{info.height} pixels, the reference {reference} "
-                f"{grid.width}x{grid.height}: rasters without CRS must share one pixel grid",
+                f"{name} has no CRS and {info.width}x{info.height} pixels, the reference "
+                f"{reference} {grid.width}x{grid.height}: rasters without CRS must share one "
+                "pixel grid",
                 info.path,
             )
         return

@@ -93,7 +93,7 @@ def _pack(rgb: np.ndarray) -> np.ndarray:
 
 def _fmt(value: Any, colour: bool = False) -> str:
     if colour:
-        return "#%06x" % int(value)
+        return f"#{int(value):06x}"
     return repr(value) if isinstance(value, str) else str(value)
 
 
@@ -219,7 +219,11 @@ def resolve_classes(
 
 
 def read_coco_json(path: Path) -> dict[str, Any]:
-    """An MS-COCO annotation file as a dict; unreadable or malformed files raise :class:`RasterError`."""
+    """An MS-COCO annotation file as a dict.
+
+    Raises:
+        RasterError: the file is unreadable or not MS-COCO JSON.
+    """
     try:
         data = json.loads(Path(path).read_text())
     except (OSError, ValueError) as err:

@@ -138,7 +138,8 @@ def inspect_plan(
                         info.path,
                     )
                 warn(
-                    f"{info.path.name}: no CRS; taken on the pixel grid of {ref.path.name} (same size)"
+                    f"{info.path.name}: no CRS; taken on the pixel grid of {ref.path.name} "
+                    "(same size)"
                 )
             else:
                 check_overlap(info, grid, m, reference)
@@ -174,7 +175,8 @@ def inspect_plan(
             )
         if grid.crs is None and not no_crs_warned:
             warn(
-                "rasters without CRS: all modalities of a scene must share one pixel grid; outputs have no CRS"
+                "rasters without CRS: all modalities of a scene must share one pixel grid; "
+                "outputs have no CRS"
             )
             no_crs_warned = True
         if scene.labels is not None and scene.labels.kind in ("raster", "index"):
@@ -187,7 +189,8 @@ def inspect_plan(
                 and (grid.width, grid.height) == (ref.width, ref.height)
             ):
                 warn(
-                    f"{info.path.name}: no CRS; taken on the pixel grid of {ref.path.name} (same size)"
+                    f"{info.path.name}: no CRS; taken on the pixel grid of {ref.path.name} "
+                    "(same size)"
                 )
             else:
                 check_overlap(info, grid, "labels", reference)
@@ -206,8 +209,43 @@ def inspect_plan(
                     scene.split or "",
                 )
             )
+        if scene.labels is not None and scene.labels.kind == "vector":
+            rows.append(_vector_row(scene.name, scene.labels.path, scene.split or ""))
         jobs[scene.name] = SceneJob(scene, grid, infos, [])
     return jobs, rows, bands
+
+
+def _vector_row(scene: str, path: Path, split: str) -> PlanRow:
+    """The plan row of vector labels, from the file's header: CRS, feature count, extent.
+
+    ``size`` is ``(features, 0)``, ``dtype`` is ``"vector"`` and the resolution is 0.
+
+    Raises:
+        RasterError: the file is not a readable vector file.
+    """
+    import pyogrio
+    from pyogrio.errors import DataSourceError
+
+    try:
+        info = pyogrio.read_info(path, force_feature_count=True, force_total_bounds=True)
+    except (DataSourceError, OSError, ValueError) as err:
+        raise RasterError(
+            f"not a readable vector file ({str(err).splitlines()[0][:120]})", path
+        ) from None
+    bounds = tuple(float(b) for b in info.get("total_bounds", (0.0, 0.0, 0.0, 0.0)))
+    return PlanRow(
+        scene,
+        "labels",
+        path,
+        str(info.get("crs") or "none"),
+        (0.0, 0.0),
+        (int(info.get("features", 0)), 0),
+        (bounds[0], bounds[1], bounds[2], bounds[3]),
+        1,
+        "vector",
+        None,
+        split,
+    )
 
 
 def cut_tiles(
@@ -222,14 +260,16 @@ def cut_tiles(
         g = job.grid
         if tile > g.width or tile > g.height:
             raise UsageError(
-                f"--tile {tile} is larger than scene {job.scene.name} ({g.width}x{g.height} px on the "
-                "reference grid); use a smaller --tile"
+                f"--tile {tile} is larger than scene {job.scene.name} ({g.width}x{g.height} px "
+                "on the reference grid); use a smaller --tile"
             )
     official = all(j.scene.split for j in jobs.values()) and split is None
     fractions = parse_split(split or "0.8,0.1,0.1")
     names = list(jobs)
     if official:
         method, units = "official", [(n, None, jobs[n].scene.split) for n in names]
+        if all(u[2] != "val" for u in units):
+            method, units = _hold_out_val(jobs, units, tile, stride, seed)
     else:
         wanted = sum(f > 0 for f in fractions)
         if len(names) >= wanted and len(names) > 1 or wanted == 1:
@@ -237,7 +277,10 @@ def cut_tiles(
             method = "by scene"
             units = [(n, None, s) for n, s in zip(names, assign_splits(sizes, fractions, seed))]
         else:
-            method = "by spatial blocks"
+            # fewer scenes than splits to fill: whole scenes cannot give every split its own
+            method = "by spatial blocks" + (
+                f" ({len(names)} scenes for {wanted} splits)" if len(names) > 1 else ""
+            )
             units = []
             for n in names:
                 bl = blocks(jobs[n].grid.width, jobs[n].grid.height, tile, stride)
@@ -249,3 +292,49 @@ def cut_tiles(
             tid = f"{scene_name}_r{int(spec.window.row_off):05d}_c{int(spec.window.col_off):05d}"
             jobs[scene_name].tiles.append((tid, unit_split or "train", spec))
     return method
+
+
+#: Share of the training area an official split without ``val`` (Potsdam) gives to ``val``.
+VAL_HOLDOUT = 0.1
+
+
+def _hold_out_val(
+    jobs: dict[str, SceneJob],
+    units: list[tuple[str, Window | None, str | None]],
+    tile: int,
+    stride: int,
+    seed: int,
+) -> tuple[str, list[tuple[str, Window | None, str | None]]]:
+    """An official split without ``val`` (Potsdam: train/test): hold out training data for it.
+
+    About :data:`VAL_HOLDOUT` of the training area (at least one unit) goes to ``val``:
+    whole training scenes when there are two or more, else spatial blocks of the one
+    training scene. Without room for that (one block), the split stays as it is.
+
+    Returns:
+        The split method for the plan and the units with ``val`` assigned.
+    """
+    train = [n for n, _, s in units if s == "train"]
+    kept = [u for u in units if u[2] != "train"]
+    fractions = (1 - VAL_HOLDOUT, VAL_HOLDOUT, 0.0)
+    if len(train) >= 2:
+        sizes = [jobs[n].grid.width * jobs[n].grid.height for n in train]
+        splits = assign_splits(sizes, fractions, seed)
+        held = [n for n, s in zip(train, splits) if s == "val"]
+        method = (
+            f"official + val held out: {len(held)} of {len(train)} training scenes "
+            f"({', '.join(held[:3])}{', ...' if len(held) > 3 else ''})"
+        )
+        return method, kept + [(n, None, s) for n, s in zip(train, splits)]
+    if len(train) == 1:
+        g = jobs[train[0]].grid
+        bl = blocks(g.width, g.height, tile, stride)
+        if len(bl) >= 2:
+            splits = assign_splits([b.width * b.height for b in bl], fractions, seed)
+            held = sum(s == "val" for s in splits)
+            method = (
+                f"official + val held out: {held} of {len(bl)} spatial blocks of "
+                f"training scene {train[0]}"
+            )
+            return method, kept + [(train[0], b, s) for b, s in zip(bl, splits)]
+    return "official (no val split)", units

@@ -1,9 +1,10 @@
 """Write and read back one prepared tile folder, and write the tile index.
 
 Also the output folder's bookkeeping: what a fresh run, a resumed run and ``--overwrite``
-may find and delete. A tile folder (layout: :mod:`sgma_cli.config.dataset`) is written under a hidden temp
-name and renamed when complete, so a folder with the final name is always whole: a run
-killed mid-way leaves only finished tiles (plus a temp folder that the next run removes).
+may find and delete. A tile folder (layout: :mod:`sgma_cli.config.dataset`) is written
+under a hidden temp name and renamed when complete, so a folder with the final name is
+always whole: a run killed mid-way leaves only finished tiles (plus a temp folder that the
+next run removes).
 """
 
 from __future__ import annotations
@@ -189,7 +190,8 @@ def prepare_output_dir(out: Path, fp: dict[str, Any], overwrite: bool) -> bool:
             )
         if json.loads(old.read_text()) != fp:
             raise UsageError(
-                "output folder holds tiles prepared with other options; add --overwrite to start over",
+                "output folder holds tiles prepared with other options; "
+                "add --overwrite to start over",
                 out,
             )
     try:

@@ -1,4 +1,7 @@
-"""`sgma evaluate` on the command line: the paper's table, --json, the report folder, --compare, errors."""
+"""`sgma evaluate` on the command line.
+
+The paper's table, --json, the report folder, --compare, errors.
+"""
 
 from __future__ import annotations
 
@@ -186,7 +189,8 @@ class TestErrors:
             (
                 _bad_classes,
                 1,
-                "classes ['ground', 'roof', 'tree'] do not match the checkpoint's ['ground', 'building', 'tree']",
+                "classes ['ground', 'roof', 'tree'] do not match the checkpoint's "
+                "['ground', 'building', 'tree']",
             ),
             (_bad_bands, 1, "modality dsm has 2 band(s) here but 1 in the checkpoint"),
             (

@@ -130,7 +130,10 @@ def write_polygons(path: Path, crs: CRS = UTM, field: str = "class") -> Path:
 
 
 def make_potsdam(root: Path, n: int = 64) -> Path:
-    """2_Ortho_RGB, 4_Ortho_RGBIR, 1_DSM_normalisation (no CRS), 5_Labels_all for tiles 2_10 and 2_13."""
+    """A Potsdam layout for tiles 2_10 and 2_13.
+
+    2_Ortho_RGB, 4_Ortho_RGBIR, 1_DSM_normalisation (no CRS) and 5_Labels_all.
+    """
     rng = np.random.default_rng(1)
     lut = np.array([c for _, c in POTSDAM], np.uint8)
     for i, (a, b) in enumerate([(2, 10), (2, 13)]):

@@ -243,7 +243,10 @@ class TestPresets:
             warn=warnings.append,
         )
         m = load_manifest(tmp_path / "d")
-        assert m.modality_names == ["rgb", "nir", "dsm"] and m.splits == {"train": 4, "test": 4}
+        # no official val: one of the 4 blocks of the one training scene is held out for it
+        assert m.modality_names == ["rgb", "nir", "dsm"]
+        assert m.splits == {"train": 3, "val": 1, "test": 4}
+        assert m.provenance["split"].startswith("official + val held out: 1 of 4 spatial blocks")
         assert m.modality("nir").bands == 1 and m.modality("nir").optical
         assert any("no CRS" in w for w in warnings)  # the nDSM is taken on the ortho's grid
 
@@ -342,7 +345,8 @@ class TestBadInput:
         self._fails(
             _opts(scene, tmp_path / "o", palette="dfc2023", labels="labels_colour.tif"),
             RasterError,
-            r"labels_colour.tif: label colours not in the palette: #0000ff, #00ff00, #00ffff, #ffffff",
+            r"labels_colour.tif: label colours not in the palette: "
+            r"#0000ff, #00ff00, #00ffff, #ffffff",
         )
 
     def test_vector_without_field(self, scene: Scene, tmp_path: Path) -> None:
@@ -430,7 +434,8 @@ class TestScenesInSeveralCRS:
         assert len(index) == sum(report.splits.values()) == 8
         b = index[index["scene"] == "b"]
         assert len(b) == 4
-        # scene b sits on zone 32N's central meridian (9°E): in zone 33N (15°E) that is ~408 km west of a
+        # scene b sits on zone 32N's central meridian (9°E): in zone 33N (15°E) that is
+        # ~408 km west of a
         assert (
             b.geometry.bounds["maxx"].max()
             < index[index["scene"] == "a"].geometry.bounds["minx"].min() - 400_000
