@@ -43,8 +43,11 @@ class TileSpec:
 def parse_split(text: str) -> tuple[float, float, float]:
     """``"0.8,0.1,0.1"`` -> fractions; they must be >= 0 and sum to 1 (within 1e-6).
 
+    Any split may be 0, training included: ``0,0,1`` makes an evaluation-only dataset
+    (``sgma train`` refuses a dataset without training tiles).
+
     Raises:
-        UsageError: not three numbers, negative, zero training share or a sum other than 1.
+        UsageError: not three numbers, a negative one, or a sum other than 1.
     """
     try:
         parts = tuple(float(x) for x in text.split(","))
@@ -54,9 +57,9 @@ def parse_split(text: str) -> tuple[float, float, float]:
         raise UsageError(
             f"--split {text!r}: expected three fractions train,val,test, got {len(parts)}"
         )
-    if min(parts) < 0 or abs(sum(parts) - 1) > 1e-6 or parts[0] == 0:
+    if min(parts) < 0 or abs(sum(parts) - 1) > 1e-6:
         raise UsageError(
-            f"--split {text!r}: fractions must be >= 0, train > 0, and sum to 1 (sum is {sum(parts):g})"
+            f"--split {text!r}: fractions must be >= 0 and sum to 1 (sum is {sum(parts):g})"
         )
     return (parts[0], parts[1], parts[2])
 
@@ -126,24 +129,28 @@ def assign_splits(
     """Give each unit (scene or block, with its area) a split, in a seeded random order.
 
     Every split with a non-zero fraction gets at least one unit; the rest follow the
-    fractions by area.
+    fractions by area. The first split with a non-zero fraction (train, unless it is 0)
+    takes what the others leave.
 
     Raises:
         UsageError: fewer units than splits with a non-zero fraction.
     """
     wanted = [s for s, f in zip(SPLIT_NAMES, fractions) if f > 0]
+    if not wanted:
+        raise ValueError(f"split fractions {fractions} are all 0")
     if len(sizes) < len(wanted):
         raise UsageError(
-            f"cannot split {len(sizes)} scene(s)/block(s) into {', '.join(wanted)}: use a smaller --tile, "
-            "more scenes, or --split 1,0,0"
+            f"cannot split {len(sizes)} scene(s)/block(s) into {', '.join(wanted)}: "
+            "use a smaller --tile, more scenes, or --split 1,0,0"
         )
     order = np.random.default_rng(seed).permutation(len(sizes))
     total = float(sum(sizes))
     out = [""] * len(sizes)
-    # the small splits first, by target area, at least one unit each; train takes the rest
+    # the other splits first, by target area, at least one unit each; `rest` takes the rest
+    rest = wanted[0]
     cursor = 0
     for name, frac in zip(SPLIT_NAMES[::-1], fractions[::-1]):
-        if name == "train" or frac == 0:
+        if name == rest or frac == 0:
             continue
         taken = 0.0
         while cursor < len(order) - 1 and (
@@ -153,5 +160,5 @@ def assign_splits(
             taken += sizes[order[cursor]]
             cursor += 1
     for i in order[cursor:]:
-        out[i] = "train"
+        out[i] = rest
     return out

@@ -46,9 +46,26 @@ class TestTiles:
 class TestSplits:
     def test_parse(self) -> None:
         assert parse_split("0.8,0.1,0.1") == (0.8, 0.1, 0.1)
-        for bad in ("0.8,0.1", "0.5,0.5,0.5", "a,b,c", "0,0.5,0.5", "1.2,-0.1,-0.1"):
+        for bad in ("0.8,0.1", "0.5,0.5,0.5", "a,b,c", "0,0,0", "1.2,-0.1,-0.1"):
             with pytest.raises(UsageError, match="--split"):
                 parse_split(bad)
+
+    def test_parse_without_training_share(self) -> None:
+        assert parse_split("0,0,1") == (0.0, 0.0, 1.0)
+        assert parse_split("0,0.5,0.5") == (0.0, 0.5, 0.5)
+
+    def test_assign_without_training_share(self) -> None:
+        assert assign_splits([1.0] * 5, (0.0, 0.0, 1.0), seed=3) == ["test"] * 5
+        out = assign_splits([1.0] * 16, (0.0, 0.5, 0.5), seed=0)
+        assert out.count("val") == 8 and out.count("test") == 8 and "train" not in out
+        assert assign_splits([1.0, 1.0], (0.0, 0.5, 0.5)).count("val") == 1
+
+    def test_assign_keeps_the_training_share_order(self) -> None:
+        # with a training share, train takes the rest exactly as before (same units, same seed)
+        out = assign_splits([float(i + 1) for i in range(10)], (0.6, 0.2, 0.2), seed=4)
+        assert out == [
+            "test", "test", "val", "train", "train", "train", "train", "test", "train", "val"
+        ]  # fmt: skip
 
     def test_assign(self) -> None:
         out = assign_splits([1.0] * 16, (0.8, 0.1, 0.1), seed=0)
