@@ -69,8 +69,19 @@ def _from_options(
             labels=label_source_for(label_files[0], label_field, palette) if label_files else None,
         )
         return Plan(src, "options", [scene], names, optical={n for n in names if n in OPTICAL})
-    keyed = {n: {scene_key(p, n): p for p in f} for n, f in files.items()}
-    scene_keys = sorted(keyed[names[0]])
+    # a modality given as one file while others match several covers every scene (like one
+    # label vector for all scenes, e.g. a SAR mosaic beside per-scene orthophotos)
+    several = any(len(f) > 1 for f in files.values())
+    shared = {n: f[0] for n, f in files.items() if len(f) == 1 and several}
+    per_scene = [n for n in names if n not in shared]
+    keyed = {n: {scene_key(p, n): p for p in files[n]} for n in per_scene}
+    scene_keys = sorted(keyed[per_scene[0]])
+    unmatched = [n for n in per_scene if not set(keyed[n]) & set(scene_keys)]
+    if unmatched:
+        raise UsageError(
+            f"--modality {unmatched[0]}: no file name matches a scene of --modality "
+            f"{per_scene[0]} ({', '.join(scene_keys[:5])}); name the files alike"
+        )
     shared_label = label_files[0] if len(label_files) == 1 else None
     label_keys = {scene_key(p, "label"): p for p in label_files} if shared_label is None else {}
     label_keys.update(
@@ -78,7 +89,11 @@ def _from_options(
     )
     scenes = []
     for key in scene_keys:
-        mods = {n: ModalitySource(n, keyed[n][key]) for n in names if key in keyed[n]}
+        mods = {
+            n: ModalitySource(n, shared[n] if n in shared else keyed[n][key])
+            for n in names
+            if n in shared or key in keyed[n]
+        }
         lab = shared_label or label_keys.get(key)
         scenes.append(
             Scene(key, mods, label_source_for(lab, label_field, palette) if lab else None)
@@ -118,6 +133,18 @@ def _scene_folder(folder: Path, label_field: str, palette: Palette | None) -> Sc
     )
 
 
+def _sample_tiling(meta: dict[str, object]) -> tuple[int, int] | None:
+    """The marker's ``tile`` and ``stride``; ``None`` for markers written before they existed."""
+    tile, stride = meta.get("tile"), meta.get("stride")
+    if tile is None and stride is None:
+        return None
+    if not (isinstance(tile, int) and isinstance(stride, int) and 0 < stride <= tile):
+        raise ValueError(
+            f"tile {tile!r} and stride {stride!r} must be integers, 0 < stride <= tile"
+        )
+    return tile, stride
+
+
 def _from_folders(src: Path, label_field: str, palette: Palette | None) -> Plan:
     marker = src / SAMPLE_MARKER
     if marker.exists():
@@ -129,6 +156,7 @@ def _from_folders(src: Path, label_field: str, palette: Palette | None) -> Plan:
                 if meta.get("labels")
                 else None
             )
+            tiling = _sample_tiling(meta)
         except (OSError, ValueError, KeyError, TypeError) as err:
             raise RasterError(f"not an sgma sample marker ({err})", marker) from None
         scene = Scene(src.name or "scene", mods, label)
@@ -140,6 +168,7 @@ def _from_folders(src: Path, label_field: str, palette: Palette | None) -> Plan:
             optical={"rgb"},
             palette=palette or POTSDAM,
             notes=[f"sgma sample scene (seed {meta.get('seed')}, size {meta.get('size')})"],
+            tile=tiling,
         )
     scene = _scene_folder(src, label_field, palette)
     scenes = (

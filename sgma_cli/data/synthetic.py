@@ -29,7 +29,7 @@ from rasterio.warp import Resampling, calculate_default_transform, reproject
 
 from sgma_cli.data.palettes import POTSDAM
 
-__all__ = ["SAMPLE_MARKER", "SyntheticScene", "make_scene", "write_scene"]
+__all__ = ["SAMPLE_MARKER", "SyntheticScene", "make_scene", "sample_tiling", "write_scene"]
 
 SAMPLE_MARKER = "sample.json"
 RGB_CRS = CRS.from_epsg(32633)
@@ -38,6 +38,19 @@ ORIGIN = (368000.0, 5808000.0)  # Potsdam, UTM 33N
 RES = 0.5
 DSM_NODATA = -9999.0
 IMPERVIOUS, BUILDING, LOW_VEG, TREE, CAR, CLUTTER = range(6)
+SAMPLE_TILE = 128  # px; the tile `make demo` prepares the 1024 px sample with
+
+
+def sample_tiling(size: int) -> tuple[int, int]:
+    """The ``(tile, stride)`` that ``sgma prepare`` uses for a sample scene of ``size`` px.
+
+    128 px tiles without overlap, so the default 1024 px scene gives 64 tiles and a
+    spatial train/val/test split leaves enough training tiles for ``recipes/sample.toml``
+    (the prepare default of 512 px would leave 2). Smaller scenes get a quarter of their
+    side, in multiples of 32 px (at least 32), so the split still fits.
+    """
+    tile = max(32, min(SAMPLE_TILE, size // 4 // 32 * 32))
+    return tile, tile
 
 
 @dataclass
@@ -300,7 +313,8 @@ def write_scene(
     Files: ``rgb.tif``, ``dsm.tif``, ``sar.tif``, ``labels.tif`` (Potsdam colours, 3 bands
     uint8 on the RGB grid), ``labels.gpkg`` (layer ``labels``, column ``class`` with the
     class name; only when ``vectors``) and ``sample.json``, the marker that lets
-    ``sgma prepare`` read the folder without options.
+    ``sgma prepare`` read the folder without options (it names the files, the palette and
+    the tile size and stride of :func:`sample_tiling`).
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -336,10 +350,13 @@ def write_scene(
         tmp.unlink(missing_ok=True)
         frame.to_file(tmp, layer="labels", driver="GPKG")
         tmp.replace(files["vectors"])
+    tile, stride = sample_tiling(size)
     marker = {
         "sgma_sample": 1,
         "size": size,
         "seed": seed,
+        "tile": tile,
+        "stride": stride,
         "palette": "potsdam",
         "modalities": {"rgb": "rgb.tif", "dsm": "dsm.tif", "sar": "sar.tif"},
         "labels": "labels.tif",

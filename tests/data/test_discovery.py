@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -9,7 +10,7 @@ import pytest
 
 from sgma_cli.data.discovery import discover, parse_modality_option
 from sgma_cli.data.synthetic import write_scene
-from sgma_cli.errors import UsageError
+from sgma_cli.errors import RasterError, UsageError
 
 from .conftest import Scene
 
@@ -21,6 +22,18 @@ class TestDiscover:
         assert plan.layout == "sample" and plan.modalities == ["rgb", "dsm", "sar"]
         assert plan.scenes[0].labels is not None and plan.scenes[0].labels.path.name == "labels.tif"
         assert plan.optical == {"rgb"}
+        assert plan.tile == (32, 32)  # sample.json carries the tile size for prepare
+
+    def test_sample_marker_tiling(self, tmp_path: Path) -> None:
+        write_scene(tmp_path / "s", size=64, vectors=False)
+        marker = tmp_path / "s" / "sample.json"
+        meta = json.loads(marker.read_text())
+        del meta["tile"], meta["stride"]  # a marker from before the tile size was recorded
+        marker.write_text(json.dumps(meta))
+        assert discover(tmp_path / "s").tile is None
+        marker.write_text(json.dumps({**meta, "tile": 64, "stride": 128}))
+        with pytest.raises(RasterError, match="sample.json: not an sgma sample marker"):
+            discover(tmp_path / "s")
 
     def test_scene_folders(self, scene: Scene, tmp_path: Path) -> None:
         for name in ("a", "b"):

@@ -3,13 +3,22 @@
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 import rasterio
 
-from sgma_cli.data.synthetic import BUILDING, IMPERVIOUS, LOW_VEG, TREE, make_scene, write_scene
+from sgma_cli.data.synthetic import (
+    BUILDING,
+    IMPERVIOUS,
+    LOW_VEG,
+    TREE,
+    make_scene,
+    sample_tiling,
+    write_scene,
+)
 
 
 @pytest.fixture(scope="module")
@@ -70,6 +79,21 @@ class TestSynthetic:
         digest = hashlib.sha256(files["rgb"].read_bytes()).hexdigest()
         again = write_scene(tmp_path / "again", size=128, seed=1)
         assert hashlib.sha256(again["rgb"].read_bytes()).hexdigest() == digest
+
+    def test_marker_carries_the_tiling(self, tmp_path: Path) -> None:
+        files = write_scene(tmp_path, size=256, seed=0, vectors=False)
+        marker = json.loads(files["marker"].read_text())
+        assert (marker["tile"], marker["stride"]) == (64, 64) == sample_tiling(256)
+
+    def test_sample_tiling(self) -> None:
+        assert [sample_tiling(s) for s in (64, 128, 256, 384, 512, 4096)] == [
+            (32, 32),
+            (32, 32),
+            (64, 64),
+            (96, 96),
+            (128, 128),
+            (128, 128),
+        ]
 
     def test_bad_size(self) -> None:
         with pytest.raises(ValueError, match="even number"):
