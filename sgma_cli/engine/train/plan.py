@@ -263,6 +263,12 @@ def plan_training(
         check_gpu_count(world)
     tiles = len(list_tiles(data_path, "train"))
     per_step = recipe.data.batch_size * world * recipe.train.accumulate
+    if tiles == 0:
+        raise DatasetError(
+            "no training tiles (prepared with a 0 training share in --split, e.g. 0,0,1: "
+            "an evaluation-only dataset); prepare it again with --split 0.8,0.1,0.1",
+            data_path,
+        )
     if tiles < per_step:
         raise DatasetError(
             f"the train split has {tiles} tile(s); one step needs data.batch_size × processes × "
