@@ -9,7 +9,9 @@ next run removes).
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 import shutil
 import warnings
 from dataclasses import dataclass, field
@@ -30,6 +32,7 @@ __all__ = [
     "write_tile",
     "read_tile",
     "write_index",
+    "check_output_dir",
     "prepare_output_dir",
     "remove_outputs",
     "TMP_PREFIX",
@@ -161,26 +164,27 @@ def remove_outputs(out: Path, remove_folder: bool) -> None:
         out.rmdir()
 
 
-def prepare_output_dir(out: Path, fp: dict[str, Any], overwrite: bool) -> bool:
-    """Create or check the output folder; return True for a fresh run (nothing to resume).
+def check_output_dir(out: Path, fp: dict[str, Any], overwrite: bool) -> bool:
+    """Check, without writing, that ``prepare`` may write into ``out``; True for a fresh run.
+
+    ``prepare`` calls this before it inspects the inputs and prints its plan, so a bad
+    output folder is the first thing reported, not the last.
 
     Args:
         out: ``DATA_DIR``.
-        fp: the run's options; stored in ``out/.sgma-prepare.json`` so a resumed run can
-            check that its finished tiles were cut the same way.
-        overwrite: delete an earlier result first.
+        fp: the run's options, compared with those an earlier run stored in
+            ``out/.sgma-prepare.json`` (a resumed run must cut its tiles the same way).
+        overwrite: an earlier result will be deleted, so it may hold anything of ours.
 
     Raises:
         UsageError: ``out`` is a file, holds other files, holds tiles of other options,
-            or is not writable.
+            or is not writable (nor creatable: a file in the way, no permission, a
+            read-only file system).
     """
     if out.exists() and not out.is_dir():
         raise UsageError("output exists and is not a folder", out)
-    fresh = not out.exists() or not any(out.iterdir())
-    if overwrite and out.exists():
-        remove_outputs(out, remove_folder=False)
-        fresh = True
-    elif not fresh:
+    fresh = overwrite or not out.exists() or not any(out.iterdir())
+    if not fresh:
         old = out / FINGERPRINT
         if not old.exists():
             raise UsageError(
@@ -194,6 +198,30 @@ def prepare_output_dir(out: Path, fp: dict[str, Any], overwrite: bool) -> bool:
                 "add --overwrite to start over",
                 out,
             )
+    # the folder itself, or the nearest folder above it that exists (it will be created)
+    existing = next((p for p in (out, *out.parents) if p.exists()), Path("."))
+    if not existing.is_dir():
+        reason = os.strerror(errno.ENOTDIR)
+    elif not os.access(existing, os.W_OK | os.X_OK):
+        reason = os.strerror(errno.EACCES)
+    else:
+        return fresh
+    raise UsageError(f"output folder is not writable ({reason})", out)
+
+
+def prepare_output_dir(out: Path, fp: dict[str, Any], overwrite: bool) -> bool:
+    """Create the output folder (or make it ready to resume); return True for a fresh run.
+
+    Runs :func:`check_output_dir` again (the folder may have changed since), then with
+    ``overwrite`` deletes an earlier result, stores ``fp`` and removes temp folders that
+    a killed run left.
+
+    Raises:
+        UsageError: as :func:`check_output_dir`, or the folder cannot be written after all.
+    """
+    fresh = check_output_dir(out, fp, overwrite)
+    if overwrite and out.exists():
+        remove_outputs(out, remove_folder=False)
     try:
         out.mkdir(parents=True, exist_ok=True)
         probe = out / ".sgma-write-test"

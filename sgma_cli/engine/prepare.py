@@ -3,7 +3,8 @@
 Use from Python::
 
     from sgma_cli.engine.prepare import PrepareOptions, prepare
-    report = prepare(PrepareOptions(src=Path("demo/scene"), out=Path("demo/data"), tile=256, stride=128))
+    options = PrepareOptions(src=Path("demo/scene"), out=Path("demo/data"), tile=128)
+    report = prepare(options)
 
 Steps: discover scenes x modalities, inspect every raster (nothing is written before all
 inputs check out), build each scene's reference grid, scan label values, cut tiles and
@@ -24,6 +25,7 @@ from typing import Any
 
 import numpy as np
 import rasterio
+from rasterio.crs import CRS
 from rasterio.warp import transform_geom
 from shapely.geometry import box, mapping, shape
 
@@ -40,11 +42,12 @@ from sgma_cli.config.dataset import (
 from sgma_cli.data.align import RESAMPLING, AlignedReader
 from sgma_cli.data.discovery import Plan, discover
 from sgma_cli.data.labels import LabelReader
-from sgma_cli.data.palettes import Palette, load_palette
+from sgma_cli.data.palettes import PALETTES, Palette, load_palette
 from sgma_cli.data.scene_jobs import PlanRow, SceneJob, cut_tiles, inspect_plan, resolve_palette
 from sgma_cli.data.stats import BandAccumulator, ClassCounter
 from sgma_cli.data.tile_files import (
     TileData,
+    check_output_dir,
     prepare_output_dir,
     read_tile,
     remove_outputs,
@@ -52,7 +55,7 @@ from sgma_cli.data.tile_files import (
     write_tile,
 )
 from sgma_cli.data.tile_layout import TileSpec, parse_split
-from sgma_cli.errors import RasterError, SgmaError, UsageError
+from sgma_cli.errors import RasterError, UsageError
 
 __all__ = ["PrepareOptions", "PlanRow", "PrepareReport", "prepare"]
 
@@ -107,8 +110,20 @@ class PrepareReport:
     manifest: DatasetManifest | None = None
 
 
+def _palette_option(options: PrepareOptions) -> Palette | None:
+    """``--palette``: a known name, or a JSON file looked up in SRC_DIR first (as ``--labels``
+    and ``--modality`` paths are), then in the current folder."""
+    if not options.palette:
+        return None
+    spec, path = options.palette, Path(options.palette)
+    if spec.lower() not in PALETTES and not path.is_absolute():
+        in_src = Path(options.src) / path
+        spec = str(in_src) if in_src.is_file() else spec
+    return load_palette(spec)
+
+
 def _palette_for(plan: Plan, options: PrepareOptions) -> Palette | None:
-    return load_palette(options.palette) if options.palette else plan.palette
+    return _palette_option(options) if options.palette else plan.palette
 
 
 def _fingerprint(options: PrepareOptions, tile: int, stride: int) -> dict[str, Any]:
@@ -120,6 +135,40 @@ def _fingerprint(options: PrepareOptions, tile: int, stride: int) -> dict[str, A
     keep["src"] = str(Path(options.src).resolve())
     fp = {**keep, "tile": tile, "stride": stride, "format_version": 1}
     return json.loads(json.dumps(fp))  # tuples -> lists, as read back
+
+
+@dataclass
+class _Inputs:
+    """What the planning step settled: everything the tile loop reads from."""
+
+    plan: Plan
+    jobs: dict[str, SceneJob]
+    bands: dict[str, int]
+    palette: Palette
+    label_maps: dict[Path, tuple[str, dict[Any, int]]]
+    reference: str
+
+
+@dataclass
+class _Outputs:
+    """What the tile loop accumulates: statistics, class counts and the index rows."""
+
+    accs: dict[str, BandAccumulator]
+    counter: ClassCounter
+    records: list[dict[str, object]] = field(default_factory=list)
+    geoms: list[object] = field(default_factory=list)
+
+
+def _tiling(options: PrepareOptions, plan: Plan) -> tuple[int, int]:
+    """``--tile``/``--stride``, else the layout's (preset, sample marker), else 512 / tile/2."""
+    default_tile, default_stride = plan.tile or (512, 256)
+    tile = options.tile or default_tile
+    stride = options.stride or (default_stride if options.tile is None else max(1, tile // 2))
+    if tile <= 0 or stride <= 0 or stride > tile:
+        raise UsageError(
+            f"--tile and --stride must be > 0 with stride <= tile, got {tile} and {stride}"
+        )
+    return tile, stride
 
 
 def prepare(
@@ -140,7 +189,8 @@ def prepare(
         The report, with ``manifest`` set unless ``options.dry_run``.
 
     Raises:
-        UsageError, RasterError: bad options or inputs, before anything is written.
+        UsageError, RasterError: bad options or inputs, before anything is written; an
+            output folder that cannot be written before the plan is made.
     """
     start = time.perf_counter()
     warnings: list[str] = []
@@ -162,26 +212,29 @@ def prepare(
         list(options.modality),
         options.labels,
         options.label_field,
-        load_palette(options.palette) if options.palette else None,
+        _palette_option(options),
     )
-    default_tile, default_stride = plan.tile or (512, 256)
-    tile = options.tile or default_tile
-    stride = options.stride or (default_stride if options.tile is None else max(1, tile // 2))
-    if tile <= 0 or stride <= 0 or stride > tile:
-        raise UsageError(
-            f"--tile and --stride must be > 0 with stride <= tile, got {tile} and {stride}"
-        )
+    tile, stride = _tiling(options, plan)
     reference = options.reference or ("rgb" if "rgb" in plan.modalities else plan.modalities[0])
     if reference not in plan.modalities:
         raise UsageError(
             f"--reference {reference!r} is not a modality here ({', '.join(plan.modalities)})"
         )
+    out = Path(options.out)
+    fingerprint = _fingerprint(options, tile, stride)
+    if not options.dry_run:
+        check_output_dir(out, fingerprint, options.overwrite)
     jobs, rows, bands = inspect_plan(plan, reference, options.resolution, options.crs, _warn)
     palette, label_maps = resolve_palette(plan, _palette_for(plan, options), options.ignore)
     method = cut_tiles(jobs, tile, stride, options.split, options.seed)
+    if options.split is not None and parse_split(options.split)[0] == 0:
+        _warn(
+            f"--split {options.split} makes no training tiles: the dataset is for evaluate "
+            "only, and its band statistics are placeholders"
+        )
     total = sum(len(j.tiles) for j in jobs.values())
     report = PrepareReport(
-        options.out, plan.layout, reference, rows, plan.notes, warnings, total, tile, stride, method
+        out, plan.layout, reference, rows, plan.notes, warnings, total, tile, stride, method
     )
     if on_plan is not None:
         on_plan(report)
@@ -189,123 +242,130 @@ def prepare(
         report.seconds = time.perf_counter() - start
         return report
 
-    out = Path(options.out)
     created = not out.exists()
-    fresh = prepare_output_dir(out, _fingerprint(options, tile, stride), options.overwrite)
+    fresh = prepare_output_dir(out, fingerprint, options.overwrite)
+    inputs = _Inputs(plan, jobs, bands, palette, label_maps, reference)
     try:
-        manifest = _run(
-            plan, jobs, bands, palette, label_maps, reference, options, report, progress
-        )
-    except SgmaError:
+        report.manifest = _run(inputs, options, report, progress)
+    except Exception:  # an interrupt keeps the finished tiles: the rerun resumes from them
         if fresh:  # nothing partial: a failed first run removes what it wrote, then re-raises
             remove_outputs(out, remove_folder=created)
         raise
-    report.manifest = manifest
     report.seconds = time.perf_counter() - start
     return report
 
 
 def _run(
-    plan: Plan,
-    jobs: dict[str, SceneJob],
-    bands: dict[str, int],
-    palette: Palette,
-    label_maps: dict[Path, tuple[str, dict[Any, int]]],
-    reference: str,
+    inputs: _Inputs, options: PrepareOptions, report: PrepareReport, progress: Progress | None
+) -> DatasetManifest:
+    """Write every tile, then ``index.gpkg`` and ``dataset.toml``; return the manifest."""
+    names = inputs.plan.modalities
+    outputs = _Outputs(
+        {m: BandAccumulator(inputs.bands[m], seed=options.seed) for m in names},
+        ClassCounter(len(inputs.palette)),
+    )
+    first_crs = next(iter(inputs.jobs.values())).grid.crs
+    done = 0
+
+    def tick() -> None:
+        nonlocal done
+        done += 1
+        if progress is not None:
+            progress(done, report.tiles_total)
+
+    with rasterio.Env(GDAL_CACHEMAX=64 * 2**20, GDAL_NUM_THREADS=1):
+        for job in inputs.jobs.values():
+            _tile_scene(job, inputs, options, report, outputs, first_crs, tick)
+    if not outputs.records:
+        raise RasterError(
+            "every tile is empty (all nodata or all ignore); nothing to prepare",
+            inputs.plan.source,
+        )
+    write_index(Path(options.out) / INDEX_NAME, outputs.records, outputs.geoms, first_crs)
+    manifest = _manifest(inputs, options, report, outputs)
+    save_manifest(manifest, Path(options.out))
+    return manifest
+
+
+def _tile_scene(  # noqa: PLR0913 - the loop's inputs, accumulators and tick are all it needs
+    job: SceneJob,
+    inputs: _Inputs,
     options: PrepareOptions,
     report: PrepareReport,
-    progress: Progress | None,
-) -> DatasetManifest:
-    out = Path(options.out)
-    names = plan.modalities
-    accs = {m: BandAccumulator(bands[m], seed=options.seed) for m in names}
-    counter = ClassCounter(len(palette))
-    records: list[dict[str, object]] = []
-    geoms: list[object] = []
-    first_crs = next(iter(jobs.values())).grid.crs
-    done = 0
-    with rasterio.Env(GDAL_CACHEMAX=64 * 2**20, GDAL_NUM_THREADS=1):
-        for job in jobs.values():
-            scene = job.scene
-            readers = {
-                m: AlignedReader(
-                    job.infos[m],
-                    job.grid,
-                    options.resampling,
-                    bands=src.bands,
-                    same_grid=src.same_grid_as_reference and job.infos[m].crs is None,
-                )
-                for m, src in scene.modalities.items()
-            }
-            labels = None
-            if scene.labels is not None:
-                kind, label_map = label_maps[scene.labels.path]
-                background = 0 if kind == "coco" and palette[0][0].lower() == "background" else None
-                labels = LabelReader(
-                    scene.labels, job.grid, label_map, kind, scene.name, background
-                )
-            try:
-                for tid, split, spec in job.tiles:
-                    folder = tile_dir(out, split, tid)
-                    if folder.exists():
-                        data = read_tile(folder, names)
-                        report.tiles_resumed += 1
-                    else:
-                        data = _read(spec, job, names, bands, readers, labels)
-                        if data is None:
-                            report.tiles_empty += 1
-                            done += 1
-                            if progress is not None:
-                                progress(done, report.tiles_total)
-                            continue
-                        folder.parent.mkdir(parents=True, exist_ok=True)
-                        write_tile(folder, data, names)
-                        report.tiles_written += 1
-                    report.splits[split] = report.splits.get(split, 0) + 1
-                    report.megapixels += spec.window.width * spec.window.height / 1e6
-                    hist = _account(data, spec, split, names, accs, counter)
-                    rec: dict[str, object] = {
-                        "tile_id": tid,
-                        "scene": scene.name,
-                        "split": split,
-                        "path": folder.relative_to(out).as_posix(),
-                    }
-                    rec.update(
-                        {f"coverage_{m}": float(data.mask[i].mean()) for i, m in enumerate(names)}
-                    )
-                    rec.update({f"pixels_{n}": int(h) for (n, _), h in zip(palette, hist)})
-                    records.append(rec)
-                    footprint = box(*job.grid.window_bounds(spec.window))
-                    if (
-                        job.grid.crs is not None
-                        and first_crs is not None
-                        and job.grid.crs != first_crs
-                    ):
-                        footprint = shape(
-                            transform_geom(job.grid.crs, first_crs, mapping(footprint))
-                        )
-                    geoms.append(footprint)
-                    done += 1
-                    if progress is not None:
-                        progress(done, report.tiles_total)
-            finally:
-                for r in readers.values():
-                    r.close()
-                if labels is not None:
-                    labels.close()
-    if not records:
-        raise RasterError(
-            "every tile is empty (all nodata or all ignore); nothing to prepare", plan.source
+    outputs: _Outputs,
+    first_crs: CRS | None,
+    tick: Callable[[], None],
+) -> None:
+    """Write (or read back, when resuming) every tile of one scene and account for it."""
+    out, names, palette = Path(options.out), inputs.plan.modalities, inputs.palette
+    scene = job.scene
+    readers = {
+        m: AlignedReader(
+            job.infos[m],
+            job.grid,
+            options.resampling,
+            bands=src.bands,
+            same_grid=src.same_grid_as_reference and job.infos[m].crs is None,
         )
-    write_index(out / INDEX_NAME, records, geoms, first_crs)
-    grids = [j.grid for j in jobs.values()]
+        for m, src in scene.modalities.items()
+    }
+    labels = None
+    if scene.labels is not None:
+        kind, label_map = inputs.label_maps[scene.labels.path]
+        background = 0 if kind == "coco" and palette[0][0].lower() == "background" else None
+        labels = LabelReader(scene.labels, job.grid, label_map, kind, scene.name, background)
+    try:
+        for tid, split, spec in job.tiles:
+            folder = tile_dir(out, split, tid)
+            if folder.exists():
+                data = read_tile(folder, names)
+                report.tiles_resumed += 1
+            else:
+                data = _read(spec, job, names, inputs.bands, readers, labels)
+                if data is None:
+                    report.tiles_empty += 1
+                    tick()
+                    continue
+                folder.parent.mkdir(parents=True, exist_ok=True)
+                write_tile(folder, data, names)
+                report.tiles_written += 1
+            report.splits[split] = report.splits.get(split, 0) + 1
+            report.megapixels += spec.window.width * spec.window.height / 1e6
+            hist = _account(data, spec, split, names, outputs.accs, outputs.counter)
+            rec: dict[str, object] = {
+                "tile_id": tid,
+                "scene": scene.name,
+                "split": split,
+                "path": folder.relative_to(out).as_posix(),
+            }
+            rec.update({f"coverage_{m}": float(data.mask[i].mean()) for i, m in enumerate(names)})
+            rec.update({f"pixels_{n}": int(h) for (n, _), h in zip(palette, hist)})
+            outputs.records.append(rec)
+            footprint = box(*job.grid.window_bounds(spec.window))
+            if job.grid.crs is not None and first_crs is not None and job.grid.crs != first_crs:
+                footprint = shape(transform_geom(job.grid.crs, first_crs, mapping(footprint)))
+            outputs.geoms.append(footprint)
+            tick()
+    finally:
+        for r in readers.values():
+            r.close()
+        if labels is not None:
+            labels.close()
+
+
+def _manifest(
+    inputs: _Inputs, options: PrepareOptions, report: PrepareReport, outputs: _Outputs
+) -> DatasetManifest:
+    """``dataset.toml``'s content: grid, classes, modalities with statistics, provenance."""
+    plan, names = inputs.plan, inputs.plan.modalities
+    grids = [j.grid for j in inputs.jobs.values()]
     same = all(g.crs == grids[0].crs for g in grids) and grids[0].crs is not None
     crs_text = None
     if same and grids[0].crs is not None:
         epsg = grids[0].crs.to_epsg()
         crs_text = f"EPSG:{epsg}" if epsg else grids[0].crs.to_wkt()
     resolutions = {tuple(round(r, 9) for r in g.resolution) for g in grids}
-    manifest = DatasetManifest(
+    return DatasetManifest(
         name=options.name or Path(options.src).resolve().name,
         sgma_version=__version__,
         crs=crs_text,
@@ -315,32 +375,30 @@ def _run(
         tile_size=report.tile,
         stride=report.stride,
         ignore_index=255,
-        classes=[ClassSpec(name=n, color=c) for n, c in palette],
+        classes=[ClassSpec(name=n, color=c) for n, c in inputs.palette],
         modalities=[
             ModalityEntry(
                 name=m,
-                bands=bands[m],
+                bands=inputs.bands[m],
                 optical=m in plan.optical,
-                stats=BandStats(**accs[m].result()),
+                stats=BandStats(**outputs.accs[m].result()),
                 source=_source_text(plan, m),
                 resampling=options.resampling,
             )
             for m in names
         ],
         splits={s: report.splits[s] for s in ("train", "val", "test") if s in report.splits},
-        class_pixels=counter.result(),
+        class_pixels=outputs.counter.result(),
         provenance={
             "source": str(Path(options.src).resolve()),
             "layout": plan.layout,
-            "reference": reference,
+            "reference": inputs.reference,
             "split": report.split_method,
             "seed": str(options.seed),
             "tool": f"sgma prepare {__version__}",
             "notes": "; ".join(plan.notes),
         },
     )
-    save_manifest(manifest, out)
-    return manifest
 
 
 def _source_text(plan: Plan, modality: str) -> str:

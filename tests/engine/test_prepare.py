@@ -456,3 +456,65 @@ def test_coco_labels_need_the_reference_grid(tmp_path: Path) -> None:
             )
         )
     assert not (tmp_path / "d").exists()
+
+
+class TestPapercuts:
+    """Behaviour a new user ran into (issue 10): eval-only splits, the sample chain, --out."""
+
+    def test_split_without_training_tiles(self, scene: Scene, tmp_path: Path) -> None:
+        warnings: list[str] = []
+        report = prepare(_opts(scene, tmp_path / "out", split="0,0,1"), warn=warnings.append)
+        m = load_manifest(tmp_path / "out")
+        assert m.splits == {"test": 25} and report.splits == {"test": 25}
+        assert m.modality("rgb").stats is not None and m.modality("rgb").stats.std == [1.0] * 3
+        assert any("no training tiles" in w for w in warnings)
+
+    def test_training_refuses_a_dataset_without_training_tiles(
+        self, scene: Scene, tmp_path: Path
+    ) -> None:
+        from sgma_cli.config.recipe import load_recipe
+        from sgma_cli.engine.train.plan import plan_training
+        from sgma_cli.errors import DatasetError
+
+        prepare(_opts(scene, tmp_path / "data", split="0,0.5,0.5", tile=32, stride=32))
+        recipe = load_recipe(Path("recipes/sample.toml"))
+        with pytest.raises(DatasetError, match=r"data: no training tiles .*--split 0.8,0.1,0.1"):
+            plan_training(
+                recipe, data_dir=tmp_path / "data", run_dir=tmp_path / "run", device="cpu"
+            )
+
+    def test_sample_chain_without_flags(self, tmp_path: Path) -> None:
+        """`sgma sample` -> `sgma prepare` (no --tile) -> the sample recipe's training check."""
+        from sgma_cli.config.recipe import load_recipe
+        from sgma_cli.engine.sample_scene import sample
+        from sgma_cli.engine.train.plan import plan_training
+
+        sample(tmp_path / "scene", size=512, vectors=False)
+        report = prepare(PrepareOptions(src=tmp_path / "scene", out=tmp_path / "data"))
+        m = load_manifest(tmp_path / "data")
+        assert (report.tile, report.stride) == (128, 128) == (m.tile_size, m.stride)
+        assert m.splits == {"train": 12, "val": 2, "test": 2}
+        plan = plan_training(
+            load_recipe(Path("recipes/sample.toml")),
+            data_dir=tmp_path / "data",
+            run_dir=tmp_path / "run",
+            device="cpu",
+        )
+        assert plan.data_dir == (tmp_path / "data").resolve()
+
+    @pytest.mark.parametrize("where", ["under_a_file", "foreign_folder"])
+    def test_output_checked_before_the_plan(self, scene: Scene, tmp_path: Path, where: str) -> None:
+        (tmp_path / "file").write_text("")
+        (tmp_path / "foreign").mkdir()
+        (tmp_path / "foreign" / "notes.txt").write_text("mine")
+        out = tmp_path / "file" / "out" if where == "under_a_file" else tmp_path / "foreign"
+        seen: list[object] = []
+        with pytest.raises(UsageError, match="output folder is not"):
+            prepare(_opts(scene, out), on_plan=seen.append)
+        assert seen == []  # the plan was never made nor printed
+        assert sorted(p.name for p in (tmp_path / "foreign").iterdir()) == ["notes.txt"]
+
+    def test_dry_run_does_not_check_the_output(self, scene: Scene, tmp_path: Path) -> None:
+        (tmp_path / "file").write_text("")
+        report = prepare(_opts(scene, tmp_path / "file" / "out", dry_run=True))
+        assert report.tiles_total == 25
