@@ -11,7 +11,14 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
 from typing import Any, Literal
 
-__all__ = ["FusionKind", "MASGranularity", "ModalitySpec", "SGMAConfig", "StemKind"]
+__all__ = [
+    "FusionKind",
+    "MASGranularity",
+    "ModalitySpec",
+    "PrototypeKind",
+    "SGMAConfig",
+    "StemKind",
+]
 
 #: Fusion of the modalities' features: SGF (the paper) or a pooling baseline.
 FusionKind = Literal["sgf", "sum", "mean"]
@@ -19,6 +26,8 @@ FusionKind = Literal["sgf", "sum", "mean"]
 StemKind = Literal["repeat", "learned"]
 #: Whether MAS draws its modality per sample or once per batch.
 MASGranularity = Literal["sample", "batch"]
+#: How SGF's class prototypes (paper Eq. 3) weight their pixel x modality terms.
+PrototypeKind = Literal["sum", "mean", "softmax"]
 
 
 @dataclass(frozen=True)
@@ -51,6 +60,9 @@ class SGMAConfig:
         head_dim: all-MLP decoder width ``E``.
         head_dropout: decoder dropout.
         mas_granularity: draw the MAS modality per ``"sample"`` or per ``"batch"``.
+        prototypes: Eq. 3 as a ``"sum"`` (the paper's literal product), a ``"mean"`` over
+            its pixel x modality terms, or ``"softmax"`` weights over them. The default is
+            ``"sum"`` because checkpoints written before the key existed used it.
     """
 
     modalities: tuple[ModalitySpec, ...]
@@ -64,6 +76,7 @@ class SGMAConfig:
     head_dim: int = 256
     head_dropout: float = 0.1
     mas_granularity: MASGranularity = "sample"
+    prototypes: PrototypeKind = "sum"
 
     def __post_init__(self) -> None:
         if not self.modalities:
@@ -75,6 +88,10 @@ class SGMAConfig:
             raise ValueError(f"num_classes must be at least 2, got {self.num_classes}")
         if self.fusion not in ("sgf", "sum", "mean"):
             raise ValueError(f"unknown fusion {self.fusion!r}; use 'sgf', 'sum' or 'mean'")
+        if self.prototypes not in ("sum", "mean", "softmax"):
+            raise ValueError(
+                f"unknown prototypes {self.prototypes!r}; use 'sum', 'mean' or 'softmax'"
+            )
 
     @property
     def modality_names(self) -> tuple[str, ...]:

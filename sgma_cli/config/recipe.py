@@ -87,6 +87,7 @@ class ModelRecipe(StrictModel):
     head_dim: int = Field(default=256, gt=0)
     head_dropout: float = Field(default=0.1, ge=0, lt=1)
     mas_granularity: Literal["sample", "batch"] = "sample"
+    prototypes: Literal["sum", "mean", "softmax"] = "sum"
 
     @field_validator("mp_kernels")
     @classmethod

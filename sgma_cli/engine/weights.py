@@ -36,6 +36,7 @@ def build_model(
         head_dim=config.head_dim,
         head_dropout=config.head_dropout,
         mas_granularity=config.mas_granularity,
+        prototypes=config.prototypes,
         backbone_weights=backbone_weights,
         device=device,
         dtype=dtype,

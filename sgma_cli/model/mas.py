@@ -18,13 +18,18 @@ from sgma_cli.config.model import MASGranularity
 __all__ = ["MASGranularity", "mas_probabilities", "sample_modalities"]
 
 
-def mas_probabilities(robustness: Tensor, available: Tensor, eps: float = 1e-6) -> Tensor:
+def mas_probabilities(
+    robustness: Tensor, available: Tensor, eps: float = 1e-6, allowed: Tensor | None = None
+) -> Tensor:
     """Sampling probabilities ``s_m`` of one scale.
 
     Args:
         robustness: ``(B, M, H, W)`` RP weights, summing to 1 over available modalities.
         available: bool ``(B, M, H, W)``, the modalities that saw each cell.
         eps: floor on ``r`` before inverting.
+        allowed: optional bool ``(B, M)``, the modalities a sample may draw (its SGF
+            subset); only used by the fallback for a sample none of whose modalities saw
+            a pixel, which is then uniform over ``allowed`` (default: all M).
 
     Returns:
         ``(B, M)`` probabilities summing to 1 per sample (0 for modalities never seen).
@@ -39,9 +44,9 @@ def mas_probabilities(robustness: Tensor, available: Tensor, eps: float = 1e-6) 
     r_hat = inverse / total.clamp(min=torch.finfo(inverse.dtype).tiny)  # (B, M, H, W), Eq. 11
     seen = available.any(dim=1)  # (B, H, W)
     probs = r_hat.sum(dim=(2, 3)) / seen.sum(dim=(1, 2)).clamp(min=1)[:, None]
-    # A sample with no pixel at all: uniform over the modalities it has (or all).
+    # A sample no modality saw any pixel of: uniform over the allowed modalities (or all).
     empty = probs.sum(dim=1, keepdim=True) <= 0
-    fallback = available.any(dim=(2, 3)).float()
+    fallback = torch.ones_like(probs) if allowed is None else allowed.to(probs.dtype)
     fallback = torch.where(
         fallback.sum(dim=1, keepdim=True) > 0, fallback, torch.ones_like(fallback)
     )

@@ -40,7 +40,8 @@ class Fused:
         robustness: ``[(B, M, H_i, W_i)]`` RP weights over all M model modalities (0 for
             modalities absent or unseen at a cell).
         present: bool ``(S, B, M)``: the subset used at each scale, per sample.
-        valid: bool ``(B, H, W)``: pixels at least one used modality saw.
+        valid: bool ``(B, H, W)``: pixels that, at every scale, some modality used at
+            that scale saw (with one subset for all scales: some used modality saw it).
     """
 
     features: list[Tensor]
@@ -72,7 +73,8 @@ class TrainOutput:
         logits_sgf: ``(B, K, H, W)`` from all modalities.
         logits_mas: ``(B, K, H, W)`` from the sampled modality per scale.
         valid_sgf: bool ``(B, H, W)``.
-        valid_mas: bool ``(B, H, W)``: pixels the sampled modalities saw.
+        valid_mas: bool ``(B, H, W)``: pixels the sampled modality of every scale saw
+            (a pixel one scale's draw did not see has a zero feature there: not scored).
         mas_probs: ``(S, B, M)`` sampling probabilities ``s_m^i``.
         mas_choice: ``(S, B)`` sampled model modality index per scale and sample.
         robustness: ``[(B, M, H_i, W_i)]`` of the SGF branch.

@@ -29,7 +29,7 @@ from torch import Tensor, nn
 from sgma_cli.model.attention import ModalityAttention, masked_softmax
 from sgma_cli.model.csf import ClassSemanticFilter
 from sgma_cli.model.projector import ModalityProjector
-from sgma_cli.model.prototypes import combine_prototypes
+from sgma_cli.model.prototypes import PrototypeKind, combine_prototypes
 
 __all__ = ["SpatialPerceptron", "RobustnessPerceptron", "SemanticGuidedFusion", "ScaleCache"]
 
@@ -113,9 +113,11 @@ class SemanticGuidedFusion(nn.Module):
         sp_heads: SP attention heads (paper, Fig. 12: 8).
         rp_heads: RP attention heads (paper, Fig. 12: 4).
         mp_kernels: MP depth-wise kernel sizes (paper: 11, 7, 3).
+        prototypes: Eq. 3's weighting, ``"sum"`` (the paper), ``"mean"`` or ``"softmax"``
+            (see :mod:`sgma_cli.model.prototypes`).
     """
 
-    def __init__(
+    def __init__(  # noqa: PLR0913 (the paper's hyper-parameters, plus device and dtype)
         self,
         channels: int,
         num_modalities: int,
@@ -123,6 +125,7 @@ class SemanticGuidedFusion(nn.Module):
         sp_heads: int = 8,
         rp_heads: int = 4,
         mp_kernels: Sequence[int] = (11, 7, 3),
+        prototypes: PrototypeKind = "sum",
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
     ) -> None:
@@ -131,7 +134,7 @@ class SemanticGuidedFusion(nn.Module):
         self.projectors = nn.ModuleList(
             ModalityProjector(channels, mp_kernels, **dd) for _ in range(num_modalities)
         )
-        self.csf = ClassSemanticFilter(channels, num_classes, **dd)
+        self.csf = ClassSemanticFilter(channels, num_classes, prototypes, **dd)
         self.sp = SpatialPerceptron(channels, sp_heads, **dd)
         self.rp = RobustnessPerceptron(channels, rp_heads, **dd)
 
@@ -144,14 +147,16 @@ class SemanticGuidedFusion(nn.Module):
             available: bool ``(B, M_e, H, W)`` at this scale.
 
         Returns:
-            A cache: ``prototypes`` ``(B, M_e, K, C)``, ``sp_k``/``sp_v``/``rp_k``/``rp_v``
-            ``(B, N, heads, M_e, C / heads)`` and ``available`` ``(B, M_e, N)``.
+            A cache: the prototype partials (``prototypes`` ``(B, M_e, K, C)``, and for
+            ``"mean"``/``"softmax"`` ``prototype_norm``/``prototype_shift`` ``(B, M_e, K)``),
+            ``sp_k``/``sp_v``/``rp_k``/``rp_v`` ``(B, N, heads, M_e, C / heads)`` and
+            ``available`` ``(B, M_e, N)``.
         """
         semantic = torch.stack(
             [self.projectors[m](features[:, j]) for j, m in enumerate(modalities)], dim=1
         )
         tokens = semantic.flatten(3).permute(0, 3, 1, 2)  # (B, N, M_e, C)
-        cache = {"prototypes": self.csf(semantic, available), "available": available.flatten(2)}
+        cache = {**self.csf(semantic, available), "available": available.flatten(2)}
         for name, attn in (("sp", self.sp), ("rp", self.rp)):
             k, v = attn.kv(tokens)
             # pixel-major (B, N, h, M_e, d), laid out once so every fuse is copy-free matmuls
@@ -173,7 +178,7 @@ class SemanticGuidedFusion(nn.Module):
             ``f_SGF`` ``(B, C, H, W)`` (zero where no present modality saw the pixel) and
             robustness ``r`` ``(B, M_e, H, W)``.
         """
-        prototypes = combine_prototypes(cache["prototypes"], present)  # (B, K, C)
+        prototypes = combine_prototypes(cache, present, self.csf.prototypes)  # (B, K, C)
         available: Tensor | None = (cache["available"] & present[:, :, None]).transpose(
             1, 2
         )  # (B, N, M_e)

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from sgma_cli.config.model import FusionKind, MASGranularity, StemKind
+from sgma_cli.config.model import FusionKind, MASGranularity, PrototypeKind, StemKind
 from sgma_cli.model.availability import downsample_availability
 from sgma_cli.model.backbones import FEATURE_STRIDES, backbone_channels, create_backbone
 from sgma_cli.model.baselines import PoolingFusion
@@ -55,6 +55,8 @@ class SGMA(nn.Module):
         head_dim: all-MLP decoder width.
         head_dropout: decoder dropout.
         mas_granularity: MAS draws per ``"sample"`` or per ``"batch"``.
+        prototypes: SGF's Eq. 3 weighting: ``"sum"`` (the paper's literal product),
+            ``"mean"`` or ``"softmax"`` (see :mod:`sgma_cli.model.prototypes`).
         backbone_weights: optional state dict for the backbone (read by the engine).
         device: where to create parameters (``"meta"`` to count them without memory).
         dtype: parameter dtype.
@@ -74,6 +76,7 @@ class SGMA(nn.Module):
         head_dim: int = 256,
         head_dropout: float = 0.1,
         mas_granularity: MASGranularity = "sample",
+        prototypes: PrototypeKind = "sum",
         backbone_weights: Mapping[str, Tensor] | None = None,
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
@@ -104,7 +107,9 @@ class SGMA(nn.Module):
         M = len(modalities)
         if fusion == "sgf":
             self.fusions = nn.ModuleList(
-                SemanticGuidedFusion(c, M, num_classes, sp_heads, rp_heads, mp_kernels, **dd)
+                SemanticGuidedFusion(
+                    c, M, num_classes, sp_heads, rp_heads, mp_kernels, prototypes, **dd
+                )
                 for c in self.channels
             )
         elif fusion in ("sum", "mean"):
@@ -227,7 +232,11 @@ class SGMA(nn.Module):
             full[:, idx] = r
             features.append(fused)
             robustness.append(full)
-        valid = (enc.available & used.any(dim=0)[:, :, None, None]).any(dim=1)
+        # a pixel is valid when, at every scale, a modality used at that scale saw it (MAS
+        # may use another modality per scale: a union would score pixels fused from zeros)
+        valid = torch.ones_like(enc.available[:, 0])
+        for used_i in used:
+            valid &= (enc.available & used_i[:, :, None, None]).any(dim=1)
         return Fused(features, robustness, subset, valid)
 
     # ------------------------------------------------------------------ decode
@@ -269,7 +278,8 @@ class SGMA(nn.Module):
             present: the SGF subset (see :meth:`fuse`), e.g. per sample under modality dropout.
             uniforms: ``(S, B)`` in [0, 1) driving the MAS draws (default: drawn from
                 ``generator``). With ``mas_granularity="batch"`` column 0 draws for the
-                whole batch: pass the same values on every process.
+                whole batch (pass the same values on every process), from the batch-mean
+                distribution restricted to each sample's SGF modalities.
             generator: random source when ``uniforms`` is not given.
             reduce: sums a tensor over processes (DDP); with ``"batch"`` granularity the
                 distribution is then the mean over the global batch.
@@ -288,14 +298,19 @@ class SGMA(nn.Module):
                 cache["available"].unflatten(2, size) & used[:, :, None, None]
             )  # (B, M_e, h, w)
             p = torch.zeros(B, M, device=device)
-            p[:, idx] = mas_probabilities(r[:, idx].detach(), available)
+            p[:, idx] = mas_probabilities(r[:, idx].detach(), available, allowed=used)
             probs.append(p)
             if self.mas_granularity == "batch":
                 total = p.sum(dim=0, keepdim=True)
                 count = torch.tensor([float(B)], device=device)
                 if reduce is not None:
                     total, count = reduce(total.clone()), reduce(count)
-                choice = sample_modalities(total / count, uniforms[scale, :1]).expand(B)
+                # the batch's distribution restricted to what each sample has (under modality
+                # dropout a sample must not draw a modality its SGF branch dropped), drawn
+                # with one shared uniform: samples with the same modalities share the draw
+                restricted = (total / count) * (p > 0)
+                restricted = torch.where(restricted.sum(dim=1, keepdim=True) > 0, restricted, p)
+                choice = sample_modalities(restricted, uniforms[scale, :1].expand(B))
             else:
                 choice = sample_modalities(p, uniforms[scale])
             choices.append(choice)
