@@ -110,6 +110,7 @@ def model_config(
             head_dim=m.head_dim,
             head_dropout=m.head_dropout,
             mas_granularity=m.mas_granularity,
+            prototypes=m.prototypes,
         )
     except ValueError as err:
         raise ConfigError(f"recipe [model] does not fit the dataset: {err}") from None
