@@ -88,7 +88,8 @@ class ModalityEntry(StrictModel):
     def _stats_per_band(self) -> ModalityEntry:
         if self.stats is not None and len(self.stats.mean) != self.bands:
             raise ValueError(
-                f"modality {self.name}: stats have {len(self.stats.mean)} bands, expected {self.bands}"
+                f"modality {self.name}: stats have {len(self.stats.mean)} bands, "
+                f"expected {self.bands}"
             )
         return self
 

@@ -1,1 +1,1 @@
-"""Engine layer: the train, evaluate, predict, prepare and profile jobs, reporting progress by callback."""
+"""Engine layer: the train, evaluate, predict, prepare and profile jobs; progress by callback."""

@@ -176,7 +176,7 @@ def gather_objects(obj: Any, ctx: DistContext) -> list[Any]:
 
 
 class _AllReduceSum(torch.autograd.Function):
-    """Sum over ranks whose backward is again a sum over ranks (each rank's output feeds its loss)."""
+    """Sum over ranks whose backward is a sum over ranks too (each rank's output feeds its loss)."""
 
     @staticmethod
     def forward(ctx: Any, tensor: Tensor) -> Tensor:  # noqa: D102

@@ -42,7 +42,8 @@ def save_figure(fig: Figure, path: Path) -> Path:
     return path
 
 
-def bar_chart(
+# The figure options are keyword-only with defaults, as in matplotlib's own plot calls.
+def bar_chart(  # noqa: PLR0913
     path: Path,
     labels: Sequence[str],
     series: Mapping[str, Sequence[float]],
@@ -164,7 +165,8 @@ def confusion_plot(
     return save_figure(fig, path)
 
 
-def heatmap(
+# The figure options are keyword-only with defaults, as in matplotlib's own plot calls.
+def heatmap(  # noqa: PLR0913
     path: Path,
     values: np.ndarray,
     row_labels: Sequence[str],

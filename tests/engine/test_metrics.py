@@ -1,4 +1,4 @@
-"""Tests for ``sgma_cli.engine.metrics`` and ``sgma_cli.engine.subsets`` against hand-computed values."""
+"""Tests of ``engine.metrics`` and ``engine.subsets`` against hand-computed values."""
 
 from __future__ import annotations
 
@@ -89,7 +89,8 @@ class TestSummarize:
         assert math.isnan(out.average) and math.isnan(out.top1) and math.isnan(out.last1)
 
     def test_paper_table_one(self) -> None:
-        # SGMA, PVT-v2-b2 on ISPRS (paper Table I): R, D, N, R+D, R+N, D+N, R+D+N -> 79.55 / 86.84 / 57.05
+        # SGMA, PVT-v2-b2 on ISPRS (paper Table I):
+        # R, D, N, R+D, R+N, D+N, R+D+N -> 79.55 / 86.84 / 57.05
         s = summarize([83.51, 57.05, 76.06, 86.62, 84.25, 82.56, 86.84])
         assert (round(s.average, 2), s.top1, s.last1) == (
             79.56,

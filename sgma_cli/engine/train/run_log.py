@@ -91,7 +91,7 @@ class RunLog:
     def log_train(
         self, epoch: int, step: int, values: Mapping[str, float], mas: Mapping[str, float]
     ) -> None:
-        """One training row: ``values`` (lr, loss, loss_sgf, loss_mas, samples_per_s) + MAS columns."""
+        """A training row: ``values`` (lr, losses, samples_per_s) and the MAS columns."""
         self._append({"kind": "train", "epoch": epoch, "step": step, **values, **mas})
         if self.writer is not None:
             for key, value in values.items():
