@@ -1,8 +1,9 @@
 """The ``sgma`` command: one Typer app, one file per command.
 
-Every command parses its options, calls one engine function and renders the result.
-Errors the user can fix (:class:`~sgma_cli.errors.SgmaError`) become one red line on
-stderr and the error's exit code; ``--debug`` shows the traceback instead.
+Every command parses its options (the shared ones from :mod:`sgma_cli.cli.options`),
+calls one engine function and renders the result. Errors the user can fix
+(:class:`~sgma_cli.errors.SgmaError`) become one red line on stderr and the error's exit
+code; ``--debug`` shows the traceback instead. Help and option errors: :mod:`sgma_cli.cli.command`.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import typer
 
 from sgma_cli import __version__
 from sgma_cli.cli import evaluate, predict, prepare, profile, sample, train
+from sgma_cli.cli.command import Command, Group, help_text
 from sgma_cli.cli.console import guarded, state
 
 __all__ = ["app", "main"]
@@ -25,6 +27,7 @@ app = typer.Typer(
     rich_markup_mode="rich",
     pretty_exceptions_enable=False,
     add_completion=False,
+    cls=Group,
 )
 
 
@@ -50,12 +53,10 @@ def _root(
     state.debug = debug
 
 
-app.command("sample", help=sample.__doc__)(guarded(sample.command))
-app.command("prepare", help=prepare.__doc__)(guarded(prepare.command))
-app.command("train", help=train.__doc__)(guarded(train.command))
-app.command("evaluate", help=evaluate.__doc__)(guarded(evaluate.command))
-app.command("predict", help=predict.__doc__)(guarded(predict.command))
-app.command("profile", help=profile.__doc__)(guarded(profile.command))
+for _module in (sample, prepare, train, evaluate, predict, profile):
+    app.command(_module.__name__.rsplit(".", 1)[-1], help=help_text(_module.__doc__), cls=Command)(
+        guarded(_module.command)
+    )
 
 
 def main() -> None:

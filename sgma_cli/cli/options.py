@@ -1,15 +1,117 @@
-"""Options and parsers shared by several commands."""
+"""Options that several commands share, each declared once, and option value parsers.
+
+An option two commands take is one ``Annotated`` alias here: one flag, one type, one set
+of bounds and one help text (the idea of rasterio's ``rio/options.py``). A command writes
+``device: Device = "auto"``; the default stays in the signature, as Typer requires, and
+``tests/cli/test_options.py`` checks that every command gives an alias the same default.
+"""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import re
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
 
 from sgma_cli.errors import UsageError
 
 if TYPE_CHECKING:
     from sgma_cli.config.model import ModalitySpec
 
-__all__ = ["KNOWN_BANDS", "parse_modalities"]
+__all__ = [
+    "AsJson",
+    "BatchSize",
+    "DataDir",
+    "Device",
+    "Gpus",
+    "KNOWN_BANDS",
+    "LabelField",
+    "Nproc",
+    "Overlap",
+    "Seed",
+    "Window",
+    "parse_device",
+    "parse_modalities",
+]
+
+_DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?")
+
+
+def parse_device(text: str) -> str:
+    """``--device``: ``auto``, ``cpu``, ``cuda`` or ``cuda:N`` (any case) -> lower case.
+
+    Whether the device exists here is the engine's question (``engine/device.py``); this
+    only refuses what can never be a device, while Typer parses the command line.
+    """
+    value = text.strip().lower()
+    if not _DEVICE.fullmatch(value):
+        raise typer.BadParameter(f"{text!r}: use auto, cpu, cuda or cuda:N")
+    return value
+
+
+Device = Annotated[
+    str,
+    typer.Option(
+        "--device",
+        parser=parse_device,
+        metavar="<auto|cpu|cuda|cuda:N>",
+        help="Where to run: auto (a CUDA GPU when there is one, else the CPU), cpu, cuda or "
+        "cuda:N.",
+    ),
+]
+Gpus = Annotated[
+    int,
+    typer.Option(
+        "--gpus",
+        min=0,
+        help="Spread the work over N GPUs, one process each (0: one process on --device).",
+    ),
+]
+Nproc = Annotated[
+    int,
+    typer.Option(
+        "--nproc",
+        min=1,
+        help="Processes on --device that share the work (on the CPU; GPUs: --gpus).",
+    ),
+]
+BatchSize = Annotated[
+    int, typer.Option("--batch-size", "-b", min=1, help="Tiles or windows per forward pass.")
+]
+Window = Annotated[
+    int | None,
+    typer.Option(
+        "--window",
+        min=32,
+        show_default=False,
+        help="Sliding-window side in pixels, a multiple of 32 (default: the checkpoint's "
+        "tile size).",
+    ),
+]
+Overlap = Annotated[
+    float,
+    typer.Option(
+        "--overlap", min=0.0, max=0.9, help="Fraction of a window shared with its neighbours."
+    ),
+]
+DataDir = Annotated[
+    Path | None,
+    typer.Option(
+        "--data",
+        file_okay=False,
+        show_default=False,
+        help="Dataset folder from sgma prepare (default: the recipe's data.dir, or the "
+        "checkpoint's dataset).",
+    ),
+]
+LabelField = Annotated[str, typer.Option("--label-field", help="Class attribute of vector labels.")]
+AsJson = Annotated[
+    bool, typer.Option("--json", help="Print one JSON object on stdout instead of tables.")
+]
+Seed = Annotated[
+    int, typer.Option("--seed", help="Random seed: the same seed gives the same result.")
+]
 
 #: Band counts assumed for common sensor names when ``--modalities`` gives none.
 KNOWN_BANDS = {

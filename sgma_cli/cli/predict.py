@@ -7,9 +7,9 @@ class colours and names (nodata where no chosen sensor saw the ground). Optional
 class probabilities, confidence, per-sensor robustness maps and polygons (GeoPackage).
 
 Examples:
-  sgma predict demo/sample --checkpoint runs/sgma/best.pt --out map.tif
-  sgma predict demo/sample -c best.pt --modalities dsm,sar --out map_dsm_sar.tif --robustness
-  sgma predict -c best.pt --modality rgb=ortho.tif --modality sar=s1.tif --vectorize map.gpkg
+  sgma predict demo/scene --checkpoint demo/run/checkpoints/best.pt --out map.tif
+  sgma predict demo/scene -c best.pt -m dsm,sar -o dsm_sar.tif --robustness
+  sgma predict -c best.pt --modality rgb=ortho.tif --modality sar=s1.tif
   sgma predict scene/ -c best.pt --gpus 4 --batch-size 16
 """
 
@@ -21,59 +21,35 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    ProgressColumn,
-    Task,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
+from rich.progress import Task
 from rich.table import Table
 from rich.text import Text
 
 from sgma_cli.cli.console import console, err_console
+from sgma_cli.cli.options import BatchSize, Device, Gpus, Nproc, Overlap, Window
+from sgma_cli.cli.progress import Rate, progress_bar
+from sgma_cli.errors import UsageError
 
 if TYPE_CHECKING:
     from sgma_cli.data.scene import Scene
     from sgma_cli.engine.predict.inference import Progress as PredictProgress
     from sgma_cli.engine.predict.job import PredictResult
 
-from sgma_cli.errors import UsageError
-
 __all__ = ["command"]
 
 
-class _MegapixelRate(ProgressColumn):
-    """Scene megapixels per second (the task's ``mpix`` field over elapsed time)."""
-
-    def render(self, task: Task) -> Text:
-        elapsed = task.finished_time if task.finished else task.elapsed
-        mpix = task.fields.get("mpix", 0.0)
-        if not elapsed or not mpix:
-            return Text("-- MPix/s", style="cyan")
-        return Text(f"{mpix / elapsed:.2f} MPix/s", style="cyan")
+def _megapixels_per_second(task: Task) -> float | None:
+    """Scene megapixels per second: the task's ``mpix`` field over the elapsed time."""
+    elapsed = task.finished_time if task.finished else task.elapsed
+    mpix = task.fields.get("mpix", 0.0)
+    return mpix / elapsed if elapsed and mpix else None
 
 
 @contextmanager
 def _progress_bar() -> Iterator[Callable[[PredictProgress], None]]:
-
-    columns = (
-        TextColumn("predicting"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("windows"),
-        _MegapixelRate(),
-        TimeElapsedColumn(),
-        TextColumn("eta"),
-        TimeRemainingColumn(),
-    )
-    with Progress(
-        *columns, console=err_console, transient=True, disable=not err_console.is_terminal
-    ) as bar:
-        task = bar.add_task("predict", total=None, mpix=0.0)
+    bar = progress_bar(Rate("MPix", per_second=_megapixels_per_second), "windows")
+    with bar:
+        task = bar.add_task("predicting", total=None, mpix=0.0)
 
         def update(p: PredictProgress) -> None:
             bar.update(
@@ -95,17 +71,6 @@ def _parse_pairs(pairs: list[str]) -> dict[str, Path]:
     return files
 
 
-def _parse_resolution(text: str) -> str | float:
-    if text in ("checkpoint", "native"):
-        return text
-    try:
-        return float(text)
-    except ValueError:
-        raise UsageError(
-            f"--resolution {text!r}: use checkpoint, native or a pixel size such as 0.5"
-        ) from None
-
-
 def _describe_scene(scene: Scene) -> None:
     g = scene.grid
     crs = (
@@ -114,8 +79,8 @@ def _describe_scene(scene: Scene) -> None:
         else (f"EPSG:{g.crs.to_epsg()}" if g.crs.to_epsg() else g.crs.to_string())
     )
     err_console.print(
-        f"scene: {g.width} x {g.height} px at {g.resolution[0]:g} ({crs}), sensors: {', '.join(scene.names)} "
-        f"(grid of {scene.reference})"
+        f"scene: {g.width} x {g.height} px at {g.resolution[0]:g} ({crs}), "
+        f"sensors: {', '.join(scene.names)} (grid of {scene.reference})"
     )
     for note in scene.notes[1:]:
         err_console.print(f"  {note}", style="dim")
@@ -145,7 +110,8 @@ def _render(result: PredictResult) -> None:
         console.print(f"{kind:>13}: {path}{extra}")
     rate = total / 1e6 / max(result.seconds, 1e-9)
     console.print(
-        f"{result.windows} {result.notes[-1]}; {total / 1e6:.2f} MPix in {result.seconds:.1f} s ({rate:.2f} MPix/s)"
+        f"{result.windows} {result.notes[-1]}; {total / 1e6:.2f} MPix in {result.seconds:.1f} s "
+        f"({rate:.2f} MPix/s)"
     )
 
 
@@ -153,7 +119,9 @@ def command(
     scene_dir: Annotated[
         Path | None,
         typer.Argument(
-            help="Folder with one raster per sensor, named as in the checkpoint (rgb.tif, dsm.tif, ...).",
+            help="Folder with one raster per sensor, named as in the checkpoint (rgb.tif, "
+            "dsm.tif, ...).",
+            metavar="SCENE_DIR",
             show_default=False,
         ),
     ] = None,
@@ -181,26 +149,12 @@ def command(
             "--out", "-o", help="Class map GeoTIFF (default: ./<SCENE_DIR name>_prediction.tif)."
         ),
     ] = None,
-    window: Annotated[
-        int | None,
-        typer.Option(
-            help="Window side in pixels, a multiple of 32 (default: the checkpoint's tile size, else 512).",
-            show_default=False,
-        ),
-    ] = None,
-    overlap: Annotated[
-        float, typer.Option(help="Fraction of a window shared with its neighbours (0-0.9).")
-    ] = 0.25,
-    batch_size: Annotated[
-        int, typer.Option("--batch-size", "-b", help="Windows per forward pass.")
-    ] = 8,
-    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
-    gpus: Annotated[
-        int, typer.Option(help="Split windows over N GPUs (one process each, one writer).")
-    ] = 1,
-    nproc: Annotated[
-        int, typer.Option(help="With --device cpu: split windows over N CPU processes.")
-    ] = 1,
+    window: Window = None,
+    overlap: Overlap = 0.25,
+    batch_size: BatchSize = 8,
+    device: Device = "auto",
+    gpus: Gpus = 0,
+    nproc: Nproc = 1,
     precision: Annotated[
         str, typer.Option(help="auto (bf16 autocast on CUDA), bf16 or fp32.")
     ] = "auto",
@@ -233,7 +187,8 @@ def command(
     resolution: Annotated[
         str,
         typer.Option(
-            help="Output pixel size: checkpoint (the training resolution), native (finest sensor) or a number."
+            help="Output pixel size: checkpoint (the training resolution), native (finest "
+            "sensor) or a number."
         ),
     ] = "checkpoint",
     extent: Annotated[
@@ -266,7 +221,7 @@ def command(
         overlap=overlap,
         batch_size=batch_size,
         device=device,
-        gpus=gpus,
+        gpus=max(gpus, 1),  # 0 and 1 both mean one process on --device
         nproc=nproc,
         precision=precision,
         probabilities=probabilities,
@@ -274,7 +229,7 @@ def command(
         robustness=robustness,
         vectorize=vectorize,
         min_area=min_area,
-        resolution=_parse_resolution(resolution),
+        resolution=resolution,  # checked (and parsed) by the job
         extent=extent,  # type: ignore[arg-type]
     )
     with _progress_bar() as update:

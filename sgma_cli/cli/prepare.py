@@ -1,11 +1,17 @@
-"""Turn a folder of sensor rasters (+ labels) into aligned training tiles for train/evaluate/predict.
+"""Turn a folder of sensor rasters (+ labels) into aligned tiles for train, evaluate, predict.
 
 Finds scenes and modalities (a `sgma sample` folder, <modality>.tif scene folders,
---preset potsdam|dfc2023|deliver, or --modality NAME=PATH_OR_GLOB), prints the plan,
-warps every modality onto the reference grid window by window, records per-modality
-availability masks (nodata, NaN, outside the swath), rasterises labels, cuts tiles,
-splits them without overlap between splits and computes training statistics.
-Writes DATA_DIR/tiles/, DATA_DIR/index.gpkg and DATA_DIR/dataset.toml; a rerun resumes.
+--preset potsdam|dfc2023|deliver, or --modality NAME=PATH_OR_GLOB), checks that DATA_DIR
+can be written, prints the plan, warps every modality onto the reference grid window by
+window, records per-modality availability masks (nodata, NaN, outside the swath),
+rasterises labels, cuts tiles, splits them without overlap between splits and computes
+training statistics. Writes DATA_DIR/tiles/, DATA_DIR/index.gpkg and
+DATA_DIR/dataset.toml; a rerun resumes.
+
+Examples:
+  sgma prepare demo/scene --out demo/data
+  sgma prepare ~/data/potsdam --preset potsdam --out data/potsdam --dry-run
+  sgma prepare heldout/ --out data/heldout --split 0,0,1
 """
 
 from __future__ import annotations
@@ -17,19 +23,11 @@ from typing import Annotated
 
 import typer
 from rich import box
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    ProgressColumn,
-    Task,
-    TextColumn,
-    TimeRemainingColumn,
-)
 from rich.table import Table
-from rich.text import Text
 
-from sgma_cli.cli.console import console, err_console, warn
+from sgma_cli.cli.console import console, warn
+from sgma_cli.cli.options import LabelField, Seed
+from sgma_cli.cli.progress import Rate, progress_bar
 from sgma_cli.engine.prepare import PrepareOptions, PrepareReport, prepare
 
 __all__ = ["command"]
@@ -45,14 +43,6 @@ class Preset(str, Enum):
     deliver = "deliver"
 
 
-class _Rate(ProgressColumn):
-    """Tiles per second."""
-
-    def render(self, task: Task) -> Text:
-        speed = task.finished_speed or task.speed
-        return Text(f"{speed:.1f} tiles/s" if speed else "- tiles/s", style="cyan")
-
-
 def _fmt(x: float) -> str:
     return f"{x:.6g}" if math.isfinite(x) else str(x)
 
@@ -62,7 +52,8 @@ def _plan_table(report: PrepareReport) -> Table:
     with_split = any(r.split for r in report.rows)
     title = (
         f"plan: {report.layout} layout, {len(scenes)} scene(s), reference {report.reference}, "
-        f"{report.tiles_total} tiles of {report.tile} px (stride {report.stride}), split {report.split_method}"
+        f"{report.tiles_total} tiles of {report.tile} px (stride {report.stride}), "
+        f"split {report.split_method}"
     )
     table = Table(
         title=title, box=box.SIMPLE_HEAD, padding=(0, 1, 0, 0), pad_edge=False, title_justify="left"
@@ -102,7 +93,10 @@ def _plan_table(report: PrepareReport) -> Table:
 
 def command(
     src_dir: Annotated[
-        Path, typer.Argument(help="Folder with the sensor rasters and labels.", file_okay=False)
+        Path,
+        typer.Argument(
+            help="Folder with the sensor rasters and labels.", metavar="SRC_DIR", file_okay=False
+        ),
     ],
     *,
     out: Annotated[
@@ -121,14 +115,13 @@ def command(
     labels: Annotated[
         str | None, typer.Option("--labels", help="Label raster or vector (path or glob).")
     ] = None,
-    label_field: Annotated[
-        str, typer.Option("--label-field", help="Class attribute of vector labels.")
-    ] = "class",
+    label_field: LabelField = "class",
     palette: Annotated[
         str | None,
         typer.Option(
             "--palette",
-            help="potsdam|dfc2023|deliver, or a JSON file of class names and r,g,b colours (docs/prepare.md).",
+            help="potsdam|dfc2023|deliver, or a JSON file of class names and r,g,b colours "
+            "(docs/prepare.md).",
         ),
     ] = None,
     ignore: Annotated[
@@ -153,22 +146,28 @@ def command(
     tile: Annotated[
         int | None,
         typer.Option(
-            "--tile", help="Tile side in pixels (default: the preset's, else 512).", min=8
+            "--tile",
+            help="Tile side in pixels (default: the preset's or sample.json's, else 512).",
+            min=8,
         ),
     ] = None,
     stride: Annotated[
         int | None,
         typer.Option(
-            "--stride", help="Tile step in pixels (default: the preset's, else tile/2).", min=1
+            "--stride",
+            help="Tile step in pixels (default: the preset's or sample.json's, else tile/2).",
+            min=1,
         ),
     ] = None,
     split: Annotated[
         str | None,
         typer.Option(
-            "--split", help="train,val,test fractions (default: official split, else 0.8,0.1,0.1)."
+            "--split",
+            help="train,val,test fractions, any of them 0 (0,0,1: evaluation only; default: "
+            "the official split, else 0.8,0.1,0.1).",
         ),
     ] = None,
-    seed: Annotated[int, typer.Option("--seed", help="Seed of the split assignment.")] = 0,
+    seed: Seed = 0,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the plan and stop.")] = False,
     overwrite: Annotated[
         bool,
@@ -196,16 +195,7 @@ def command(
         dry_run=dry_run,
         overwrite=overwrite,
     )
-    bar = Progress(
-        TextColumn("[bold]tiles"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        _Rate(),
-        TextColumn("ETA"),
-        TimeRemainingColumn(),
-        console=err_console,
-        transient=False,
-    )
+    bar = progress_bar(Rate("tiles", digits=1), transient=False)
     task = bar.add_task("tiles", total=None)
 
     def on_plan(report: PrepareReport) -> None:
@@ -231,6 +221,7 @@ def command(
         f"{k} {report.splits[k]}" for k in ("train", "val", "test") if k in report.splits
     )
     console.print(
-        f"wrote {report.out}: {report.tiles_written} new tiles, {report.tiles_resumed} kept from an earlier run, "
-        f"{report.tiles_empty} empty skipped ({splits}); {report.seconds:.1f} s, {mpix_s:.3g} MPix/s"
+        f"wrote {report.out}: {report.tiles_written} new tiles, {report.tiles_resumed} kept "
+        f"from an earlier run, {report.tiles_empty} empty skipped ({splits}); "
+        f"{report.seconds:.1f} s, {mpix_s:.3g} MPix/s"
     )

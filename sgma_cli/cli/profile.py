@@ -14,7 +14,8 @@ import typer
 from rich.table import Table
 
 from sgma_cli.cli.console import console, err_console
-from sgma_cli.cli.options import parse_modalities
+from sgma_cli.cli.options import AsJson, Device, parse_modalities
+from sgma_cli.errors import UsageError
 
 if TYPE_CHECKING:
     from sgma_cli.engine.profile import ProfileReport
@@ -51,7 +52,8 @@ def _table(report: ProfileReport) -> Table:
     table = Table(
         title=f"{cfg['backbone']} · {cfg['fusion']} · M = {len(cfg['modalities'])} ({names}) · "
         f"K = {cfg['num_classes']} · {cfg['size']}²",
-        caption="MACs: multiply-accumulates of one forward, all modalities present (1 MAC = 2 FLOPs)",
+        caption="MACs: multiply-accumulates of one forward, all modalities present "
+        "(1 MAC = 2 FLOPs)",
     )
     table.add_column("component")
     table.add_column("params (M)", justify="right")
@@ -97,14 +99,11 @@ def command(
     latency: Annotated[
         bool, typer.Option("--latency", help="Also time one forward (warm-up excluded).")
     ] = False,
-    device: Annotated[
-        str, typer.Option(help="Device for --latency: auto, cpu, cuda, cuda:N.")
-    ] = "auto",
-    as_json: Annotated[
-        bool, typer.Option("--json", help="Print one JSON object instead of the table.")
-    ] = False,
+    device: Device = "auto",
+    as_json: AsJson = False,
 ) -> None:
     """Count parameters and compute (MACs) of an SGMA model per component, like Table IX."""
+    # --device matters only with --latency
     from sgma_cli.config.model import SGMAConfig
     from sgma_cli.engine.profile import profile_model
 
@@ -121,7 +120,7 @@ def command(
             head_dim=head_dim,
         )
     except ValueError as err:
-        raise typer.BadParameter(str(err)) from None
+        raise UsageError(str(err)) from None
     report = profile_model(config, size=size, latency=latency, device=device)
     if as_json:
         typer.echo(json.dumps(report.to_dict()))
@@ -129,7 +128,8 @@ def command(
     console.print(_table(report))
     if report.latency_ms is not None:
         console.print(
-            f"latency: [bold]{report.latency_ms:,.1f} ms[/] per forward on {report.device} (batch 1)"
+            f"latency: [bold]{report.latency_ms:,.1f} ms[/] per forward on {report.device} "
+            "(batch 1)"
         )
     elif not as_json:
         err_console.print("[dim]add --latency to time a forward on this machine[/]")

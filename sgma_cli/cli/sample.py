@@ -4,7 +4,11 @@ The scene follows the ISPRS Potsdam classes (impervious surfaces, building, low
 vegetation, tree, car, clutter). Sensors sit on different grids (RGB 0.5 m and DSM 1 m
 in EPSG:32633, SAR in EPSG:3857), the DSM has holes, the SAR swath ends mid-scene and a
 haze patch hides part of the orthophoto, so only fusing sensors segments everything.
-Then run: sgma prepare OUT_DIR --out DATA_DIR
+
+sample.json tells sgma prepare the files, the classes and a tile size that suits the
+scene (128 px for the default size), so no options are needed:
+  sgma prepare OUT_DIR --out DATA_DIR
+  sgma train recipes/sample.toml --data DATA_DIR
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import typer
 from rich.table import Table
 
 from sgma_cli.cli.console import console
+from sgma_cli.cli.options import Seed
 from sgma_cli.engine.sample_scene import sample
 
 __all__ = ["command"]
@@ -23,14 +28,14 @@ __all__ = ["command"]
 
 def command(
     out_dir: Annotated[
-        Path, typer.Argument(help="Folder to write the scene into.", file_okay=False)
+        Path, typer.Argument(help="Folder to write the scene into.", metavar="OUT_DIR")
     ],
     *,
     size: Annotated[
         int,
         typer.Option("--size", help="RGB side in pixels (0.5 m each), even.", min=64, max=16384),
     ] = 1024,
-    seed: Annotated[int, typer.Option("--seed", help="Random seed; same seed, same files.")] = 0,
+    seed: Seed = 0,
     vectors: Annotated[
         bool, typer.Option("--vectors/--no-vectors", help="Also write labels.gpkg polygons.")
     ] = True,
@@ -43,4 +48,7 @@ def command(
     for role, path in result.files.items():
         table.add_row(role, path.name)
     console.print(table)
-    console.print(f"next: sgma prepare {result.out_dir} --out DATA_DIR")
+    console.print(
+        f"next: sgma prepare {result.out_dir} --out DATA_DIR, "
+        "then sgma train recipes/sample.toml --data DATA_DIR"
+    )

@@ -6,48 +6,34 @@ TensorBoard events, checkpoints/best.pt + last.pt, PNG plots and summary.json.
 
 Examples:
   sgma train recipes/sample.toml --data demo/data --out demo/run
-  sgma train recipes/potsdam.toml --set optim.lr=1e-4 --set data.batch_size=4 --print
+  sgma train recipes/potsdam.toml --set optim.lr=1e-4 --print
   sgma train recipes/potsdam.toml --gpus 4 --out runs/potsdam
   sgma train recipes/potsdam.toml --out runs/potsdam --resume
-  torchrun --nnodes 2 --nproc-per-node 4 ... -m sgma_cli train recipes/potsdam.toml
+  torchrun --nproc-per-node 4 -m sgma_cli train recipes/potsdam.toml
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TaskID,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
+from rich.progress import TaskID
 from rich.table import Table
 from rich.text import Text
 
-from sgma_cli.cli.console import console, err_console, warn
+from sgma_cli.cli.console import console, warn
+from sgma_cli.cli.options import DataDir, Device, Gpus, Nproc
+from sgma_cli.cli.progress import Rate, progress_bar
 from sgma_cli.config.recipe import load_recipe, recipe_to_toml
+from sgma_cli.errors import UsageError
 
 if TYPE_CHECKING:
     from sgma_cli.engine.train import TrainEvent, TrainResult
 
 __all__ = ["command"]
-
-
-class DeviceChoice(str, Enum):
-    """Where to train."""
-
-    auto = "auto"
-    cpu = "cpu"
-    cuda = "cuda"
 
 
 def _pct(value: float) -> str:
@@ -58,17 +44,10 @@ class _ProgressView:
     """Renders :class:`TrainEvent` s as a rich progress bar on stderr (rank 0 only)."""
 
     def __init__(self) -> None:
-        self.progress = Progress(
-            TextColumn("[bold]epoch {task.fields[epoch]}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("loss [cyan]{task.fields[loss]}"),
-            TextColumn("lr {task.fields[lr]}"),
-            TextColumn("{task.fields[rate]}"),
-            TimeElapsedColumn(),
-            TextColumn("ETA"),
-            TimeRemainingColumn(),
-            console=err_console,
+        self.progress = progress_bar(
+            Rate("it", per_second=lambda task: task.fields.get("rate")),
+            "loss [cyan]{task.fields[loss]}",
+            "lr {task.fields[lr]}",
             transient=False,
         )
         self.task: TaskID | None = None
@@ -84,17 +63,11 @@ class _ProgressView:
 
     def on_event(self, event: TrainEvent) -> None:
         p = self.progress
-        epoch = f"{event.epoch}/{event.epochs}"
+        epoch = f"epoch {event.epoch}/{event.epochs}"
         if event.kind == "start":
             self.per_step = max(event.values.get("samples_per_step", 1.0), 1.0)
             self.task = p.add_task(
-                "train",
-                total=event.total_steps,
-                completed=event.step,
-                epoch=epoch,
-                loss="–",
-                lr="–",
-                rate="",
+                epoch, total=event.total_steps, completed=event.step, loss="–", lr="–", rate=None
             )
             if event.step:
                 p.console.print(
@@ -106,16 +79,16 @@ class _ProgressView:
             p.update(
                 self.task,
                 completed=event.step,
-                epoch=epoch,
+                description=epoch,
                 loss=f"{v.get('loss', math.nan):.4f}",
                 lr=f"{v.get('lr', math.nan):.2e}",
-                rate=f"{rate:.2f} it/s" if rate == rate else "",
+                rate=rate,
             )
         elif event.kind == "validate":
             total = int(event.values.get("total", 0)) or None
             if self.val_task is None:
                 self.val_task = p.add_task(
-                    "val", total=total, epoch=f"{event.epoch} val", loss="–", lr="–", rate=""
+                    f"epoch {event.epoch} val", total=total, loss="–", lr="–", rate=None
                 )
             p.update(self.val_task, completed=int(event.values.get("done", 0)))
         elif event.kind == "val":
@@ -124,8 +97,9 @@ class _ProgressView:
                 self.val_task = None
             v = event.values
             p.console.print(
-                f"epoch {event.epoch:>3} step {event.step:>6}  val mIoU  Average [bold]{_pct(v['average'])}[/]  "
-                f"Top-1 {_pct(v['top1'])}  Last-1 {_pct(v['last1'])}"
+                f"epoch {event.epoch:>3} step {event.step:>6}  val mIoU  "
+                f"Average [bold]{_pct(v['average'])}[/]  Top-1 {_pct(v['top1'])}  "
+                f"Last-1 {_pct(v['last1'])}"
             )
         elif event.kind == "info":
             p.console.print(Text.assemble(("warning: ", "yellow"), event.message))
@@ -151,7 +125,8 @@ def _summary(result: TrainResult) -> None:
         b = result.best
         table.add_row(
             "best val mIoU",
-            f"Average {_pct(b['average'])}  Top-1 {_pct(b['top1'])}  Last-1 {_pct(b['last1'])}  (epoch {int(b['epoch'])})",
+            f"Average {_pct(b['average'])}  Top-1 {_pct(b['top1'])}  "
+            f"Last-1 {_pct(b['last1'])}  (epoch {int(b['epoch'])})",
         )
     console.print(table)
     if result.last_val:
@@ -183,27 +158,24 @@ def command(
     recipe: Annotated[
         Path,
         typer.Argument(
-            help="Recipe TOML (see recipes/).", exists=True, dir_okay=False, readable=True
+            help="Recipe TOML (see recipes/).",
+            metavar="RECIPE",
+            exists=True,
+            dir_okay=False,
+            readable=True,
         ),
     ],
     *,
-    data: Annotated[
-        Path | None,
-        typer.Option("--data", help="Prepared dataset folder (default: data.dir of the recipe)."),
-    ] = None,
+    data: DataDir = None,
     out: Annotated[
-        Path | None, typer.Option("--out", help="Run folder (default: runs/<recipe name>).")
+        Path | None,
+        typer.Option(
+            "--out", "-o", help="Run folder (default: runs/<recipe name>).", file_okay=False
+        ),
     ] = None,
-    gpus: Annotated[
-        int, typer.Option("--gpus", help="Data-parallel GPU processes (NCCL).", min=0)
-    ] = 0,
-    device: Annotated[
-        DeviceChoice, typer.Option("--device", help="Device without --gpus.")
-    ] = DeviceChoice.auto,
-    nproc: Annotated[
-        int,
-        typer.Option("--nproc", help="Data-parallel processes on --device (gloo on cpu).", min=1),
-    ] = 1,
+    gpus: Gpus = 0,
+    device: Device = "auto",
+    nproc: Nproc = 1,
     resume: Annotated[
         bool, typer.Option("--resume", help="Continue the run in --out from checkpoints/last.pt.")
     ] = False,
@@ -217,8 +189,13 @@ def command(
 ) -> None:
     """Train SGMA on a prepared dataset."""
     from sgma_cli.engine.distributed import torchrun_env
-    from sgma_cli.engine.train import train
+    from sgma_cli.engine.train import TrainOptions, train
 
+    if ":" in device:
+        raise UsageError(
+            f"--device {device}: train places its processes itself; use --device cuda "
+            f"(GPU 0), --gpus N, or CUDA_VISIBLE_DEVICES={device.partition(':')[2]}"
+        )
     resolved = load_recipe(recipe, list(overrides or []))
     if data is not None:
         resolved = resolved.model_copy(
@@ -230,28 +207,22 @@ def command(
     env = torchrun_env()
     main = env is None or env[0] == 0
     if not main:
-        train(
-            resolved,
-            data_dir=data,
-            run_dir=out,
-            device=device.value,
-            gpus=gpus,
-            nproc=nproc,
-            resume=resume,
+        options = TrainOptions(
+            data_dir=data, run_dir=out, device=device, gpus=gpus, nproc=nproc, resume=resume
         )
+        train(resolved, options)
         return
     if env is not None and (gpus or nproc > 1):
         warn("started by torchrun: --gpus/--nproc are ignored, the torchrun group is used")
     view = _ProgressView()
     with view as progress:
-        result = train(
-            resolved,
+        options = TrainOptions(
             data_dir=data,
             run_dir=out,
-            device=device.value,
+            device=device,
             gpus=0 if env else gpus,
             nproc=1 if env else nproc,
             resume=resume,
-            progress=progress,
         )
+        result = train(resolved, options, progress=progress)
     _summary(result)

@@ -78,3 +78,29 @@ def test_empty_source(tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
     result = runner.invoke(app, ["prepare", str(tmp_path / "empty"), "--out", str(tmp_path / "d")])
     assert result.exit_code == 2 and "source folder is empty" in result.output
+
+
+def test_evaluation_only_split(sample_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "d"
+    result = runner.invoke(app, ["prepare", str(sample_dir), "--out", str(out), "--split", "0,0,1"])
+    assert result.exit_code == 0, result.output
+    assert "no training tiles" in result.output
+    assert load_manifest(out).splits == {"test": 16}
+
+
+def test_sample_tile_size_by_default(sample_dir: Path, tmp_path: Path) -> None:
+    """sample.json carries the tile size: 64 px for this 256 px scene, no --tile needed."""
+    result = runner.invoke(app, ["prepare", str(sample_dir), "--out", str(tmp_path / "d")])
+    assert result.exit_code == 0, result.output
+    assert "16 tiles of 64 px (stride 64)" in result.output
+    m = load_manifest(tmp_path / "d")
+    assert (m.tile_size, m.stride) == (64, 64) and m.splits == {"train": 12, "val": 2, "test": 2}
+
+
+def test_unwritable_output_before_the_plan(sample_dir: Path, tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("")
+    result = runner.invoke(app, ["prepare", str(sample_dir), "--out", str(tmp_path / "file" / "d")])
+    assert result.exit_code == 2
+    assert result.output.strip().splitlines() == [
+        f"error: {tmp_path / 'file' / 'd'}: output folder is not writable (Not a directory)"
+    ]  # one line: no plan table before it

@@ -81,3 +81,15 @@ def test_version() -> None:
 
     result = runner.invoke(app, ["--version"])
     assert result.exit_code == 0 and result.stdout.strip() == f"sgma {__version__}"
+
+
+def test_config_error_is_a_usage_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A model config the options cannot make is the project's UsageError, not Typer's."""
+
+    def refuse(**kwargs: object) -> None:
+        raise ValueError("sp_heads=7 does not divide the channels")
+
+    monkeypatch.setattr("sgma_cli.config.model.SGMAConfig", refuse)
+    result = runner.invoke(app, ["profile", "--backbone", "test_resnet"])
+    assert result.exit_code == 2
+    assert result.output.strip().splitlines() == ["error: sp_heads=7 does not divide the channels"]

@@ -130,3 +130,14 @@ class TestTrainCommand:
             ],
         )
         assert result.exit_code == 1 and "--gpus 64" in result.output
+
+    def test_device_index_is_refused(self, recipe: Path, tmp_path: Path) -> None:
+        """Training places its processes itself: cuda:N would silently train on GPU 0."""
+        result = runner.invoke(
+            app, ["train", str(recipe), "--device", "cuda:1", "--out", str(tmp_path / "r")]
+        )
+        assert result.exit_code == 2
+        lines = result.output.strip().splitlines()
+        assert len(lines) == 1 and "--device cuda:1" in lines[0]
+        assert "CUDA_VISIBLE_DEVICES=1" in lines[0]
+        assert not (tmp_path / "r").exists()
