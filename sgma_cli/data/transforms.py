@@ -25,6 +25,7 @@ gets the same augmentation on any number of processes or loader workers.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 import albumentations as A
 import cv2
@@ -32,7 +33,38 @@ import numpy as np
 
 from sgma_cli.data.tile_dataset import RawSample
 
-__all__ = ["JointAugment"]
+__all__ = ["AugmentConfig", "JointAugment"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class AugmentConfig:
+    """The numbers of the training augmentation (the recipe's ``[data]`` table sets most).
+
+    Args:
+        crop_size: output side in pixels (multiple of 32 for the model).
+        scale: random rescale range ``(low, high)`` applied before the crop.
+        hflip: probability of a horizontal flip.
+        vflip: probability of a vertical flip.
+        rotate90: probability of a rotation by 90°, 180° or 270°.
+        photometric: probability of contrast/brightness jitter per optical modality.
+        contrast: contrast factor drawn from ``1 ± contrast``.
+        brightness: brightness shift drawn from ``± brightness × (p98 - p2)``.
+    """
+
+    crop_size: int
+    scale: tuple[float, float] = (0.5, 2.0)
+    hflip: float = 0.5
+    vflip: float = 0.5
+    rotate90: float = 0.5
+    photometric: float = 0.5
+    contrast: float = 0.2
+    brightness: float = 0.1
+
+    def __post_init__(self) -> None:
+        if self.crop_size < 1:
+            raise ValueError(f"crop_size must be positive, got {self.crop_size}")
+        if not 0 < self.scale[0] <= self.scale[1]:
+            raise ValueError(f"scale must be (low, high) with 0 < low <= high, got {self.scale}")
 
 
 class JointAugment:
@@ -40,50 +72,31 @@ class JointAugment:
 
     Args:
         modalities: ``(name, bands, optical)`` per modality, in the sample's order.
-        crop_size: output side in pixels (multiple of 32 for the model).
-        scale: random rescale range ``(low, high)`` applied before the crop.
-        hflip: probability of a horizontal flip.
-        vflip: probability of a vertical flip.
-        rotate90: probability of a rotation by 90°, 180° or 270°.
-        photometric: probability of contrast/brightness jitter per optical modality.
+        config: crop size, scale range, probabilities and jitter strengths.
         band_range: ``{name: (p2, p98)}`` per band, to scale the brightness shift.
-        contrast: contrast factor drawn from ``1 ± contrast``.
-        brightness: brightness shift drawn from ``± brightness × (p98 - p2)``.
         seed: initial seed (see :meth:`reseed`).
     """
 
     def __init__(
         self,
         modalities: Sequence[tuple[str, int, bool]],
-        crop_size: int,
-        scale: tuple[float, float] = (0.5, 2.0),
-        hflip: float = 0.5,
-        vflip: float = 0.5,
-        rotate90: float = 0.5,
-        photometric: float = 0.5,
+        config: AugmentConfig,
         band_range: Mapping[str, tuple[Sequence[float], Sequence[float]]] | None = None,
-        contrast: float = 0.2,
-        brightness: float = 0.1,
         seed: int = 0,
     ) -> None:
-        if crop_size < 1:
-            raise ValueError(f"crop_size must be positive, got {crop_size}")
-        if not 0 < scale[0] <= scale[1]:
-            raise ValueError(f"scale must be (low, high) with 0 < low <= high, got {scale}")
         self.modalities = [(str(n), int(b), bool(o)) for n, b, o in modalities]
-        self.crop_size = crop_size
-        self.photometric = photometric
-        self.contrast = contrast
-        self.brightness = brightness
+        self.config = config
+        self.crop_size = crop_size = config.crop_size
         self.band_range = {
             k: (np.asarray(lo, np.float32), np.asarray(hi, np.float32))
             for k, (lo, hi) in (band_range or {}).items()
         }
         steps: list[A.BasicTransform] = []
-        if scale != (1.0, 1.0):
+        low, high = config.scale
+        if (low, high) != (1.0, 1.0):
             steps.append(
                 A.RandomScale(
-                    scale_limit=(scale[0] - 1.0, scale[1] - 1.0),
+                    scale_limit=(low - 1.0, high - 1.0),
                     interpolation=cv2.INTER_LINEAR,
                     mask_interpolation=cv2.INTER_NEAREST,
                     p=1.0,
@@ -94,9 +107,9 @@ class JointAugment:
                 crop_size, crop_size, border_mode=cv2.BORDER_CONSTANT, fill=0, fill_mask=0
             ),
             A.RandomCrop(crop_size, crop_size),
-            A.HorizontalFlip(p=hflip),
-            A.VerticalFlip(p=vflip),
-            A.RandomRotate90(p=rotate90),
+            A.HorizontalFlip(p=config.hflip),
+            A.VerticalFlip(p=config.vflip),
+            A.RandomRotate90(p=config.rotate90),
         ]
         self.geometric = A.Compose(steps, seed=seed)
         self.rng = np.random.default_rng(seed)
@@ -140,7 +153,8 @@ class JointAugment:
         for (name, _, optical), count, seen in zip(self.modalities, bands, availability):
             part = np.ascontiguousarray(image[start : start + count])
             start += count
-            if optical and self.photometric > 0 and self.rng.random() < self.photometric:
+            chance = self.config.photometric
+            if optical and chance > 0 and self.rng.random() < chance:
                 part = self._jitter(name, part, seen)
             part[:, ~seen] = np.nan
             images[name] = part
@@ -148,8 +162,9 @@ class JointAugment:
 
     def _jitter(self, name: str, part: np.ndarray, seen: np.ndarray) -> np.ndarray:
         """Contrast about the sample's band means and a brightness shift, in sensor units."""
-        factor = 1.0 + self.rng.uniform(-self.contrast, self.contrast)
-        shift = self.rng.uniform(-self.brightness, self.brightness)
+        contrast, brightness = self.config.contrast, self.config.brightness
+        factor = 1.0 + self.rng.uniform(-contrast, contrast)
+        shift = self.rng.uniform(-brightness, brightness)
         if name in self.band_range:
             lo, hi = self.band_range[name]
             span = np.maximum(hi - lo, 1e-6)

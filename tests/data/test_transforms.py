@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from sgma_cli.data.tile_dataset import TileDataset
-from sgma_cli.data.transforms import JointAugment
+from sgma_cli.data.transforms import AugmentConfig, JointAugment
 
 MODALITIES = [("rgb", 3, True), ("dsm", 1, False), ("sar", 1, False)]
 
@@ -39,7 +39,9 @@ def raw_sample(size: int = 64) -> dict:
 
 class TestJointAugment:
     def test_geometry_is_shared(self) -> None:
-        aug = JointAugment(MODALITIES, 32, scale=(1.0, 1.0), photometric=0.0)
+        aug = JointAugment(
+            MODALITIES, AugmentConfig(crop_size=32, scale=(1.0, 1.0), photometric=0.0)
+        )
         sample = raw_sample()
         for seed in range(8):
             aug.reseed(seed)
@@ -57,7 +59,7 @@ class TestJointAugment:
             np.testing.assert_array_equal(seen, (dsm.astype(np.int64) % 64) < 32)
 
     def test_reseed_reproduces(self) -> None:
-        aug = JointAugment(MODALITIES, 48, scale=(0.5, 2.0))
+        aug = JointAugment(MODALITIES, AugmentConfig(crop_size=48, scale=(0.5, 2.0)))
         sample = raw_sample()
         aug.reseed(3)
         a = aug(sample)
@@ -73,25 +75,20 @@ class TestJointAugment:
         )
 
     def test_padding_is_unseen_and_unlabelled(self) -> None:
-        aug = JointAugment(
-            MODALITIES, 96, scale=(1.0, 1.0), hflip=0, vflip=0, rotate90=0, photometric=0
+        config = AugmentConfig(
+            crop_size=96, scale=(1.0, 1.0), hflip=0, vflip=0, rotate90=0, photometric=0
         )
+        aug = JointAugment(MODALITIES, config)
         out = aug(raw_sample(64))
         assert out["image"]["rgb"].shape == (3, 96, 96) and out["mask"].shape == (3, 96, 96)
         assert out["mask"].sum() == 64 * 64 * 2 + 64 * 32
         assert (out["label"] == 255).sum() == 96 * 96 - 64 * 64 + 4
 
     def test_photometric_only_on_optical(self) -> None:
-        aug = JointAugment(
-            MODALITIES,
-            64,
-            scale=(1.0, 1.0),
-            hflip=0,
-            vflip=0,
-            rotate90=0,
-            photometric=1.0,
-            band_range={"rgb": ([0, 0, 0], [4096, 4096, 4096])},
+        config = AugmentConfig(
+            crop_size=64, scale=(1.0, 1.0), hflip=0, vflip=0, rotate90=0, photometric=1.0
         )
+        aug = JointAugment(MODALITIES, config, band_range={"rgb": ([0, 0, 0], [4096, 4096, 4096])})
         sample = raw_sample()
         changed = 0
         for seed in range(4):
@@ -102,7 +99,7 @@ class TestJointAugment:
         assert changed == 4
 
     def test_with_tile_dataset(self, tiny_dataset: Path) -> None:
-        aug = JointAugment(MODALITIES, 32)
+        aug = JointAugment(MODALITIES, AugmentConfig(crop_size=32))
         ds = TileDataset(tiny_dataset, "train", transform=aug)
         item = ds[1]
         assert item["image"]["rgb"].shape == (3, 32, 32) and item["mask"].shape == (3, 32, 32)
@@ -111,6 +108,6 @@ class TestJointAugment:
 
     def test_bad_arguments(self) -> None:
         with pytest.raises(ValueError, match="scale"):
-            JointAugment(MODALITIES, 32, scale=(2.0, 1.0))
+            AugmentConfig(crop_size=32, scale=(2.0, 1.0))
         with pytest.raises(ValueError, match="crop_size"):
-            JointAugment(MODALITIES, 0)
+            AugmentConfig(crop_size=0)

@@ -39,7 +39,7 @@ from sgma_cli.config.checkpoint import (
 )
 from sgma_cli.config.dataset import load_manifest
 from sgma_cli.data.tile_dataset import TileDataset
-from sgma_cli.data.transforms import JointAugment
+from sgma_cli.data.transforms import AugmentConfig, JointAugment
 from sgma_cli.engine.device import autocast
 from sgma_cli.engine.distributed import (
     DistContext,
@@ -169,15 +169,19 @@ class _Loop:
         band_range = {
             e.name: (e.stats.p2, e.stats.p98) for e in entries if e.optical and e.stats is not None
         }
+        d = r.data
+        config = AugmentConfig(
+            crop_size=d.crop_size,
+            scale=d.scale,
+            hflip=d.hflip,
+            vflip=d.vflip,
+            rotate90=d.rotate90,
+            photometric=d.photometric,
+        )
         augment = JointAugment(
             [(e.name, e.bands, e.optical) for e in entries],
-            r.data.crop_size,
-            tuple(r.data.scale),
-            r.data.hflip,
-            r.data.vflip,
-            r.data.rotate90,
-            r.data.photometric,
-            band_range,
+            config,
+            band_range=band_range,
             seed=self.seed,
         )
         base = TileDataset(
@@ -240,12 +244,12 @@ class _Loop:
         full = r.schedule.epochs * self.steps_per_epoch
         self.total_steps = min(full, r.schedule.max_steps) if r.schedule.max_steps else full
         self.schedule = WarmupPoly(
-            o.lr,
-            full,
-            round(r.schedule.warmup_epochs * self.steps_per_epoch),
-            r.schedule.warmup_ratio,
-            r.schedule.power,
-            r.schedule.min_lr,
+            base_lr=o.lr,
+            total_steps=full,
+            warmup_steps=round(r.schedule.warmup_epochs * self.steps_per_epoch),
+            warmup_ratio=r.schedule.warmup_ratio,
+            power=r.schedule.power,
+            min_lr=r.schedule.min_lr,
         )
         self.step = 0
         self.best: dict[str, float] = {}

@@ -16,9 +16,9 @@ import torch
 __all__ = ["WarmupPoly"]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class WarmupPoly:
-    """Learning rate as a function of the optimizer step.
+    """Learning rate as a function of the optimizer step (keyword arguments only).
 
     Args:
         base_lr: peak learning rate.
