@@ -35,7 +35,7 @@ from sgma_cli.config.recipe import load_recipe  # noqa: E402
 from sgma_cli.engine.evaluate.job import evaluate_checkpoint  # noqa: E402
 from sgma_cli.engine.prepare import PrepareOptions, prepare  # noqa: E402
 from sgma_cli.engine.sample_scene import sample  # noqa: E402
-from sgma_cli.engine.train import train  # noqa: E402
+from sgma_cli.engine.train import TrainOptions, train  # noqa: E402
 
 VARIANTS: dict[str, list[str]] = {
     "sum": ["model.fusion='sum'", "train.mas=false"],
@@ -81,12 +81,8 @@ def main() -> None:
                     [*switches, f"train.seed={seed}", "train.val_every=0", *args.overrides],
                 )
                 start = time.perf_counter()
-                result = train(
-                    recipe,
-                    data_dir=data,
-                    run_dir=work / f"{name}-{seed}".replace(" ", "_"),
-                    device="cpu",
-                )
+                run_dir = work / f"{name}-{seed}".replace(" ", "_")
+                result = train(recipe, TrainOptions(data_dir=data, run_dir=run_dir, device="cpu"))
                 evaluation = evaluate_checkpoint(
                     result.last_checkpoint, data_dir=data, split=args.split, device="cpu"
                 )

@@ -140,7 +140,7 @@ def step_cost(args: argparse.Namespace) -> None:
 
 def loader_vs_model(args: argparse.Namespace) -> None:
     from sgma_cli.engine.distributed import DistContext
-    from sgma_cli.engine.train import plan_training
+    from sgma_cli.engine.train import TrainOptions, plan_training
     from sgma_cli.engine.train.loop import _Loop
 
     work = Path(tempfile.mkdtemp(prefix="sgma-bench-"))
@@ -154,7 +154,9 @@ def loader_vs_model(args: argparse.Namespace) -> None:
             prepare(PrepareOptions(src=work / "scene", out=work / "data", tile=128, stride=128))
             data = work / "data"
         recipe = load_recipe(args.recipe, [f"data.num_workers={args.workers}"])
-        plan = plan_training(recipe, data_dir=data, run_dir=work / "run", device="cpu")
+        plan = plan_training(
+            recipe, TrainOptions(data_dir=data, run_dir=work / "run", device="cpu")
+        )
         loop = _Loop(plan, DistContext(), None)
         print(
             f"\nloader vs model: {args.recipe.name} (crop {recipe.data.crop_size}, batch {recipe.data.batch_size}, "

@@ -84,7 +84,7 @@ class _ProgressView:
                 lr=f"{v.get('lr', math.nan):.2e}",
                 rate=rate,
             )
-        elif event.kind == "validate":
+        elif event.kind == "val_progress":
             total = int(event.values.get("total", 0)) or None
             if self.val_task is None:
                 self.val_task = p.add_task(
@@ -189,7 +189,7 @@ def command(
 ) -> None:
     """Train SGMA on a prepared dataset."""
     from sgma_cli.engine.distributed import torchrun_env
-    from sgma_cli.engine.train import train
+    from sgma_cli.engine.train import TrainOptions, train
 
     if ":" in device:
         raise UsageError(
@@ -207,28 +207,22 @@ def command(
     env = torchrun_env()
     main = env is None or env[0] == 0
     if not main:
-        train(
-            resolved,
-            data_dir=data,
-            run_dir=out,
-            device=device,
-            gpus=gpus,
-            nproc=nproc,
-            resume=resume,
+        options = TrainOptions(
+            data_dir=data, run_dir=out, device=device, gpus=gpus, nproc=nproc, resume=resume
         )
+        train(resolved, options)
         return
     if env is not None and (gpus or nproc > 1):
         warn("started by torchrun: --gpus/--nproc are ignored, the torchrun group is used")
     view = _ProgressView()
     with view as progress:
-        result = train(
-            resolved,
+        options = TrainOptions(
             data_dir=data,
             run_dir=out,
             device=device,
             gpus=0 if env else gpus,
             nproc=1 if env else nproc,
             resume=resume,
-            progress=progress,
         )
+        result = train(resolved, options, progress=progress)
     _summary(result)

@@ -71,7 +71,7 @@ class CheckpointMeta(StrictModel):
     step: int = 0
     metrics: dict[str, float] = Field(default_factory=dict)
 
-    def model_config_(self) -> SGMAConfig:
+    def sgma_config(self) -> SGMAConfig:
         """The :class:`SGMAConfig` to rebuild the model."""
         return SGMAConfig.from_dict(self.model)
 
@@ -133,7 +133,7 @@ def load_checkpoint(
         raise CheckpointError("not an sgma checkpoint (no sgma metadata)", path)
     try:
         meta = CheckpointMeta.model_validate(payload["meta"])
-        meta.model_config_()
+        meta.sgma_config()
     except ValidationError as err:
         raise CheckpointError(
             f"bad checkpoint metadata: {explain_validation_error(err, CheckpointMeta)}", path

@@ -1,23 +1,33 @@
 """The model's configuration: what a checkpoint or recipe needs to rebuild an SGMA model.
 
 :class:`SGMAConfig` is a plain dataclass that round-trips through a dict of builtins
-(``to_dict``/``from_dict``), so checkpoints store it without pickling code and recipes
-map onto it. ``engine.weights.build_model`` passes its fields as explicit constructor arguments.
+(``to_dict``/``from_dict``), so checkpoints store it without pickling code. Its fields
+other than the dataset's modalities and classes are the :data:`ARCHITECTURE_FIELDS`: the
+keys of a recipe's ``[model]`` table (``ModelRecipe.to_config`` maps them, by name) and
+keyword arguments of :class:`~sgma_cli.model.sgma.SGMA` (``engine.weights.build_model``
+passes them, by name).
+
+The config checks nothing itself: each check lives once, in the model's constructors
+(``ValueError`` naming the value), and the recipe schema adds the types and bounds that
+give a user the dotted key. The choices (``FusionKind`` …) and the Modality Projector's
+kernel rule (:func:`check_mp_kernels`) are defined here, once, for both.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, fields
 from typing import Any, Literal
 
 __all__ = [
+    "ARCHITECTURE_FIELDS",
     "FusionKind",
     "MASGranularity",
     "ModalitySpec",
     "PrototypeKind",
     "SGMAConfig",
     "StemKind",
+    "check_mp_kernels",
 ]
 
 #: Fusion of the modalities' features: SGF (the paper) or a pooling baseline.
@@ -78,25 +88,14 @@ class SGMAConfig:
     mas_granularity: MASGranularity = "sample"
     prototypes: PrototypeKind = "sum"
 
-    def __post_init__(self) -> None:
-        if not self.modalities:
-            raise ValueError("a model needs at least one modality")
-        names = [m.name for m in self.modalities]
-        if len(set(names)) != len(names):
-            raise ValueError(f"modality names must be unique, got {names}")
-        if self.num_classes < 2:
-            raise ValueError(f"num_classes must be at least 2, got {self.num_classes}")
-        if self.fusion not in ("sgf", "sum", "mean"):
-            raise ValueError(f"unknown fusion {self.fusion!r}; use 'sgf', 'sum' or 'mean'")
-        if self.prototypes not in ("sum", "mean", "softmax"):
-            raise ValueError(
-                f"unknown prototypes {self.prototypes!r}; use 'sum', 'mean' or 'softmax'"
-            )
-
     @property
     def modality_names(self) -> tuple[str, ...]:
         """Modality names in the model's order."""
         return tuple(m.name for m in self.modalities)
+
+    def architecture(self) -> dict[str, Any]:
+        """The :data:`ARCHITECTURE_FIELDS` by name (``SGMA``'s keyword arguments)."""
+        return {name: getattr(self, name) for name in ARCHITECTURE_FIELDS}
 
     def to_dict(self) -> dict[str, Any]:
         """A dict of builtins (JSON/TOML-safe)."""
@@ -120,3 +119,22 @@ class SGMAConfig:
         if "mp_kernels" in kwargs:
             kwargs["mp_kernels"] = tuple(int(k) for k in kwargs["mp_kernels"])
         return cls(**kwargs)
+
+
+#: The fields of :class:`SGMAConfig` that describe the network, not the data: everything
+#: but ``modalities`` and ``num_classes``.
+ARCHITECTURE_FIELDS: tuple[str, ...] = tuple(
+    f.name for f in fields(SGMAConfig) if f.name not in ("modalities", "num_classes")
+)
+
+
+def check_mp_kernels(kernels: Sequence[int]) -> tuple[int, ...]:
+    """``kernels`` as a tuple, or ``ValueError`` naming them unless each is odd and positive.
+
+    The Modality Projector pads each depth-wise convolution by ``k // 2`` to keep the
+    feature size, which needs odd ``k``. The one rule for the projector and the recipe.
+    """
+    sizes = tuple(kernels)
+    if any(k < 1 or k % 2 == 0 for k in sizes):
+        raise ValueError(f"MP kernel sizes must be odd and positive, got {sizes}")
+    return sizes

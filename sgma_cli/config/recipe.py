@@ -11,8 +11,8 @@ A recipe has five tables, each a frozen pydantic model that rejects unknown keys
 ``--set optim.lr=1e-4`` overrides any key; the value is read as TOML (``true``, ``[1, 2]``,
 ``"text"``), and bare words that are not TOML are taken as strings (``--set data.dir=/x``).
 Problems raise :class:`~sgma_cli.errors.RecipeError` as one line: the file, the dotted key,
-the problem and, for unknown keys, "did you mean". The engine maps a recipe onto the model's
-constructor arguments; ``model/`` never imports this module.
+the problem and, for unknown keys, "did you mean". ``ModelRecipe.to_config`` turns the
+``[model]`` table into the model config; ``model/`` never imports this module.
 """
 
 from __future__ import annotations
@@ -25,6 +25,16 @@ import tomli_w
 from pydantic import Field, ValidationError, field_validator, model_validator
 
 from sgma_cli.config._base import StrictModel, explain_validation_error, read_toml, tomllib
+from sgma_cli.config.model import (
+    ARCHITECTURE_FIELDS,
+    FusionKind,
+    MASGranularity,
+    ModalitySpec,
+    PrototypeKind,
+    SGMAConfig,
+    StemKind,
+    check_mp_kernels,
+)
 from sgma_cli.errors import RecipeError
 
 __all__ = [
@@ -46,8 +56,8 @@ class DataRecipe(StrictModel):
 
     ``dir`` is the folder ``sgma prepare`` wrote (``--data`` overrides it); relative paths
     are read from the current folder. ``modalities`` (default: all of the dataset's) and
-    ``classes`` (optional) are checked against ``dataset.toml``. ``batch_size`` is per process: the global batch is
-    ``batch_size × processes × train.accumulate``.
+    ``classes`` (optional) are checked against ``dataset.toml``. ``batch_size`` is per
+    process: the global batch is ``batch_size × processes × train.accumulate``.
     """
 
     dir: str | None = None
@@ -72,29 +82,38 @@ class DataRecipe(StrictModel):
 
 
 class ModelRecipe(StrictModel):
-    """Architecture; see :class:`sgma_cli.config.model.SGMAConfig` for each field.
+    """The network: the :class:`~sgma_cli.config.model.SGMAConfig` fields that are not taken
+    from the dataset (see there for each), plus ``pretrained``, an optional local backbone
+    weights file (never downloaded).
 
-    ``pretrained`` is an optional local backbone weights file (never downloaded).
+    Defaults and choices are the model config's; the bounds here let a user's mistake be
+    reported with its dotted key before any model is built.
     """
 
-    backbone: str = "pvt_v2_b2"
+    backbone: str = SGMAConfig.backbone
     pretrained: str | None = None
-    fusion: Literal["sgf", "sum", "mean"] = "sgf"
-    stem: Literal["repeat", "learned"] = "repeat"
-    sp_heads: int = Field(default=8, gt=0)
-    rp_heads: int = Field(default=4, gt=0)
-    mp_kernels: tuple[int, ...] = Field(default=(11, 7, 3), min_length=1)
-    head_dim: int = Field(default=256, gt=0)
-    head_dropout: float = Field(default=0.1, ge=0, lt=1)
-    mas_granularity: Literal["sample", "batch"] = "sample"
-    prototypes: Literal["sum", "mean", "softmax"] = "sum"
+    fusion: FusionKind = SGMAConfig.fusion
+    stem: StemKind = SGMAConfig.stem
+    sp_heads: int = Field(default=SGMAConfig.sp_heads, gt=0)
+    rp_heads: int = Field(default=SGMAConfig.rp_heads, gt=0)
+    mp_kernels: tuple[int, ...] = Field(default=SGMAConfig.mp_kernels, min_length=1)
+    head_dim: int = Field(default=SGMAConfig.head_dim, gt=0)
+    head_dropout: float = Field(default=SGMAConfig.head_dropout, ge=0, lt=1)
+    mas_granularity: MASGranularity = SGMAConfig.mas_granularity
+    prototypes: PrototypeKind = SGMAConfig.prototypes
 
     @field_validator("mp_kernels")
     @classmethod
     def _odd_kernels(cls, value: tuple[int, ...]) -> tuple[int, ...]:
-        if any(k < 1 or k % 2 == 0 for k in value):
-            raise ValueError(f"mp_kernels must be odd positive sizes, got {list(value)}")
-        return value
+        return check_mp_kernels(value)
+
+    def to_config(self, modalities: Sequence[ModalitySpec], num_classes: int) -> SGMAConfig:
+        """The model config for a dataset's ``modalities`` and ``num_classes``.
+
+        The one place a recipe becomes a model config: every architecture field, by name.
+        """
+        fields = {name: getattr(self, name) for name in ARCHITECTURE_FIELDS}
+        return SGMAConfig(tuple(modalities), num_classes, **fields)
 
 
 class OptimRecipe(StrictModel):

@@ -23,20 +23,15 @@ def build_model(
     device: torch.device | str | None = None,
     dtype: torch.dtype | None = None,
 ) -> SGMA:
-    """The :class:`SGMA` model ``config`` describes, its fields passed as constructor arguments."""
+    """The :class:`SGMA` model ``config`` describes.
+
+    Its architecture fields go to the constructor by name, so a field added to the config
+    reaches the model without a line here; the model checks them.
+    """
     return SGMA(
-        modalities=[(m.name, m.bands) for m in config.modalities],
-        num_classes=config.num_classes,
-        backbone=config.backbone,
-        fusion=config.fusion,
-        stem=config.stem,
-        sp_heads=config.sp_heads,
-        rp_heads=config.rp_heads,
-        mp_kernels=config.mp_kernels,
-        head_dim=config.head_dim,
-        head_dropout=config.head_dropout,
-        mas_granularity=config.mas_granularity,
-        prototypes=config.prototypes,
+        [(m.name, m.bands) for m in config.modalities],
+        config.num_classes,
+        **config.architecture(),
         backbone_weights=backbone_weights,
         device=device,
         dtype=dtype,
@@ -51,7 +46,7 @@ def load_model(path: Path, device: torch.device | str = "cpu") -> tuple[SGMA, Ch
             fit the model config they came with.
     """
     ckpt = load_checkpoint(path)
-    config = ckpt.meta.model_config_()
+    config = ckpt.meta.sgma_config()
     try:
         model = build_model(config)
     except ValueError as err:
@@ -110,7 +105,7 @@ def load_backbone_weights(
     )
     if fits < min_fraction * len(reference):
         raise ValueError(
-            f"does not fit backbone {name!r}: only {fits} of its {len(reference)} tensors are in the file "
-            "with the right shape; use weights of that timm model"
+            f"does not fit backbone {name!r}: only {fits} of its {len(reference)} tensors are "
+            "in the file with the right shape; use weights of that timm model"
         )
     return state

@@ -13,6 +13,8 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
+from sgma_cli.config.model import check_mp_kernels
+
 __all__ = ["ModalityProjector"]
 
 
@@ -34,8 +36,7 @@ class ModalityProjector(nn.Module):
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
-        if any(k % 2 == 0 or k < 1 for k in kernel_sizes):
-            raise ValueError(f"MP kernel sizes must be odd and positive, got {tuple(kernel_sizes)}")
+        kernel_sizes = check_mp_kernels(kernel_sizes)
         dd = {"device": device, "dtype": dtype}
         self.depthwise = nn.Sequential(
             *(

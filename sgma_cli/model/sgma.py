@@ -17,6 +17,7 @@ the attention keys and prototype sums at the pixels it did not see.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from typing import Any, get_args
 
 import torch
 import torch.nn.functional as F
@@ -38,6 +39,14 @@ __all__ = ["SGMA", "Subset"]
 Subset = Sequence[str] | Tensor | None
 
 _SIZE_MULTIPLE = max(FEATURE_STRIDES)
+
+
+def _check_choice(what: str, value: str, choices: Any) -> None:
+    """``ValueError`` naming ``value`` unless it is one of the ``Literal`` ``choices``."""
+    options = get_args(choices)
+    if value not in options:
+        listed = ", ".join(map(repr, options[:-1])) + f" or {options[-1]!r}"
+        raise ValueError(f"unknown {what} {value!r}; use {listed}")
 
 
 class SGMA(nn.Module):
@@ -62,7 +71,8 @@ class SGMA(nn.Module):
         dtype: parameter dtype.
     """
 
-    def __init__(
+    # Every hyper-parameter is a typed constructor argument (timm style), not a config object.
+    def __init__(  # noqa: PLR0913
         self,
         modalities: Sequence[tuple[str, int]],
         num_classes: int,
@@ -82,14 +92,15 @@ class SGMA(nn.Module):
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
-        if not modalities:
+        names = [name for name, _ in modalities]
+        if not names:
             raise ValueError("SGMA needs at least one modality")
+        if len(set(names)) != len(names):
+            raise ValueError(f"modality names must be unique, got {names}")
         if num_classes < 2:
             raise ValueError(f"num_classes must be at least 2, got {num_classes}")
-        if mas_granularity not in ("sample", "batch"):
-            raise ValueError(
-                f"unknown MAS granularity {mas_granularity!r}; use 'sample' or 'batch'"
-            )
+        _check_choice("fusion", fusion, FusionKind)
+        _check_choice("MAS granularity", mas_granularity, MASGranularity)
         dd = {"device": device, "dtype": dtype}
         self.modality_names = tuple(name for name, _ in modalities)
         self.modality_bands = tuple(int(bands) for _, bands in modalities)
@@ -112,10 +123,8 @@ class SGMA(nn.Module):
                 )
                 for c in self.channels
             )
-        elif fusion in ("sum", "mean"):
-            self.fusions = nn.ModuleList(PoolingFusion(fusion) for _ in self.channels)
         else:
-            raise ValueError(f"unknown fusion {fusion!r}; use 'sgf', 'sum' or 'mean'")
+            self.fusions = nn.ModuleList(PoolingFusion(fusion) for _ in self.channels)
         self.head = MLPDecoder(self.channels, num_classes, head_dim, head_dropout, **dd)
 
     # ------------------------------------------------------------------ encode
@@ -192,14 +201,16 @@ class SGMA(nn.Module):
                 present = present.expand(S, B, M)
             if present.shape != (S, B, M):
                 raise ValueError(
-                    f"subset mask has shape {tuple(present.shape)}; expected ({B}, {M}) or ({S}, {B}, {M})"
+                    f"subset mask has shape {tuple(present.shape)}; "
+                    f"expected ({B}, {M}) or ({S}, {B}, {M})"
                 )
         else:
             names = list(present)
             unknown = [n for n in names if n not in self.modality_names]
             if unknown or not names:
                 raise ValueError(
-                    f"subset {names} names unknown modalities {unknown}; known: {list(self.modality_names)}"
+                    f"subset {names} names unknown modalities {unknown}; "
+                    f"known: {list(self.modality_names)}"
                 )
             out = torch.zeros(M, dtype=torch.bool, device=device)
             out[[self.modality_names.index(n) for n in names]] = True
@@ -241,7 +252,7 @@ class SGMA(nn.Module):
 
     # ------------------------------------------------------------------ decode
     def decode(self, fused: Sequence[Fused], size: tuple[int, int]) -> list[Tensor]:
-        """Head on one or more fused outputs packed into one batch -> logits ``(B, K, H, W)`` each."""
+        """Head on fused outputs packed into one batch -> ``(B, K, H, W)`` logits per output."""
         batches = [f.features[0].shape[0] for f in fused]
         features = [torch.cat([f.features[i] for f in fused]) for i in range(len(self.channels))]
         logits = F.interpolate(self.head(features), size=size, mode="bilinear", align_corners=False)

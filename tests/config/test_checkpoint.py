@@ -17,7 +17,7 @@ def test_round_trip_with_train_state(tiny_checkpoint: Path) -> None:
     ckpt = load_checkpoint(tiny_checkpoint)
     assert ckpt.meta.class_names == ["ground", "building", "tree"]
     assert ckpt.meta.modality_names == ["rgb", "dsm", "sar"]
-    assert ckpt.meta.model_config_().backbone == "test_convnext"
+    assert ckpt.meta.sgma_config().backbone == "test_convnext"
     state = {
         "step": 3,
         "torch_rng": torch.get_rng_state(),

@@ -7,7 +7,9 @@ from pathlib import Path
 import pytest
 
 from sgma_cli.config._base import tomllib
+from sgma_cli.config.model import ARCHITECTURE_FIELDS, ModalitySpec, SGMAConfig
 from sgma_cli.config.recipe import (
+    ModelRecipe,
     Recipe,
     apply_overrides,
     load_recipe,
@@ -90,7 +92,7 @@ class TestErrors:
             load_recipe(None, ["data.crop_size=100"])
         with pytest.raises(RecipeError, match=r"train.mas: .*boolean"):
             load_recipe(None, ["train.mas='maybe'"])
-        with pytest.raises(RecipeError, match=r"mp_kernels must be odd"):
+        with pytest.raises(RecipeError, match=r"model.mp_kernels: .*must be odd and positive"):
             load_recipe(None, ["model.mp_kernels=[4]"])
 
     def test_nothing_to_learn(self) -> None:
@@ -104,3 +106,47 @@ class TestErrors:
             load_recipe(path)
         with pytest.raises(RecipeError, match="file not found"):
             load_recipe(tmp_path / "missing.toml")
+
+
+class TestModelTable:
+    MODALITIES = (ModalitySpec("rgb", 3), ModalitySpec("dsm", 1))
+
+    def test_keys_are_the_architecture_fields(self) -> None:
+        assert set(ModelRecipe.model_fields) == {*ARCHITECTURE_FIELDS, "pretrained"}
+
+    def test_defaults_are_the_model_configs(self) -> None:
+        config = ModelRecipe().to_config(self.MODALITIES, 6)
+        assert config == SGMAConfig(self.MODALITIES, 6)
+        assert config.backbone == "pvt_v2_b2" and config.mp_kernels == (11, 7, 3)
+
+    def test_every_key_reaches_the_config(self) -> None:
+        r = load_recipe(
+            None,
+            [
+                "model.backbone='test_resnet'",
+                "model.fusion='mean'",
+                "model.stem='learned'",
+                "model.sp_heads=2",
+                "model.rp_heads=1",
+                "model.mp_kernels=[5, 3]",
+                "model.head_dim=64",
+                "model.head_dropout=0.25",
+                "model.mas_granularity='batch'",
+                "model.prototypes='softmax'",
+            ],
+        )
+        config = r.model.to_config(self.MODALITIES, 4)
+        assert config.to_dict() == {
+            "modalities": [{"name": "rgb", "bands": 3}, {"name": "dsm", "bands": 1}],
+            "num_classes": 4,
+            "backbone": "test_resnet",
+            "fusion": "mean",
+            "stem": "learned",
+            "sp_heads": 2,
+            "rp_heads": 1,
+            "mp_kernels": [5, 3],
+            "head_dim": 64,
+            "head_dropout": 0.25,
+            "mas_granularity": "batch",
+            "prototypes": "softmax",
+        }

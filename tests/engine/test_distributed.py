@@ -16,7 +16,7 @@ from sgma_cli.engine.distributed import (
     sync_batchnorm,
     torchrun_env,
 )
-from sgma_cli.engine.train import train
+from sgma_cli.engine.train import TrainOptions, train
 from tests.engine.train.test_job import tiny_recipe
 
 #: One AdamW step. Its first update is ``lr·g/(|g| + eps)``: with the default eps a weight
@@ -39,16 +39,11 @@ class TestDDPEquivalence:
     ) -> None:
         single = train(
             tiny_recipe(*ONE_STEP, "data.batch_size=4"),
-            data_dir=tiny_dataset,
-            run_dir=tmp_path / "one",
-            device="cpu",
+            TrainOptions(data_dir=tiny_dataset, run_dir=tmp_path / "one", device="cpu"),
         )
         double = train(
             tiny_recipe(*ONE_STEP, "data.batch_size=2"),
-            data_dir=tiny_dataset,
-            run_dir=tmp_path / "two",
-            device="cpu",
-            nproc=2,
+            TrainOptions(data_dir=tiny_dataset, run_dir=tmp_path / "two", device="cpu", nproc=2),
         )
         assert single.step == double.step == 1 and double.world_size == 2
         a = load_checkpoint(single.last_checkpoint, with_train_state=True)

@@ -473,21 +473,22 @@ class TestPapercuts:
         self, scene: Scene, tmp_path: Path
     ) -> None:
         from sgma_cli.config.recipe import load_recipe
-        from sgma_cli.engine.train.plan import plan_training
+        from sgma_cli.engine.train.plan import TrainOptions, plan_training
         from sgma_cli.errors import DatasetError
 
         prepare(_opts(scene, tmp_path / "data", split="0,0.5,0.5", tile=32, stride=32))
         recipe = load_recipe(Path("recipes/sample.toml"))
         with pytest.raises(DatasetError, match=r"data: no training tiles .*--split 0.8,0.1,0.1"):
             plan_training(
-                recipe, data_dir=tmp_path / "data", run_dir=tmp_path / "run", device="cpu"
+                recipe,
+                TrainOptions(data_dir=tmp_path / "data", run_dir=tmp_path / "run", device="cpu"),
             )
 
     def test_sample_chain_without_flags(self, tmp_path: Path) -> None:
         """`sgma sample` -> `sgma prepare` (no --tile) -> the sample recipe's training check."""
         from sgma_cli.config.recipe import load_recipe
         from sgma_cli.engine.sample_scene import sample
-        from sgma_cli.engine.train.plan import plan_training
+        from sgma_cli.engine.train.plan import TrainOptions, plan_training
 
         sample(tmp_path / "scene", size=512, vectors=False)
         report = prepare(PrepareOptions(src=tmp_path / "scene", out=tmp_path / "data"))
@@ -496,9 +497,7 @@ class TestPapercuts:
         assert m.splits == {"train": 12, "val": 2, "test": 2}
         plan = plan_training(
             load_recipe(Path("recipes/sample.toml")),
-            data_dir=tmp_path / "data",
-            run_dir=tmp_path / "run",
-            device="cpu",
+            TrainOptions(data_dir=tmp_path / "data", run_dir=tmp_path / "run", device="cpu"),
         )
         assert plan.data_dir == (tmp_path / "data").resolve()
 

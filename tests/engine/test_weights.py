@@ -1,7 +1,8 @@
-"""Weight files into models: a checkpoint, and a pretrained backbone file checked for fit."""
+"""Models from configs and weight files: build_model, a checkpoint, a pretrained backbone file."""
 
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
 
 import pytest
@@ -10,9 +11,67 @@ import torch
 from safetensors.torch import save_file
 
 from sgma_cli.config.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
-from sgma_cli.engine.weights import load_backbone_weights, load_model
+from sgma_cli.config.model import ARCHITECTURE_FIELDS, ModalitySpec, SGMAConfig
+from sgma_cli.engine.weights import build_model, load_backbone_weights, load_model
 from sgma_cli.errors import CheckpointError
 from sgma_cli.model.backbones import create_backbone
+from sgma_cli.model.sgma import SGMA
+
+RGB = ModalitySpec("rgb", 3)
+
+
+class TestBuildModel:
+    def test_uses_every_field(self) -> None:
+        config = SGMAConfig(
+            (RGB, ModalitySpec("sar", 2)),
+            5,
+            "test_convnext",
+            stem="learned",
+            sp_heads=4,
+            rp_heads=2,
+            mp_kernels=(5, 3),
+            head_dim=16,
+            head_dropout=0.3,
+            mas_granularity="batch",
+            prototypes="softmax",
+        )
+        model = build_model(config)
+        sgf = model.fusions[0]
+        assert sgf.sp.num_heads == 4 and sgf.rp.num_heads == 2 and sgf.csf.prototypes == "softmax"
+        assert [c.kernel_size for c in sgf.projectors[1].depthwise] == [(5, 5), (3, 3)]
+        assert model.stems["sar"].proj is not None and model.mas_granularity == "batch"
+        assert model.head.fuse.out_channels == 16 and model.head.classifier.out_channels == 5
+        assert model.head.dropout.p == 0.3
+        torch.manual_seed(0)
+        a = build_model(config).state_dict()
+        torch.manual_seed(0)
+        b = build_model(config).state_dict()
+        assert all(torch.equal(a[k], b[k]) for k in a)
+
+    def test_sgma_takes_every_architecture_field_with_the_configs_default(self) -> None:
+        params = inspect.signature(SGMA).parameters
+        defaults = SGMAConfig((RGB,), 3)
+        for name in ARCHITECTURE_FIELDS:
+            assert name in params, name
+            default, expected = params[name].default, getattr(defaults, name)
+            assert (tuple(default) if isinstance(expected, tuple) else default) == expected, name
+
+    @pytest.mark.parametrize(
+        ("changes", "match"),
+        [
+            ({"modalities": ()}, "at least one modality"),
+            ({"modalities": (RGB, ModalitySpec("rgb", 1))}, "unique"),
+            ({"num_classes": 1}, "at least 2"),
+            ({"fusion": "max"}, "unknown fusion 'max'; use 'sgf', 'sum' or 'mean'"),
+            ({"mas_granularity": "epoch"}, "unknown MAS granularity 'epoch'"),
+            ({"mp_kernels": (4,)}, "MP kernel sizes must be odd"),
+            ({"sp_heads": 5}, "must divide the channel count"),
+        ],
+    )
+    def test_the_models_checks_run(self, changes: dict, match: str) -> None:
+        config = SGMAConfig(**{"modalities": (RGB,), "num_classes": 3, **changes})
+        with pytest.raises(ValueError, match=match):
+            build_model(config, device="meta")
 
 
 def test_same_weights_eval_mode(tiny_checkpoint: Path) -> None:

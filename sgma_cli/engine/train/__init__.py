@@ -2,6 +2,6 @@
 
 from sgma_cli.engine.train.job import train
 from sgma_cli.engine.train.loop import TrainEvent, TrainResult
-from sgma_cli.engine.train.plan import TrainPlan, plan_training
+from sgma_cli.engine.train.plan import TrainOptions, TrainPlan, plan_training
 
-__all__ = ["TrainEvent", "TrainPlan", "TrainResult", "plan_training", "train"]
+__all__ = ["TrainEvent", "TrainOptions", "TrainPlan", "TrainResult", "plan_training", "train"]

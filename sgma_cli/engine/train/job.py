@@ -3,9 +3,9 @@
 Use from Python::
 
     from sgma_cli.config.recipe import load_recipe
-    from sgma_cli.engine.train import train
-    result = train(load_recipe(Path("recipes/sample.toml")), data_dir=Path("demo/data"),
-                   run_dir=Path("demo/run"))
+    from sgma_cli.engine.train import TrainOptions, train
+    options = TrainOptions(data_dir=Path("demo/data"), run_dir=Path("demo/run"))
+    result = train(load_recipe(Path("recipes/sample.toml")), options)
 
 :func:`~sgma_cli.engine.train.plan.plan_training` checks everything first; :func:`train`
 then runs :func:`run_worker` on one process, on N spawned processes (``--gpus N`` /
@@ -16,19 +16,21 @@ then runs :func:`run_worker` on one process, on N spawned processes (``--gpus N`
 from __future__ import annotations
 
 import functools
-from pathlib import Path
-from typing import Any
 
 from sgma_cli.config.recipe import Recipe
 from sgma_cli.engine.distributed import launch, torchrun_env
-from sgma_cli.engine.train.loop import TrainResult, run_loop
-from sgma_cli.engine.train.plan import TrainPlan, plan_training
+from sgma_cli.engine.train.loop import ProgressCallback, TrainResult, run_loop
+from sgma_cli.engine.train.plan import TrainOptions, TrainPlan, plan_training
 
 __all__ = ["run_worker", "train"]
 
 
 def run_worker(
-    rank: int, world_size: int, plan: TrainPlan, progress: Any = None, local_rank: int | None = None
+    rank: int,
+    world_size: int,
+    plan: TrainPlan,
+    progress: ProgressCallback | None = None,
+    local_rank: int | None = None,
 ) -> TrainResult:
     """One rank of the job (rank 0 gets ``progress`` and writes files)."""
     return run_loop(
@@ -45,37 +47,16 @@ def _spawned(rank: int, world_size: int, plan: TrainPlan) -> TrainResult:
 
 
 def train(
-    recipe: Recipe,
-    *,
-    data_dir: Path | None = None,
-    run_dir: Path | None = None,
-    device: str = "auto",
-    gpus: int = 0,
-    nproc: int = 1,
-    resume: bool = False,
-    progress: Any = None,
+    recipe: Recipe, options: TrainOptions | None = None, progress: ProgressCallback | None = None
 ) -> TrainResult:
     """Plan and run a training job; returns rank 0's :class:`TrainResult`.
 
     Args:
         recipe: a validated recipe (``load_recipe``).
-        data_dir: the prepared dataset (default: ``recipe.data.dir``).
-        run_dir: the run folder (default: ``runs/<recipe.name>``).
-        device: ``auto``, ``cpu`` or ``cuda`` (single process or ``--nproc``).
-        gpus: data-parallel GPU processes (NCCL); 0: one process on ``device``.
-        nproc: data-parallel processes on ``device`` (gloo on CPU).
-        resume: continue from ``RUN_DIR/checkpoints/last.pt``.
+        options: dataset, run folder, device and processes, resume (see :class:`TrainOptions`).
         progress: ``progress(TrainEvent)`` on rank 0.
     """
-    plan = plan_training(
-        recipe,
-        data_dir=data_dir,
-        run_dir=run_dir,
-        device=device,
-        gpus=gpus,
-        nproc=nproc,
-        resume=resume,
-    )
+    plan = plan_training(recipe, options)
     env = torchrun_env()
     if env is not None:
         rank, world, local = env

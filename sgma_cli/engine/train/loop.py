@@ -51,7 +51,7 @@ from sgma_cli.engine.distributed import (
 )
 from sgma_cli.engine.evaluate.scoring import evaluate_subsets
 from sgma_cli.engine.subsets import subset_label
-from sgma_cli.engine.train.plan import TrainPlan, model_config, write_recipe
+from sgma_cli.engine.train.plan import TrainPlan, load_pretrained, write_recipe
 from sgma_cli.engine.train.randomness import (
     ResumableSampler,
     SeededSamples,
@@ -62,7 +62,7 @@ from sgma_cli.engine.train.randomness import (
 from sgma_cli.engine.train.run_log import RunLog, write_plots
 from sgma_cli.engine.train.schedule import WarmupPoly
 from sgma_cli.engine.train.step import TrainForward, branch_loss
-from sgma_cli.engine.weights import build_model, load_backbone_weights
+from sgma_cli.engine.weights import build_model
 from sgma_cli.errors import ConfigError
 
 __all__ = ["TrainEvent", "TrainResult", "ProgressCallback", "run_loop"]
@@ -75,12 +75,13 @@ class TrainEvent:
     """What the loop reports to its progress callback (rank 0 only).
 
     ``kind``: ``start`` (totals known), ``step`` (after each optimizer step: ``values``
-    holds loss, loss_sgf, loss_mas, lr, samples_per_s), ``validate`` (``values``: done,
-    total batches), ``val`` (``values``: average, top1, last1 and ``miou_<subset>``),
+    holds loss, loss_sgf, loss_mas, lr, samples_per_s), ``val_progress`` (during a
+    validation, ``values``: done, total batches), ``val`` (a validation's scores, as the
+    ``val`` rows of metrics.csv; ``values``: average, top1, last1 and ``miou_<subset>``),
     ``checkpoint`` (``message``: path), ``info`` (``message``), ``end``.
     """
 
-    kind: Literal["start", "step", "validate", "val", "checkpoint", "info", "end"]
+    kind: Literal["start", "step", "val_progress", "val", "checkpoint", "info", "end"]
     epoch: int
     step: int
     total_steps: int
@@ -215,15 +216,13 @@ class _Loop:
                 pin_memory=cuda,
             )
         # model
-        self.config = model_config(r, manifest, plan.modalities)
+        self.config = plan.model
         torch.manual_seed(self.seed)  # identical initial weights on every rank
         weights = Path(r.model.pretrained).expanduser() if r.model.pretrained else None
+        state = load_pretrained(weights, r.model.backbone) if weights is not None else None
         try:
-            state = (
-                load_backbone_weights(weights, r.model.backbone) if weights is not None else None
-            )
             model = build_model(self.config, backbone_weights=state)
-        except ValueError as err:
+        except ValueError as err:  # the plan built this config already: only weights can fail
             raise ConfigError(f"model.pretrained: {err}", weights) from None
         torch.manual_seed(self.seed + 1_000_003 * ctx.rank)  # dropout streams differ per rank
         self.model = sync_batchnorm(model.to(ctx.device), ctx)
@@ -354,11 +353,12 @@ class _Loop:
         rngs = state["rng"]
         if len(rngs) == self.ctx.world_size:
             restore_rng(rngs[self.ctx.rank])
+        before = state.get("world_size")
         self._resume_note = (
             ""
-            if state.get("world_size") == self.ctx.world_size
+            if before == self.ctx.world_size
             else (
-                f"resumed with {self.ctx.world_size} process(es) instead of {state.get('world_size')}: "
+                f"resumed with {self.ctx.world_size} process(es) instead of {before}: "
                 "the data order changes, the run is no longer bit-for-bit reproducible"
             )
         )
@@ -427,7 +427,7 @@ class _Loop:
             return
 
         def report(done: int, total: int) -> None:
-            self._emit("validate", {"done": float(done), "total": float(total)})
+            self._emit("val_progress", {"done": float(done), "total": float(total)})
 
         result = evaluate_subsets(
             self.model,

@@ -1,18 +1,11 @@
 """Plan a training job: every check a user can fail, before any process starts.
 
-Use from Python::
-
-    from sgma_cli.config.recipe import load_recipe
-    from sgma_cli.engine.train import train
-    result = train(load_recipe(Path("recipes/sample.toml")), data_dir=Path("demo/data"),
-                   run_dir=Path("demo/run"))
-
 :func:`plan_training` checks everything the user can get wrong (recipe against dataset,
-run folder, checkpoint to resume, GPUs) before any process starts; :func:`train` then runs
-:func:`run_worker` on one process, on N spawned processes (``--gpus N`` / ``--nproc N``),
-or as one rank of a ``torchrun`` group. The loop itself (AdamW + warm-up/poly, gradient
-accumulation and clipping, bf16 autocast on CUDA, validation over all modality subsets,
-best/last checkpoints, exact resume) lives in :mod:`sgma_cli.engine.train.loop`.
+model, run folder, checkpoint to resume, GPUs) and turns the recipe into the model config
+once; :func:`~sgma_cli.engine.train.job.train` then runs the loop of
+:mod:`sgma_cli.engine.train.loop` (AdamW + warm-up/poly, gradient accumulation and
+clipping, bf16 autocast on CUDA, validation over all modality subsets, best/last
+checkpoints, exact resume) on one process, N spawned processes or a ``torchrun`` group.
 
 Run folder::
 
@@ -26,7 +19,7 @@ Run folder::
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,20 +34,41 @@ from sgma_cli.data.tile_dataset import list_tiles
 from sgma_cli.engine.device import check_gpu_count, resolve_device
 from sgma_cli.engine.distributed import torchrun_env
 from sgma_cli.engine.subsets import parse_subsets
-from sgma_cli.engine.weights import load_backbone_weights
+from sgma_cli.engine.weights import build_model, load_backbone_weights
 from sgma_cli.errors import CheckpointError, ConfigError, DatasetError, UsageError
 from sgma_cli.model.backbones import create_backbone
 
 __all__ = [
     "CHECKPOINT_DIR",
+    "TrainOptions",
     "TrainPlan",
-    "check_pretrained",
-    "model_config",
+    "load_pretrained",
     "plan_training",
     "write_recipe",
 ]
 
 CHECKPOINT_DIR = "checkpoints"
+
+
+@dataclass(frozen=True)
+class TrainOptions:
+    """Where and how to run a recipe: what ``sgma train`` takes besides the recipe.
+
+    Attributes:
+        data_dir: the prepared dataset (default: the recipe's ``data.dir``).
+        run_dir: the run folder (default: ``runs/<recipe name>``).
+        device: ``auto``, ``cpu`` or ``cuda`` (one process, or ``nproc`` of them).
+        gpus: data-parallel GPU processes (NCCL); 0: ``nproc`` processes on ``device``.
+        nproc: data-parallel processes on ``device`` (gloo on CPU).
+        resume: continue from ``RUN_DIR/checkpoints/last.pt``.
+    """
+
+    data_dir: Path | None = None
+    run_dir: Path | None = None
+    device: str = "auto"
+    gpus: int = 0
+    nproc: int = 1
+    resume: bool = False
 
 
 @dataclass(frozen=True)
@@ -70,6 +84,7 @@ class TrainPlan:
         resume: continue from ``run_dir/checkpoints/last.pt``.
         modalities: the modalities trained on, in dataset order.
         subsets: validation subsets.
+        model: the model config: the recipe's ``[model]`` on this dataset.
     """
 
     recipe: Recipe
@@ -80,6 +95,7 @@ class TrainPlan:
     resume: bool
     modalities: tuple[str, ...]
     subsets: tuple[tuple[str, ...], ...]
+    model: SGMAConfig
 
     @property
     def last_checkpoint(self) -> Path:
@@ -92,40 +108,39 @@ class TrainPlan:
         return self.run_dir / CHECKPOINT_DIR / "best.pt"
 
 
-def model_config(
-    recipe: Recipe, manifest: DatasetManifest, modalities: Sequence[str]
-) -> SGMAConfig:
-    """Map the recipe's ``[model]`` and the dataset onto :class:`SGMAConfig`."""
-    m = recipe.model
-    try:
-        return SGMAConfig(
-            modalities=tuple(ModalitySpec(n, manifest.modality(n).bands) for n in modalities),
-            num_classes=len(manifest.classes),
-            backbone=m.backbone,
-            fusion=m.fusion,
-            stem=m.stem,
-            sp_heads=m.sp_heads,
-            rp_heads=m.rp_heads,
-            mp_kernels=tuple(m.mp_kernels),
-            head_dim=m.head_dim,
-            head_dropout=m.head_dropout,
-            mas_granularity=m.mas_granularity,
-            prototypes=m.prototypes,
-        )
-    except ValueError as err:
-        raise ConfigError(f"recipe [model] does not fit the dataset: {err}") from None
-
-
-def check_pretrained(weights: Path, backbone: str) -> None:
-    """Refuse, before any process starts, a ``model.pretrained`` file that does not fit ``backbone``.
+def load_pretrained(weights: Path, backbone: str) -> dict[str, torch.Tensor]:
+    """The ``model.pretrained`` file's state dict, refused unless it fits ``backbone``.
 
     Raises:
         ConfigError: missing, unreadable or not-fitting file (see ``load_backbone_weights``).
     """
     try:
-        load_backbone_weights(weights, backbone)
+        return load_backbone_weights(weights, backbone)
     except ValueError as err:
         raise ConfigError(f"model.pretrained {err}", weights) from None
+
+
+def _model_config(
+    recipe: Recipe, manifest: DatasetManifest, modalities: tuple[str, ...]
+) -> SGMAConfig:
+    """The recipe's model on this dataset, built once on the meta device (no memory).
+
+    The build runs every check of the model's constructors (heads that divide the
+    backbone's channels, …) here, before any process starts.
+    """
+    try:
+        create_backbone(recipe.model.backbone, in_chans=3, device="meta")
+    except ValueError as err:
+        raise ConfigError(f"model.backbone: {err}") from None
+    if recipe.model.pretrained is not None:
+        load_pretrained(Path(recipe.model.pretrained).expanduser(), recipe.model.backbone)
+    specs = tuple(ModalitySpec(n, manifest.modality(n).bands) for n in modalities)
+    config = recipe.model.to_config(specs, len(manifest.classes))
+    try:
+        build_model(config, device="meta")
+    except ValueError as err:
+        raise ConfigError(f"recipe [model] does not fit the dataset: {err}") from None
+    return config
 
 
 def _check_writable(run_dir: Path) -> None:
@@ -140,96 +155,10 @@ def _check_writable(run_dir: Path) -> None:
         ) from None
 
 
-def _check_modalities(recipe: Recipe, manifest: DatasetManifest, data_dir: Path) -> tuple[str, ...]:
-    wanted = recipe.data.modalities or manifest.modality_names
-    unknown = [n for n in wanted if n not in manifest.modality_names]
-    if unknown:
-        raise DatasetError(
-            f"recipe data.modalities names {unknown}, which the dataset does not have "
-            f"(it has {manifest.modality_names}); fix data.modalities or use another --data",
-            data_dir,
-        )
-    for name in wanted:
-        if manifest.modality(name).stats is None:
-            raise DatasetError(
-                f"modality {name} has no statistics in dataset.toml; re-run `sgma prepare`",
-                data_dir,
-            )
-    return tuple(n for n in manifest.modality_names if n in wanted)
-
-
-def _samples_per_step(recipe: Mapping[str, Any], world: int) -> int:
-    """Images per optimizer step: ``batch_size x processes x accumulate`` (what sets epoch length)."""
-    return int(recipe["data"]["batch_size"]) * world * int(recipe["train"]["accumulate"])
-
-
-def _check_resume(
-    plan_recipe: Recipe,
-    manifest: DatasetManifest,
-    modalities: Sequence[str],
-    path: Path,
-    world: int,
-) -> Checkpoint:
-    ckpt = load_checkpoint(path, with_train_state=True)
-    if ckpt.meta.class_names != manifest.class_names:
-        raise CheckpointError(
-            f"was trained on classes {ckpt.meta.class_names}, the dataset has {manifest.class_names}",
-            path,
-        )
-    if tuple(ckpt.meta.modality_names) != tuple(modalities):
-        raise CheckpointError(
-            f"was trained on modalities {ckpt.meta.modality_names}, the recipe asks for {list(modalities)}",
-            path,
-        )
-    expected = model_config(plan_recipe, manifest, modalities).to_dict()
-    if ckpt.meta.model != expected:
-        changed = sorted(k for k in expected if ckpt.meta.model.get(k) != expected[k])
-        raise CheckpointError(
-            f"model settings {changed} differ from the recipe; resume with the recipe of that run",
-            path,
-        )
-    for key in ("optimizer", "step", "rng", "world_size", "seed"):
-        if key not in ckpt.train:  # type: ignore[operator]
-            raise CheckpointError(f"training state lacks {key!r}; the checkpoint is damaged", path)
-    # The position in the data and the learning-rate schedule are derived from the step count,
-    # so the images per step and the seed must be those of the interrupted run.
-    train = ckpt.train or {}
-    before = _samples_per_step(ckpt.meta.recipe, int(train["world_size"]))
-    now = _samples_per_step(plan_recipe.model_dump(), world)
-    if before != now:
-        raise CheckpointError(
-            f"the run used {before} images per step (batch_size x processes x accumulate), this resume "
-            f"would use {now}; resume with the same data.batch_size, train.accumulate and process count",
-            path,
-        )
-    if int(train["seed"]) != plan_recipe.train.seed:
-        raise CheckpointError(
-            f"the run used train.seed = {train['seed']}; resume with the same seed", path
-        )
-    return ckpt
-
-
-def plan_training(
-    recipe: Recipe,
-    *,
-    data_dir: Path | None = None,
-    run_dir: Path | None = None,
-    device: str = "auto",
-    gpus: int = 0,
-    nproc: int = 1,
-    resume: bool = False,
-) -> TrainPlan:
-    """Validate a training job before any process starts.
-
-    Raises:
-        UsageError: no dataset given, bad process counts, run folder unwritable or already
-            holding a run (without ``resume``), nothing to resume.
-        DatasetError: missing dataset, modalities or classes that disagree with the recipe,
-            too few tiles for one step.
-        ConfigError: a pretrained weights file that does not fit the backbone.
-        CheckpointError: a damaged ``last.pt`` on resume, or one from another setup.
-        DeviceError: more GPUs than exist, CUDA asked for but absent.
-    """
+def _dataset(
+    recipe: Recipe, data_dir: Path | None
+) -> tuple[Path, DatasetManifest, tuple[str, ...]]:
+    """The dataset folder, its manifest and the modalities to train on (dataset order)."""
     data_value = data_dir if data_dir is not None else recipe.data.dir
     if data_value is None:
         raise UsageError("no dataset: pass --data DATA_DIR or set data.dir in the recipe")
@@ -239,29 +168,55 @@ def plan_training(
             "dataset folder not found; run `sgma prepare` first or fix --data", data_path
         )
     manifest = load_manifest(data_path)
-    modalities = _check_modalities(recipe, manifest, data_path)
-    if recipe.data.classes is not None and list(recipe.data.classes) != manifest.class_names:
+    wanted = recipe.data.modalities or manifest.modality_names
+    unknown = [n for n in wanted if n not in manifest.modality_names]
+    if unknown:
         raise DatasetError(
-            f"recipe data.classes {list(recipe.data.classes)} differ from the dataset's {manifest.class_names}",
+            f"recipe data.modalities names {unknown}, which the dataset does not have "
+            f"(it has {manifest.modality_names}); fix data.modalities or use another --data",
             data_path,
         )
-    torchrun = torchrun_env()
+    for name in wanted:
+        if manifest.modality(name).stats is None:
+            raise DatasetError(
+                f"modality {name} has no statistics in dataset.toml; re-run `sgma prepare`",
+                data_path,
+            )
+    if recipe.data.classes is not None and list(recipe.data.classes) != manifest.class_names:
+        raise DatasetError(
+            f"recipe data.classes {list(recipe.data.classes)} differ from the dataset's "
+            f"{manifest.class_names}",
+            data_path,
+        )
+    return data_path, manifest, tuple(n for n in manifest.modality_names if n in wanted)
+
+
+def _processes(options: TrainOptions) -> tuple[str, int]:
+    """``(device type, processes)`` of the job: ``--gpus``, ``--nproc`` or a torchrun group."""
+    gpus, nproc = options.gpus, options.nproc
     if gpus < 0 or nproc < 1:
         raise UsageError(f"--gpus must be >= 0 and --nproc >= 1 (got {gpus}, {nproc})")
     if gpus and nproc > 1:
         raise UsageError(
-            "--gpus N and --nproc N both ask for processes; use --gpus for GPUs, --nproc with --device cpu"
+            "--gpus N and --nproc N both ask for processes; "
+            "use --gpus for GPUs, --nproc with --device cpu"
         )
+    torchrun = torchrun_env()
     if gpus:
         check_gpu_count(gpus)
         device_type, world = "cuda", gpus
     else:
-        device_type, world = resolve_device(device).type, nproc
+        device_type, world = resolve_device(options.device).type, nproc
     if torchrun is not None:
         world = torchrun[1]
-        device_type = "cuda" if device == "auto" and torch.cuda.is_available() else device_type
+        auto_cuda = options.device == "auto" and torch.cuda.is_available()
+        device_type = "cuda" if auto_cuda else device_type
     if device_type == "cuda" and world > 1 and not gpus and torchrun is None:
         check_gpu_count(world)
+    return device_type, world
+
+
+def _check_tiles(recipe: Recipe, data_path: Path, world: int) -> None:
     tiles = len(list_tiles(data_path, "train"))
     per_step = recipe.data.batch_size * world * recipe.train.accumulate
     if tiles == 0:
@@ -276,33 +231,118 @@ def plan_training(
             f"train.accumulate = {per_step}; lower data.batch_size",
             data_path,
         )
-    try:
-        create_backbone(recipe.model.backbone, in_chans=3, device="meta")
-    except ValueError as err:
-        raise ConfigError(f"model.backbone: {err}") from None
-    if recipe.model.pretrained is not None:
-        check_pretrained(Path(recipe.model.pretrained).expanduser(), recipe.model.backbone)
-    model_config(recipe, manifest, modalities)
-    subsets = tuple(parse_subsets(recipe.train.val_subsets, modalities))
-    out = (
-        Path(run_dir if run_dir is not None else Path("runs") / recipe.name).expanduser().resolve()
-    )
+
+
+def _samples_per_step(recipe: Mapping[str, Any], world: int) -> int:
+    """Images per optimizer step: ``batch_size x processes x accumulate`` (sets epoch length)."""
+    return int(recipe["data"]["batch_size"]) * world * int(recipe["train"]["accumulate"])
+
+
+def _check_resume(
+    recipe: Recipe, config: SGMAConfig, manifest: DatasetManifest, path: Path, world: int
+) -> Checkpoint:
+    ckpt = load_checkpoint(path, with_train_state=True)
+    if ckpt.meta.class_names != manifest.class_names:
+        raise CheckpointError(
+            f"was trained on classes {ckpt.meta.class_names}, "
+            f"the dataset has {manifest.class_names}",
+            path,
+        )
+    if tuple(ckpt.meta.modality_names) != config.modality_names:
+        raise CheckpointError(
+            f"was trained on modalities {ckpt.meta.modality_names}, "
+            f"the recipe asks for {list(config.modality_names)}",
+            path,
+        )
+    # compared as configs, so keys added since that run read as their defaults
+    trained = ckpt.meta.sgma_config()
+    if trained != config:
+        before, now = trained.to_dict(), config.to_dict()
+        changed = sorted(k for k in now if before.get(k) != now[k])
+        raise CheckpointError(
+            f"model settings {changed} differ from the recipe; resume with the recipe of that run",
+            path,
+        )
+    for key in ("optimizer", "step", "rng", "world_size", "seed"):
+        if key not in ckpt.train:  # type: ignore[operator]
+            raise CheckpointError(f"training state lacks {key!r}; the checkpoint is damaged", path)
+    # The position in the data and the learning-rate schedule are derived from the step count,
+    # so the images per step and the seed must be those of the interrupted run.
+    train = ckpt.train or {}
+    before_step = _samples_per_step(ckpt.meta.recipe, int(train["world_size"]))
+    now_step = _samples_per_step(recipe.model_dump(), world)
+    if before_step != now_step:
+        raise CheckpointError(
+            f"the run used {before_step} images per step (batch_size x processes x accumulate), "
+            f"this resume would use {now_step}; resume with the same data.batch_size, "
+            "train.accumulate and process count",
+            path,
+        )
+    if int(train["seed"]) != recipe.train.seed:
+        raise CheckpointError(
+            f"the run used train.seed = {train['seed']}; resume with the same seed", path
+        )
+    return ckpt
+
+
+def _run_dir(recipe: Recipe, options: TrainOptions) -> Path:
+    """The run folder, refused when it holds a run and ``resume`` is off, or none to resume."""
+    chosen = options.run_dir if options.run_dir is not None else Path("runs") / recipe.name
+    out = Path(chosen).expanduser().resolve()
     last = out / CHECKPOINT_DIR / "last.pt"
-    if resume:
+    if options.resume:
         if not last.exists():
             raise UsageError(f"nothing to resume: {last} does not exist; start without --resume")
     elif last.exists():
         raise UsageError(
-            f"already holds a run ({last.name}); add --resume to continue it or choose another --out",
+            f"already holds a run ({last.name}); "
+            "add --resume to continue it or choose another --out",
             out,
         )
+    return out
+
+
+def plan_training(recipe: Recipe, options: TrainOptions | None = None) -> TrainPlan:
+    """Validate a training job before any process starts.
+
+    Args:
+        recipe: a validated recipe (``load_recipe``).
+        options: dataset, run folder, device and processes, resume (default: all defaults).
+
+    Raises:
+        UsageError: no dataset given, bad process counts, run folder unwritable or already
+            holding a run (without ``resume``), nothing to resume.
+        DatasetError: missing dataset, modalities or classes that disagree with the recipe,
+            too few tiles for one step.
+        ConfigError: an unknown backbone, a model the recipe's ``[model]`` cannot build on
+            this dataset, a pretrained weights file that does not fit the backbone.
+        CheckpointError: a damaged ``last.pt`` on resume, or one from another setup.
+        DeviceError: more GPUs than exist, CUDA asked for but absent.
+    """
+    options = options if options is not None else TrainOptions()
+    data_path, manifest, modalities = _dataset(recipe, options.data_dir)
+    device_type, world = _processes(options)
+    _check_tiles(recipe, data_path, world)
+    config = _model_config(recipe, manifest, modalities)
+    subsets = tuple(parse_subsets(recipe.train.val_subsets, modalities))
+    out = _run_dir(recipe, options)
     resolved = recipe.model_copy(
         update={"data": recipe.data.model_copy(update={"dir": str(data_path)})}
     )
-    if resume:
-        _check_resume(resolved, manifest, modalities, last, world)
+    if options.resume:
+        _check_resume(resolved, config, manifest, out / CHECKPOINT_DIR / "last.pt", world)
     _check_writable(out)
-    return TrainPlan(resolved, data_path, out, device_type, world, resume, modalities, subsets)
+    return TrainPlan(
+        recipe=resolved,
+        data_dir=data_path,
+        run_dir=out,
+        device_type=device_type,
+        world_size=world,
+        resume=options.resume,
+        modalities=modalities,
+        subsets=subsets,
+        model=config,
+    )
 
 
 def write_recipe(plan: TrainPlan) -> Path:

@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from sgma_cli.config.checkpoint import load_checkpoint
+from sgma_cli.config.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from sgma_cli.config.recipe import Recipe, load_recipe
-from sgma_cli.engine.train import plan_training, train
+from sgma_cli.engine.train import TrainOptions, plan_training, train
 from sgma_cli.engine.train.loop import TrainEvent
 from sgma_cli.engine.train.run_log import read_metrics
 from sgma_cli.errors import CheckpointError, ConfigError, DatasetError, UsageError
@@ -41,20 +41,26 @@ def tiny_recipe(*extra: str) -> Recipe:
     return load_recipe(None, [*TINY, *extra])
 
 
+def on_cpu(data_dir: Path, run_dir: Path, resume: bool = False) -> TrainOptions:
+    """One CPU process on ``data_dir``, writing ``run_dir``."""
+    return TrainOptions(data_dir=data_dir, run_dir=run_dir, device="cpu", resume=resume)
+
+
 class TestTrainRun:
     def test_outputs(self, tiny_dataset: Path, tmp_path: Path) -> None:
         events: list[TrainEvent] = []
         result = train(
-            tiny_recipe(),
-            data_dir=tiny_dataset,
-            run_dir=tmp_path / "run",
-            device="cpu",
-            progress=events.append,
+            tiny_recipe(), on_cpu(tiny_dataset, tmp_path / "run"), progress=events.append
         )
         run = tmp_path / "run"
         assert result.step == result.total_steps == 8
         assert [e.kind for e in events].count("step") == 8
-        assert {e.kind for e in events} >= {"start", "step", "val", "checkpoint", "end"}
+        kinds = {e.kind for e in events}
+        assert kinds >= {"start", "step", "val_progress", "val", "checkpoint", "end"}
+        assert {k for k in kinds if k.startswith("val")} == {"val_progress", "val"}
+        assert all(
+            e.values["done"] <= e.values["total"] for e in events if e.kind == "val_progress"
+        )
         for name in (
             "recipe.toml",
             "metrics.csv",
@@ -92,7 +98,7 @@ class TestTrainRun:
             "schedule.max_steps=2",
             "train.val_every=0",
         )
-        result = train(recipe, data_dir=tiny_dataset, run_dir=tmp_path / "run", device="cpu")
+        result = train(recipe, on_cpu(tiny_dataset, tmp_path / "run"))
         rows = read_metrics(tmp_path / "run" / "metrics.csv")
         assert result.step == 2 and rows[0]["loss_mas"] == "" and rows[0]["mas_s1_rgb"] == ""
         assert result.best_checkpoint is None
@@ -104,7 +110,7 @@ class TestTrainRun:
             "model.mas_granularity='batch'",
             "train.val_every=0",
         )
-        result = train(recipe, data_dir=tiny_dataset, run_dir=tmp_path / "run", device="cpu")
+        result = train(recipe, on_cpu(tiny_dataset, tmp_path / "run"))
         assert (
             result.total_steps == 4 and result.step == 4
         )  # 4 batches per epoch / 2 per step x 2 epochs
@@ -121,7 +127,7 @@ KILL_SCRIPT = textwrap.dedent(
     from pathlib import Path
     import torch
     torch.set_num_threads(1)
-    from tests.engine.train.test_job import KILL_ARGS, tiny_recipe
+    from tests.engine.train.test_job import KILL_ARGS, on_cpu, tiny_recipe
     from sgma_cli.engine.train import train
 
     def progress(event):
@@ -129,7 +135,7 @@ KILL_SCRIPT = textwrap.dedent(
         if event.kind == "step" and event.step == 3:
             os.kill(os.getpid(), signal.SIGKILL)
 
-    train(tiny_recipe(*KILL_ARGS), data_dir=Path(sys.argv[1]), run_dir=Path(sys.argv[2]), device="cpu", progress=progress)
+    train(tiny_recipe(*KILL_ARGS), on_cpu(Path(sys.argv[1]), Path(sys.argv[2])), progress=progress)
     """
 )
 
@@ -139,12 +145,7 @@ class TestResume:
         threads = torch.get_num_threads()
         torch.set_num_threads(1)
         try:
-            reference = train(
-                tiny_recipe(*KILL_ARGS),
-                data_dir=tiny_dataset,
-                run_dir=tmp_path / "ref",
-                device="cpu",
-            )
+            reference = train(tiny_recipe(*KILL_ARGS), on_cpu(tiny_dataset, tmp_path / "ref"))
             run = tmp_path / "killed"
             env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
             proc = subprocess.run(
@@ -164,13 +165,7 @@ class TestResume:
             assert (
                 max(int(r["step"]) for r in read_metrics(run / "metrics.csv")) == 3
             )  # a step after the checkpoint
-            resumed = train(
-                tiny_recipe(*KILL_ARGS),
-                data_dir=tiny_dataset,
-                run_dir=run,
-                device="cpu",
-                resume=True,
-            )
+            resumed = train(tiny_recipe(*KILL_ARGS), on_cpu(tiny_dataset, run, resume=True))
         finally:
             torch.set_num_threads(threads)
         assert resumed.resumed_from == 2 and resumed.step == reference.step == 8
@@ -192,55 +187,33 @@ class TestResume:
         last.parent.mkdir(parents=True)
         last.write_bytes(b"not a checkpoint")
         with pytest.raises(CheckpointError, match="last.pt"):
-            plan_training(
-                tiny_recipe(),
-                data_dir=tiny_dataset,
-                run_dir=tmp_path / "run",
-                device="cpu",
-                resume=True,
-            )
+            plan_training(tiny_recipe(), on_cpu(tiny_dataset, tmp_path / "run", resume=True))
 
     def test_existing_run_needs_resume(self, tiny_dataset: Path, tmp_path: Path) -> None:
         last = tmp_path / "run" / "checkpoints" / "last.pt"
         last.parent.mkdir(parents=True)
         last.write_bytes(b"x")
         with pytest.raises(UsageError, match="--resume"):
-            plan_training(
-                tiny_recipe(), data_dir=tiny_dataset, run_dir=tmp_path / "run", device="cpu"
-            )
+            plan_training(tiny_recipe(), on_cpu(tiny_dataset, tmp_path / "run"))
         with pytest.raises(UsageError, match="nothing to resume"):
-            plan_training(
-                tiny_recipe(),
-                data_dir=tiny_dataset,
-                run_dir=tmp_path / "other",
-                device="cpu",
-                resume=True,
-            )
+            plan_training(tiny_recipe(), on_cpu(tiny_dataset, tmp_path / "other", resume=True))
 
 
 class TestPlanErrors:
     def test_missing_dataset(self, tmp_path: Path) -> None:
         with pytest.raises(DatasetError, match="not found"):
-            plan_training(
-                tiny_recipe(), data_dir=tmp_path / "nope", run_dir=tmp_path / "run", device="cpu"
-            )
+            plan_training(tiny_recipe(), on_cpu(tmp_path / "nope", tmp_path / "run"))
 
     def test_modalities_disagree(self, tiny_dataset: Path, tmp_path: Path) -> None:
         with pytest.raises(DatasetError, match=r"\['nir'\]"):
             plan_training(
-                tiny_recipe("data.modalities=['rgb','nir']"),
-                data_dir=tiny_dataset,
-                run_dir=tmp_path / "r",
-                device="cpu",
+                tiny_recipe("data.modalities=['rgb','nir']"), on_cpu(tiny_dataset, tmp_path / "r")
             )
 
     def test_classes_disagree(self, tiny_dataset: Path, tmp_path: Path) -> None:
         with pytest.raises(DatasetError, match="data.classes"):
             plan_training(
-                tiny_recipe("data.classes=['a','b']"),
-                data_dir=tiny_dataset,
-                run_dir=tmp_path / "r",
-                device="cpu",
+                tiny_recipe("data.classes=['a','b']"), on_cpu(tiny_dataset, tmp_path / "r")
             )
 
     def test_bad_pretrained_weights(self, tiny_dataset: Path, tmp_path: Path) -> None:
@@ -248,78 +221,93 @@ class TestPlanErrors:
         torch.save({"not": torch.zeros(3)}, weights)
         with pytest.raises(ConfigError, match="weights.pth"):
             plan_training(
-                tiny_recipe(f"model.pretrained='{weights}'"),
-                data_dir=tiny_dataset,
-                run_dir=tmp_path / "r",
-                device="cpu",
+                tiny_recipe(f"model.pretrained='{weights}'"), on_cpu(tiny_dataset, tmp_path / "r")
             )
         with pytest.raises(ConfigError, match="not found"):
             plan_training(
                 tiny_recipe(f"model.pretrained='{tmp_path / 'x.pth'}'"),
-                data_dir=tiny_dataset,
-                run_dir=tmp_path / "r",
-                device="cpu",
+                on_cpu(tiny_dataset, tmp_path / "r"),
             )
 
     def test_unwritable_run_folder(self, tiny_dataset: Path, tmp_path: Path) -> None:
         blocker = tmp_path / "file"
         blocker.write_text("")
         with pytest.raises(UsageError, match="cannot write"):
-            plan_training(
-                tiny_recipe(), data_dir=tiny_dataset, run_dir=blocker / "run", device="cpu"
-            )
+            plan_training(tiny_recipe(), on_cpu(tiny_dataset, blocker / "run"))
 
     def test_batch_too_large(self, tiny_dataset: Path, tmp_path: Path) -> None:
         with pytest.raises(DatasetError, match="one step needs"):
+            plan_training(tiny_recipe("data.batch_size=8"), on_cpu(tiny_dataset, tmp_path / "r"))
+
+    def test_model_that_does_not_build(self, tiny_dataset: Path, tmp_path: Path) -> None:
+        # test_convnext's first stage has 24 channels: 5 heads cannot split them
+        with pytest.raises(
+            ConfigError,
+            match=r"recipe \[model\] does not fit the dataset: num_heads=5 must divide .* 24",
+        ):
+            plan_training(tiny_recipe("model.sp_heads=5"), on_cpu(tiny_dataset, tmp_path / "r"))
+
+    def test_unknown_backbone(self, tiny_dataset: Path, tmp_path: Path) -> None:
+        with pytest.raises(
+            ConfigError, match="model.backbone: unknown backbone 'convnext_tiniest'"
+        ):
             plan_training(
-                tiny_recipe("data.batch_size=8"),
-                data_dir=tiny_dataset,
-                run_dir=tmp_path / "r",
-                device="cpu",
+                tiny_recipe("model.backbone='convnext_tiniest'"),
+                on_cpu(tiny_dataset, tmp_path / "r"),
             )
+
+    def test_plan_holds_the_model_config(self, tiny_dataset: Path, tmp_path: Path) -> None:
+        plan = plan_training(tiny_recipe("model.sp_heads=4"), on_cpu(tiny_dataset, tmp_path / "r"))
+        assert plan.model.modality_names == plan.modalities == ("rgb", "dsm", "sar")
+        assert [m.bands for m in plan.model.modalities] == [3, 1, 1]
+        assert (plan.model.num_classes, plan.model.backbone, plan.model.sp_heads) == (
+            3,
+            "test_convnext",
+            4,
+        )
 
     def test_too_many_gpus(self, tiny_dataset: Path, tmp_path: Path) -> None:
         from sgma_cli.errors import DeviceError
 
         with pytest.raises(DeviceError, match="GPU"):
-            plan_training(tiny_recipe(), data_dir=tiny_dataset, run_dir=tmp_path / "r", gpus=64)
+            plan_training(
+                tiny_recipe(), TrainOptions(data_dir=tiny_dataset, run_dir=tmp_path / "r", gpus=64)
+            )
 
 
 class TestPretrained:
     def test_fitting_weights_pass(self, tmp_path: Path) -> None:
         import timm
 
-        from sgma_cli.engine.train.plan import check_pretrained
+        from sgma_cli.engine.train.plan import load_pretrained
 
         weights = tmp_path / "convnext.pth"
-        torch.save(timm.create_model("test_convnext").state_dict(), weights)
-        check_pretrained(weights, "test_convnext")
+        source = timm.create_model("test_convnext").state_dict()
+        torch.save(source, weights)
+        state = load_pretrained(weights, "test_convnext")
+        assert state.keys() == source.keys()
+        torch.testing.assert_close(state["stem.0.weight"], source["stem.0.weight"])
         with pytest.raises(
             ConfigError, match="convnext.pth: model.pretrained does not fit backbone 'test_resnet'"
         ):
-            check_pretrained(weights, "test_resnet")
+            load_pretrained(weights, "test_resnet")
 
 
 class TestResumeGuards:
-    def test_other_images_per_step_refused(self, tiny_dataset: Path, tmp_path: Path) -> None:
+    def test_resume_needs_the_same_setup(self, tiny_dataset: Path, tmp_path: Path) -> None:
         run = tmp_path / "run"
-        train(tiny_recipe(), data_dir=tiny_dataset, run_dir=run, device="cpu")
-        plan_training(
-            tiny_recipe(), data_dir=tiny_dataset, run_dir=run, device="cpu", resume=True
-        )  # same settings: fine
+        train(tiny_recipe(), on_cpu(tiny_dataset, run))
+        plan_training(tiny_recipe(), on_cpu(tiny_dataset, run, resume=True))  # same settings: fine
         with pytest.raises(CheckpointError, match="used 1 images per step .* would use 2"):
-            plan_training(
-                tiny_recipe("data.batch_size=2"),
-                data_dir=tiny_dataset,
-                run_dir=run,
-                device="cpu",
-                resume=True,
-            )
+            plan_training(tiny_recipe("data.batch_size=2"), on_cpu(tiny_dataset, run, resume=True))
         with pytest.raises(CheckpointError, match="train.seed = 0; resume with the same seed"):
-            plan_training(
-                tiny_recipe("train.seed=5"),
-                data_dir=tiny_dataset,
-                run_dir=run,
-                device="cpu",
-                resume=True,
-            )
+            plan_training(tiny_recipe("train.seed=5"), on_cpu(tiny_dataset, run, resume=True))
+        with pytest.raises(CheckpointError, match=r"model settings \['head_dim'\] differ"):
+            plan_training(tiny_recipe("model.head_dim=16"), on_cpu(tiny_dataset, run, resume=True))
+        # a checkpoint written before a model key existed reads it as its default
+        last = run / "checkpoints" / "last.pt"
+        ckpt = load_checkpoint(last, with_train_state=True)
+        older = {k: v for k, v in ckpt.meta.model.items() if k != "prototypes"}
+        meta = ckpt.meta.model_copy(update={"model": older})
+        save_checkpoint(last, Checkpoint(meta, ckpt.model, ckpt.train))
+        plan_training(tiny_recipe(), on_cpu(tiny_dataset, run, resume=True))
