@@ -10,7 +10,7 @@ SHELL := /bin/bash
 .SHELLFLAGS := -o pipefail -c
 QUIET_PIP := { grep -v "^WARNING: Location" || true; }
 
-.PHONY: demo test lint format install bench clean
+.PHONY: demo test docs-test lint format install bench clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +31,10 @@ demo: $(VENV)/.installed
 
 test: $(VENV)/.installed
 	$(PY) -m pytest -q
+
+# every shell example of README.md and docs/*.md, run as written (docs/doc-examples.md)
+docs-test: $(VENV)/.installed
+	$(PY) -m pytest -q -m docs tests/test_docs.py
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check sgma_cli tests benchmarks
