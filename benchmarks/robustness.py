@@ -32,7 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from sgma_cli.config.recipe import load_recipe  # noqa: E402
-from sgma_cli.engine.evaluate.job import evaluate_checkpoint  # noqa: E402
+from sgma_cli.engine.evaluate.job import EvaluateOptions, evaluate_checkpoint  # noqa: E402
 from sgma_cli.engine.prepare import PrepareOptions, prepare  # noqa: E402
 from sgma_cli.engine.sample_scene import sample  # noqa: E402
 from sgma_cli.engine.train import TrainOptions, train  # noqa: E402
@@ -84,7 +84,10 @@ def main() -> None:
                 run_dir = work / f"{name}-{seed}".replace(" ", "_")
                 result = train(recipe, TrainOptions(data_dir=data, run_dir=run_dir, device="cpu"))
                 evaluation = evaluate_checkpoint(
-                    result.last_checkpoint, data_dir=data, split=args.split, device="cpu"
+                    result.last_checkpoint,
+                    data_dir=data,
+                    split=args.split,
+                    options=EvaluateOptions(device="cpu"),
                 )
                 res = evaluation.result
                 subsets = ["+".join(s) for s in res.subsets]

@@ -36,7 +36,7 @@ from rich.table import Table
 from rich.text import Text
 
 from sgma_cli.cli.console import console, err_console, warn
-from sgma_cli.errors import CheckpointError, UsageError
+from sgma_cli.errors import UsageError
 
 if TYPE_CHECKING:
     from sgma_cli.engine.evaluate.job import CheckpointEvaluation
@@ -322,8 +322,10 @@ def command(
     ] = 0.25,
 ) -> None:
     """Evaluate a checkpoint on every modality subset."""
-    from sgma_cli.engine.evaluate.job import evaluate_checkpoint, evaluate_scene
-    from sgma_cli.engine.evaluate.report import check_out_dir, report_json, write_report
+    from sgma_cli.engine.evaluate.compare import evaluate_and_compare
+    from sgma_cli.engine.evaluate.job import EvaluateOptions
+    from sgma_cli.engine.evaluate.report import report_json
+    from sgma_cli.engine.evaluate.scene import SceneSource
     from sgma_cli.engine.subsets import subset_label
 
     if split not in ("train", "val", "test"):
@@ -334,51 +336,29 @@ def command(
         raise UsageError(
             "give either --data (tiles of a prepared split) or --scene/--labels (a whole scene)"
         )
-    if out is not None:
-        check_out_dir(out)
-    evaluations: list[CheckpointEvaluation] = []
-    for path in [checkpoint, *(compare or [])]:
-        main = evaluations[0] if evaluations else None
-        chosen = main.result.subsets if main is not None else subsets
-        with _progress_bar(f"evaluating {path.name}") as progress:
-            if scene is not None and labels is not None:
-                evaluation = evaluate_scene(
-                    path,
-                    scene,
-                    labels,
-                    subsets=chosen,
-                    window=window,
-                    overlap=overlap,
-                    batch_size=batch_size,
-                    device=device,
-                    label_field=label_field,
-                    progress=progress,
-                )
-            else:
-                evaluation = evaluate_checkpoint(
-                    path,
-                    data_dir=main.data_dir if main is not None else data,
-                    split=split,
-                    subsets=chosen,
-                    device=device,
-                    batch_size=batch_size,
-                    workers=workers,
-                    progress=progress,
-                )
-            if main is not None:
-                if evaluation.meta.class_names != main.meta.class_names:
-                    raise CheckpointError(
-                        f"classes {evaluation.meta.class_names} differ from {main.checkpoint.name}'s "
-                        f"{main.meta.class_names}; only models of the same classes can be compared",
-                        path,
-                    )
-        evaluations.append(evaluation)
+    source = None
+    if scene is not None and labels is not None:
+        source = SceneSource(scene, labels, label_field, window=window, overlap=overlap)
+    done = evaluate_and_compare(
+        checkpoint,
+        compare or [],
+        data_dir=data,
+        split=split,
+        scene=source,
+        options=EvaluateOptions(
+            subsets=subsets, device=device, batch_size=batch_size, workers=workers
+        ),
+        out=out,
+        progress_for=lambda path: _progress_bar(f"evaluating {path.name}"),
+    )
+    for evaluation in done.evaluations:
         if evaluation.skipped:
             where = "scene" if evaluation.split == "scene" else "dataset"
             warn(
-                f"{path.name}: the {where} has no {', '.join(evaluation.skipped)}; subsets using them were left out"
+                f"{evaluation.checkpoint.name}: the {where} has no "
+                f"{', '.join(evaluation.skipped)}; subsets using them were left out"
             )
-    main, others = evaluations[0], evaluations[1:]
+    main, others = done.main, list(done.others)
     if as_json:
         typer.echo(json.dumps(report_json(main, others), allow_nan=False))
     else:
@@ -386,7 +366,7 @@ def command(
         for other in others:
             _print_subsets(other)
         if others:
-            console.print(_compare_table(evaluations))
+            console.print(_compare_table(done.evaluations))
         console.print(_robustness_table(main))
         best = max(
             zip(main.result.subsets, main.result.metrics),
@@ -397,8 +377,7 @@ def command(
             f"({subset_label(best[0])}) · Last-1 {_fmt(100 * main.result.summary.last1)} mIoU %"
         )
     if out is not None:
-        files = write_report(out, main, others)
-        err_console.print(f"report written to {out}: " + ", ".join(f.name for f in files))
+        err_console.print(f"report written to {out}: " + ", ".join(f.name for f in done.report))
     elif not as_json:
         err_console.print(
             "add --out DIR for metrics.json, subsets.csv, report.md and plots", style="dim"

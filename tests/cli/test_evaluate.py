@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 from sgma_cli.cli.app import app
 from sgma_cli.config._base import read_toml
 from sgma_cli.config.checkpoint import load_checkpoint, save_checkpoint
-from sgma_cli.engine.evaluate.job import evaluate_checkpoint
+from sgma_cli.engine.evaluate.job import EvaluateOptions, evaluate_checkpoint
 from sgma_cli.errors import DatasetError
 from tests.conftest import make_tiny_checkpoint
 
@@ -75,7 +75,8 @@ class TestOutput:
         assert set(data["subsets"][0]) >= {"modalities", "miou", "mf1", "oa", "iou"}
         assert set(data["subsets"][0]["iou"]) == {"ground", "building", "tree"}
         # values in percent, equal to the engine's fractions x 100
-        ref = evaluate_checkpoint(tiny_checkpoint, data_dir=tiny_dataset, device="cpu").result
+        cpu = EvaluateOptions(device="cpu")
+        ref = evaluate_checkpoint(tiny_checkpoint, data_dir=tiny_dataset, options=cpu).result
         assert [s["miou"] for s in data["subsets"]] == [round(100 * m.miou, 4) for m in ref.metrics]
         assert data["summary"]["top1"] == round(100 * ref.summary.top1, 4)
         # 2 test tiles of 64², 4 unlabelled pixels each; sar alone misses half of tile 1
@@ -252,6 +253,29 @@ class TestErrors:
         result = _run(tiny_checkpoint, "--data", data)
         assert result.exit_code == 1
         assert "split 'test' has no tiles (splits with tiles: train (2), val (1))" in result.output
+
+    def test_compare_other_classes(
+        self, tmp_path: Path, tiny_checkpoint: Path, tiny_dataset: Path
+    ) -> None:
+        ckpt = load_checkpoint(tiny_checkpoint)
+        classes = [c.model_copy(update={"name": f"c{i}"}) for i, c in enumerate(ckpt.meta.classes)]
+        ckpt.meta = ckpt.meta.model_copy(update={"classes": classes})
+        other = save_checkpoint(tmp_path / "renamed.pt", ckpt)
+        out = tmp_path / "never"
+        result = _run(
+            tiny_checkpoint,
+            "--data",
+            tiny_dataset,
+            "--compare",
+            other,
+            "--out",
+            out,
+            "--device",
+            "cpu",
+        )
+        assert result.exit_code == 1
+        assert f"{other}: classes ['c0', 'c1', 'c2'] differ from tiny.pt's" in result.output
+        assert len(result.output.strip().splitlines()) == 1 and not out.exists()
 
     def test_out_is_a_file(self, tmp_path: Path, tiny_checkpoint: Path, tiny_dataset: Path) -> None:
         out = tmp_path / "file.txt"

@@ -1,9 +1,11 @@
-"""The ``sgma evaluate`` jobs: a checkpoint on a prepared split, or on a whole scene.
+"""The ``sgma evaluate`` tile job: a checkpoint on every modality subset of a prepared split.
 
-Both check that the data fits the checkpoint (classes, sensors, bands), pick the
-modality subsets, and score every subset with
-:func:`~sgma_cli.engine.evaluate.scoring.evaluate_subsets` (tiles) or through
-``sgma predict``'s sliding windows (scenes). :mod:`sgma_cli.engine.evaluate.report` renders the result.
+It checks that the dataset fits the checkpoint (classes, sensors, bands), picks the
+modality subsets (:func:`~sgma_cli.engine.subsets.select_subsets`) and scores them with
+:func:`~sgma_cli.engine.evaluate.scoring.evaluate_subsets`. The options and the result
+type are shared with the scene job (:mod:`sgma_cli.engine.evaluate.scene`);
+:mod:`sgma_cli.engine.evaluate.compare` runs either job for ``sgma evaluate`` and
+:mod:`sgma_cli.engine.evaluate.report` renders the result.
 """
 
 from __future__ import annotations
@@ -13,7 +15,6 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import torch
 from torch.utils.data import DataLoader
@@ -21,39 +22,70 @@ from torch.utils.data import DataLoader
 from sgma_cli.config.checkpoint import CheckpointMeta
 from sgma_cli.config.dataset import DatasetManifest, load_manifest
 from sgma_cli.data.tile_dataset import TileDataset
-from sgma_cli.engine.device import autocast, resolve_device
-from sgma_cli.engine.evaluate.scoring import (
-    Progress,
-    SubsetEvaluation,
-    accumulate_robustness,
-    evaluate_subsets,
-)
-from sgma_cli.engine.metrics import confusion_matrix
-from sgma_cli.engine.subsets import all_subsets, parse_subsets
+from sgma_cli.engine.device import resolve_device
+from sgma_cli.engine.evaluate.scoring import Progress, SubsetEvaluation, evaluate_subsets
+from sgma_cli.engine.subsets import select_subsets, subset_label
 from sgma_cli.engine.weights import load_model
 from sgma_cli.errors import CheckpointError, DatasetError, UsageError
+from sgma_cli.model.sgma import SGMA
 
 __all__ = [
+    "EvaluateOptions",
     "CheckpointEvaluation",
     "recipe_data_dir",
     "check_compatible",
+    "check_comparable",
+    "load_for_evaluation",
     "evaluate_checkpoint",
-    "evaluate_scene",
 ]
 
 
 @dataclass(frozen=True)
+class EvaluateOptions:
+    """How an evaluation runs; shared by the tile and the scene job.
+
+    Attributes:
+        subsets: ``"all"``, ``"rgb,dsm;rgb"`` or name tuples
+            (:func:`~sgma_cli.engine.subsets.select_subsets`).
+        device: ``auto``, ``cpu``, ``cuda``, ``cuda:N`` or a ``torch.device``.
+        batch_size: tiles or windows per batch.
+        workers: DataLoader worker processes for tiles (default: 0 on CPU, up to 4 on
+            CUDA); a scene is read by one background thread whatever this says.
+        precision: ``auto`` (bf16 on CUDA), ``bf16`` or ``fp32``.
+
+    Raises:
+        UsageError: ``batch_size`` below 1 or negative ``workers``.
+    """
+
+    subsets: str | Sequence[Sequence[str]] = "all"
+    device: str | torch.device = "auto"
+    batch_size: int = 8
+    workers: int | None = None
+    precision: str = "auto"
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1:
+            raise UsageError(f"--batch-size {self.batch_size}: give 1 or more")
+        if self.workers is not None and self.workers < 0:
+            raise UsageError(f"--workers {self.workers}: give 0 or more")
+
+    def torch_device(self) -> torch.device:
+        """The device to run on (raises DeviceError for one this machine lacks)."""
+        return self.device if isinstance(self.device, torch.device) else resolve_device(self.device)
+
+
+@dataclass(frozen=True)
 class CheckpointEvaluation:
-    """One checkpoint evaluated on one split: what ``sgma evaluate`` reports.
+    """One checkpoint evaluated on one split or scene: what ``sgma evaluate`` reports.
 
     Attributes:
         checkpoint: the checkpoint file.
         meta: its metadata (class names, modalities, recipe).
-        data_dir: the prepared dataset used.
-        split: the split evaluated.
-        tiles: number of tiles.
+        data_dir: the prepared dataset or the scene folder used.
+        split: the split evaluated, or ``"scene"``.
+        tiles: number of tiles (or windows of a scene).
         result: confusion matrices, metrics and robustness per subset.
-        skipped: model modalities the dataset lacks (subsets using them were left out).
+        skipped: model modalities the data lacks (subsets using them were left out).
         seconds: wall time of the evaluation loop.
     """
 
@@ -68,7 +100,7 @@ class CheckpointEvaluation:
 
 
 def recipe_data_dir(meta: CheckpointMeta, checkpoint: Path) -> Path | None:
-    """The dataset the checkpoint was trained on (``meta.recipe["data"]["dir"]``) if it still exists.
+    """The dataset the checkpoint was trained on (``recipe["data"]["dir"]``) if it still exists.
 
     Relative paths are tried from the current folder, then from the checkpoint's folder.
     """
@@ -96,8 +128,9 @@ def check_compatible(
     """
     if manifest.class_names != meta.class_names:
         raise DatasetError(
-            f"classes {manifest.class_names} do not match the checkpoint's {meta.class_names} ({checkpoint}); "
-            "evaluate on a dataset prepared with the same classes in the same order",
+            f"classes {manifest.class_names} do not match the checkpoint's {meta.class_names} "
+            f"({checkpoint}); evaluate on a dataset prepared with the same classes in the "
+            "same order",
             data_dir,
         )
     present = set(manifest.modality_names)
@@ -118,27 +151,43 @@ def check_compatible(
     return missing
 
 
-def _select_subsets(
-    text: str, meta: CheckpointMeta, missing: Sequence[str], data_dir: Path
-) -> list[tuple[str, ...]]:
-    """Parse ``--subsets`` against the model; ``all`` leaves out subsets the dataset cannot feed."""
-    names = meta.modality_names
-    if text.strip().lower() == "all":
-        return all_subsets([n for n in names if n not in missing])
-    subsets = parse_subsets(text, names)
-    for s in subsets:
-        lacking = [n for n in s if n in missing]
-        if lacking:
-            raise DatasetError(
-                f"subset {'+'.join(s)} needs {lacking}, which this dataset does not have", data_dir
+def check_comparable(meta: CheckpointMeta, like: CheckpointEvaluation, checkpoint: Path) -> None:
+    """Check that ``checkpoint`` can be scored like ``like``: same classes, its subsets' sensors.
+
+    Raises:
+        CheckpointError: other classes, or a modality of ``like``'s subsets this model lacks.
+    """
+    if meta.class_names != like.meta.class_names:
+        raise CheckpointError(
+            f"classes {meta.class_names} differ from {like.checkpoint.name}'s "
+            f"{like.meta.class_names}; only models of the same classes can be compared",
+            checkpoint,
+        )
+    for s in like.result.subsets:
+        if any(n not in meta.modality_names for n in s):
+            raise CheckpointError(
+                f"subset {subset_label(s)} uses modalities this model does not know "
+                f"({meta.modality_names})",
+                checkpoint,
             )
-    return subsets
+
+
+def load_for_evaluation(
+    checkpoint: Path, options: EvaluateOptions, like: CheckpointEvaluation | None = None
+) -> tuple[SGMA, CheckpointMeta, torch.device]:
+    """The model in eval mode on the options' device, its metadata, and that device.
+
+    With ``like``, the checkpoint must be comparable with it (:func:`check_comparable`).
+    """
+    device = options.torch_device()
+    model, meta = load_model(checkpoint, device)
+    if like is not None:
+        check_comparable(meta, like, checkpoint)
+    return model, meta, device
 
 
 def _workers(workers: int | None, device: torch.device) -> int:
     if workers is not None:
-        if workers < 0:
-            raise UsageError(f"--workers {workers}: give 0 or more")
         return workers
     return 0 if device.type == "cpu" else min(4, os.cpu_count() or 1)
 
@@ -148,12 +197,9 @@ def evaluate_checkpoint(
     *,
     data_dir: Path | None = None,
     split: str = "test",
-    subsets: str | Sequence[tuple[str, ...]] = "all",
-    device: str | torch.device = "auto",
-    batch_size: int = 8,
-    workers: int | None = None,
-    precision: str = "auto",
+    options: EvaluateOptions | None = None,
     progress: Progress | None = None,
+    like: CheckpointEvaluation | None = None,
 ) -> CheckpointEvaluation:
     """Evaluate a checkpoint on every requested modality subset of a prepared split.
 
@@ -161,23 +207,21 @@ def evaluate_checkpoint(
         checkpoint: an sgma checkpoint.
         data_dir: the prepared dataset (default: the one in the checkpoint's recipe).
         split: ``train``, ``val`` or ``test``.
-        subsets: ``"all"``, ``"rgb,dsm;rgb"`` or a list of name tuples.
-        device: ``auto``, ``cpu``, ``cuda``, ``cuda:N`` or a ``torch.device``.
-        batch_size: tiles per batch.
-        workers: DataLoader worker processes (default: 0 on CPU, up to 4 on CUDA).
-        precision: ``auto`` (bf16 on CUDA), ``bf16`` or ``fp32``.
+        options: subsets, device, batch size, workers, precision (default: all subsets,
+            ``auto`` device, 8 tiles per batch).
         progress: ``progress(done_batches, total_batches)``.
+        like: an evaluation to compare with: its dataset and subsets are used instead of
+            ``data_dir`` and ``options.subsets``, and the classes must match.
 
     Raises:
-        CheckpointError: unreadable or foreign checkpoint.
+        CheckpointError: unreadable or foreign checkpoint, or not comparable with ``like``.
         DatasetError: no/invalid dataset, classes or modalities not matching, empty split.
-        UsageError: no ``--data`` and none recorded in the checkpoint, bad options.
+        UsageError: no ``data_dir`` and none recorded in the checkpoint, bad options.
     """
-    checkpoint = Path(checkpoint)
-    if batch_size < 1:
-        raise UsageError(f"--batch-size {batch_size}: give 1 or more")
-    dev = device if isinstance(device, torch.device) else resolve_device(device)
-    model, meta = load_model(checkpoint, dev)
+    checkpoint, options = Path(checkpoint), options or EvaluateOptions()
+    model, meta, dev = load_for_evaluation(checkpoint, options, like)
+    if like is not None:
+        data_dir = like.data_dir
     if data_dir is None:
         data_dir = recipe_data_dir(meta, checkpoint)
         if data_dir is None:
@@ -188,21 +232,8 @@ def evaluate_checkpoint(
     data_dir = Path(data_dir)
     manifest = load_manifest(data_dir)
     missing = check_compatible(manifest, meta, data_dir, checkpoint)
-    if isinstance(subsets, str):
-        chosen = _select_subsets(subsets, meta, missing, data_dir)
-    else:
-        chosen = [tuple(s) for s in subsets]
-        for s in chosen:
-            if any(n not in meta.modality_names for n in s):
-                raise CheckpointError(
-                    f"subset {'+'.join(s)} uses modalities this model does not know ({meta.modality_names})",
-                    checkpoint,
-                )
-            if any(n in missing for n in s):
-                raise DatasetError(
-                    f"subset {'+'.join(s)} needs {[n for n in s if n in missing]}, which this dataset does not have",
-                    data_dir,
-                )
+    requested = options.subsets if like is None else like.result.subsets
+    chosen = select_subsets(requested, meta.modality_names, missing, data_dir)
     loaded = [n for n in meta.modality_names if n not in missing]
     stats = {m.name: (m.mean, m.std) for m in meta.modalities if m.name in loaded}
     dataset = TileDataset(data_dir, split, modalities=loaded, stats=stats, manifest=manifest)
@@ -214,9 +245,9 @@ def evaluate_checkpoint(
         )
     loader = DataLoader(
         dataset,
-        batch_size=batch_size,
+        batch_size=options.batch_size,
         shuffle=False,
-        num_workers=_workers(workers, dev),
+        num_workers=_workers(options.workers, dev),
         pin_memory=dev.type == "cuda",
     )
     start = time.perf_counter()
@@ -226,7 +257,7 @@ def evaluate_checkpoint(
         chosen,
         device=dev,
         ignore_index=manifest.ignore_index,
-        precision=precision,
+        precision=options.precision,
         progress=progress,
     )
     return CheckpointEvaluation(
@@ -235,151 +266,6 @@ def evaluate_checkpoint(
         data_dir=data_dir,
         split=split,
         tiles=len(dataset),
-        result=result,
-        skipped=tuple(missing),
-        seconds=time.perf_counter() - start,
-    )
-
-
-# ------------------------------------------------------------------ whole scenes (predict's path)
-def _label_reader(
-    labels: Path, meta: CheckpointMeta, grid: Any, scene_name: str, label_field: str
-) -> Any:
-    """A :class:`~sgma_cli.data.labels.LabelReader` mapping ``labels`` onto the checkpoint's classes."""
-    from sgma_cli.data.labels import LabelReader, label_source_for, resolve_classes, scan_values
-
-    palette = [(c.name, tuple(c.color)) for c in meta.classes]
-    source = label_source_for(Path(labels), label_field, palette)  # type: ignore[arg-type]
-    kind, values, _ = scan_values(source)
-    mapping = resolve_classes(
-        kind, values, palette, {meta.ignore_index} if kind == "index" else set(), Path(labels)
-    )  # type: ignore[arg-type]
-    return LabelReader(
-        source, grid, mapping, kind, scene=scene_name, ignore_index=meta.ignore_index
-    )
-
-
-def evaluate_scene(
-    checkpoint: Path,
-    scene_dir: Path,
-    labels: Path,
-    *,
-    subsets: str | Sequence[tuple[str, ...]] = "all",
-    window: int | None = None,
-    overlap: float = 0.25,
-    batch_size: int = 8,
-    device: str | torch.device = "auto",
-    precision: str = "auto",
-    label_field: str = "class",
-    progress: Progress | None = None,
-) -> CheckpointEvaluation:
-    """Evaluate every subset on a whole scene through ``predict``'s sliding-window path.
-
-    The scene is read window by window on the reference grid exactly as ``sgma predict``
-    reads it (:func:`sgma_cli.engine.predict.inference.read_batches`, same windows, normalisation
-    and blend weights). Each batch of windows is encoded once; per subset the class
-    probabilities are blended over overlapping windows (pixels that no sensor of the
-    subset saw get no weight), and every finished band of rows is compared with the
-    labels read on the same grid. Memory: one band of rows of ``K`` floats per subset.
-
-    Args:
-        checkpoint: an sgma checkpoint.
-        scene_dir: folder of ``<modality>.tif`` files (``sgma sample`` layout).
-        labels: colour or class-index raster, or polygons (``label_field``) of the scene.
-        subsets: ``"all"`` (subsets of the sensors found), ``"rgb,dsm;rgb"`` or tuples.
-        window: window side (default: the checkpoint's tile size, as ``predict``).
-        overlap: window overlap fraction.
-        batch_size: windows per batch.
-        device: ``auto``, ``cpu``, ``cuda`` ...
-        precision: ``auto``, ``bf16`` or ``fp32``.
-        label_field: class attribute of vector labels.
-        progress: ``progress(done_batches, total_batches)``.
-    """
-    from rasterio.windows import Window
-
-    from sgma_cli.data.scene import find_sensor_files, open_scene
-    from sgma_cli.data.window_grid import RowAccumulator, blend_weights, window_grid
-    from sgma_cli.engine.predict.inference import batches_of, read_batches
-    from sgma_cli.engine.predict.job import default_window
-
-    checkpoint, scene_dir = Path(checkpoint), Path(scene_dir)
-    dev = device if isinstance(device, torch.device) else resolve_device(device)
-    model, meta = load_model(checkpoint, dev)
-    names = meta.modality_names
-    files = find_sensor_files(scene_dir, names)
-    scene = open_scene(
-        files,
-        {m.name: m.bands for m in meta.modalities},
-        resolution=meta.resolution[0] if meta.resolution else None,
-        resolution_crs=meta.crs,
-    )
-    missing = [n for n in names if n not in scene.names]
-    if isinstance(subsets, str):
-        chosen = _select_subsets(subsets, meta, missing, scene_dir)
-    else:
-        chosen = [tuple(s) for s in subsets]
-        lacking = sorted({n for s in chosen for n in s if n in missing})
-        if lacking:
-            raise DatasetError(f"subsets need {lacking}, which this scene does not have", scene_dir)
-    size = window or default_window(meta)
-    try:
-        windows = window_grid(scene.grid.height, scene.grid.width, size, overlap)
-    except ValueError as err:
-        raise UsageError(f"--window/--overlap: {err}") from None
-    batches = batches_of(windows, batch_size)
-    reader = _label_reader(labels, meta, scene.grid, scene_dir.name, label_field)
-    K, S, M = model.num_classes, len(model.channels), len(names)
-    H, W = scene.grid.height, scene.grid.width
-    accs = [RowAccumulator(H, W, K, windows) for _ in chosen]
-    weight = blend_weights(size)
-    confusion = [torch.zeros(K, K, dtype=torch.int64) for _ in chosen]
-    rsum = torch.zeros(S, M, dtype=torch.float64, device=dev)
-    rcount = torch.zeros(S, M, dtype=torch.float64, device=dev)
-    full = tuple(n for n in names if n in scene.names)
-    start = time.perf_counter()
-    try:
-        with torch.no_grad():
-            for step, batch in enumerate(read_batches(scene, meta, batches), start=1):
-                images = {n: torch.from_numpy(a).to(dev) for n, a in batch.images.items()}
-                mask = torch.from_numpy(batch.mask).to(dev)
-                with autocast(dev, precision):
-                    enc = model.encode(images, mask)
-                    if full not in chosen:
-                        accumulate_robustness(model.fuse(enc, list(full)), enc, rsum, rcount)
-                for acc, subset in zip(accs, chosen):
-                    with autocast(dev, precision):
-                        fused = model.fuse(enc, list(subset))
-                        (logits,) = model.decode([fused], enc.image_size)
-                    if subset == full:
-                        accumulate_robustness(fused, enc, rsum, rcount)
-                    probs = logits.float().softmax(1).cpu().numpy()
-                    valid = fused.valid.cpu().numpy()
-                    for b, w in enumerate(batch.windows):
-                        acc.add(w, probs[b], weight * valid[b])
-                while True:
-                    done = [acc.pop_finished() for acc in accs]
-                    if done[0] is None:
-                        break
-                    row, _, weights0 = done[0]  # type: ignore[misc]
-                    reference = torch.from_numpy(
-                        reader.read(Window(0, row, W, weights0.shape[0])).astype("int64")
-                    )
-                    for j, (_, sums, weights) in enumerate(done):  # type: ignore[misc]
-                        pred = torch.from_numpy(sums.argmax(0))
-                        confusion[j] += confusion_matrix(
-                            pred, reference, K, meta.ignore_index, torch.from_numpy(weights > 0)
-                        )
-                if progress is not None:
-                    progress(step, len(batches))
-    finally:
-        reader.close()
-    result = SubsetEvaluation.from_counts(chosen, names, confusion, rsum, rcount)
-    return CheckpointEvaluation(
-        checkpoint=checkpoint,
-        meta=meta,
-        data_dir=scene_dir,
-        split="scene",
-        tiles=len(windows),
         result=result,
         skipped=tuple(missing),
         seconds=time.perf_counter() - start,

@@ -79,7 +79,7 @@ def scale_labels(count: int) -> list[str]:
 
 
 def checkpoint_names(evaluations: Sequence[CheckpointEvaluation]) -> list[str]:
-    """Short distinct names: file stems; the path as given where stems repeat; ``#n`` for repeats."""
+    """Short distinct names: file stems; the path as given where stems repeat; ``#n`` if equal."""
     stems = [e.checkpoint.stem for e in evaluations]
     names = [
         str(e.checkpoint) if stems.count(stem) > 1 else stem for e, stem in zip(evaluations, stems)
@@ -195,7 +195,7 @@ def _delta(a: float | None, b: float | None) -> float | None:
 def report_json(
     main: CheckpointEvaluation, others: Sequence[CheckpointEvaluation] = ()
 ) -> dict[str, Any]:
-    """``metrics.json`` for ``main``, with ``compare`` and ``delta`` (main minus other) when given others."""
+    """``metrics.json`` for ``main``; with others, ``compare`` and ``delta`` (main minus other)."""
     out = evaluation_json(main)
     if not others:
         return out
@@ -322,7 +322,8 @@ def _markdown(evaluations: Sequence[CheckpointEvaluation], plots: dict[str, str]
         f"- scene: `{main.data_dir}`, {main.tiles} sliding windows (as `sgma predict`)"
         if main.split == "scene"
         else f"- dataset: `{main.data_dir}`, split **{main.split}**, {main.tiles} tiles",
-        f"- classes: {', '.join(classes)}; modalities: {', '.join(f'{short[m]} = {m}' for m in modalities)}",
+        f"- classes: {', '.join(classes)}; "
+        f"modalities: {', '.join(f'{short[m]} = {m}' for m in modalities)}",
         "- metrics in %, from one confusion matrix per subset over the whole split; pixels that no "
         "sensor of the subset saw, and unlabelled pixels, are not scored",
     ]
@@ -347,7 +348,8 @@ def _markdown(evaluations: Sequence[CheckpointEvaluation], plots: dict[str, str]
         "",
         *_markdown_table(header, body),
         "",
-        f"Top-1: {subset_label(best.subset)} ({_fmt(best.miou)}); Last-1: {subset_label(worst.subset)} ({_fmt(worst.miou)}).",
+        f"Top-1: {subset_label(best.subset)} ({_fmt(best.miou)}); "
+        f"Last-1: {subset_label(worst.subset)} ({_fmt(worst.miou)}).",
         "",
     ]
     f1_header = [short[m] for m in modalities] + [f"F1 {c}" for c in classes]
@@ -365,7 +367,8 @@ def _markdown(evaluations: Sequence[CheckpointEvaluation], plots: dict[str, str]
         "## Robustness weights",
         "",
         "Mean RP attention weight r_m per modality and scale with all modalities present, over the "
-        "cells each modality saw (weights sum to 1 over the modalities at a cell; higher = the model leans on it).",
+        "cells each modality saw (weights sum to 1 over the modalities at a cell; higher = the "
+        "model leans on it).",
         "",
         *_markdown_table(["modality", *scales], r_rows),
         "",

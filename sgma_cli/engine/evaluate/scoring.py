@@ -4,11 +4,13 @@ Paper Sec. IV-A3 reports mIoU and F1 for each of the 2^M - 1 non-empty modality 
 and their Average / Top-1 / Last-1. Running the model once per subset would cost
 ``M * 2^(M-1)`` backbone passes; instead each batch is encoded once
 (:meth:`SGMA.encode`: stems, shared backbone, subset-independent fusion work) and every
-subset is only :meth:`SGMA.fuse` + head (on CUDA several subsets per head call). The confusion
-matrices are identical to feeding each subset on its own (tests/engine/test_subset_evaluation.py).
+subset is only :meth:`SGMA.fuse` + head (on CUDA several subsets per head call). The
+confusion matrices are identical to feeding each subset on its own
+(tests/engine/evaluate/test_scoring.py).
 
-:func:`evaluate_subsets` is used by ``sgma evaluate`` (:mod:`sgma_cli.engine.evaluate.job`) and
-by the training loop's validation.
+:class:`SubsetScorer` is that step, written once. :func:`evaluate_subsets` runs it over
+tiles, for ``sgma evaluate --data`` (:mod:`sgma_cli.engine.evaluate.job`) and the training
+loop's validation; :mod:`sgma_cli.engine.evaluate.scene` runs it over a scene's windows.
 
 Distributed use: every rank calls :func:`evaluate_subsets` on its shard, then
 :meth:`SubsetEvaluation.all_reduce` sums the counts over ranks and recomputes the metrics
@@ -19,7 +21,7 @@ Distributed use: every rank calls :func:`evaluate_subsets` on its shard, then
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,12 +32,15 @@ from torch import Tensor
 
 from sgma_cli.engine.device import autocast
 from sgma_cli.engine.metrics import SegmentationMetrics, SubsetSummary, confusion_matrix, summarize
+from sgma_cli.engine.subsets import select_subsets
 from sgma_cli.model.availability import downsample_availability
 from sgma_cli.model.outputs import Encoded, Fused
 from sgma_cli.model.sgma import SGMA
 
 __all__ = [
     "SubsetEvaluation",
+    "SubsetOutput",
+    "SubsetScorer",
     "evaluate_subsets",
     "decode_group_size",
     "accumulate_robustness",
@@ -212,7 +217,8 @@ def _model_mask(batch_mask: Tensor | None, images: Mapping[str, Tensor], model: 
         full[:, [names.index(n) for n in given]] = batch_mask
         return full
     raise ValueError(
-        f"mask has {batch_mask.shape[1]} bands; expected {len(names)} (model modalities) or {len(given)} (given images)"
+        f"mask has {batch_mask.shape[1]} bands; expected {len(names)} (model modalities) "
+        f"or {len(given)} (given images)"
     )
 
 
@@ -224,6 +230,137 @@ def accumulate_robustness(fused: Fused, enc: Encoded, rsum: Tensor, rcount: Tens
         weights = r[:, idx].float() * seen
         rsum[i, idx] += weights.sum(dim=(0, 2, 3)).double()
         rcount[i, idx] += seen.sum(dim=(0, 2, 3)).double()
+
+
+@dataclass(frozen=True)
+class SubsetOutput:
+    """The model's output for one subset of one batch (see :meth:`SubsetScorer.outputs`).
+
+    Attributes:
+        index: position of the subset in :attr:`SubsetScorer.subsets`.
+        logits: ``(B, K, H, W)`` at the size of the given images.
+        valid: bool ``(B, H, W)``: pixels at least one sensor of the subset saw.
+    """
+
+    index: int
+    logits: Tensor
+    valid: Tensor
+
+
+class SubsetScorer:
+    """The one evaluation step: encode a batch once, score every subset, keep the counts.
+
+    Tile evaluation (:func:`evaluate_subsets`, also training's validation) and whole-scene
+    evaluation (:func:`sgma_cli.engine.evaluate.scene.evaluate_scene`) both run their
+    batches through :meth:`outputs`: one :meth:`SGMA.encode` per batch, then per subset
+    only :meth:`SGMA.fuse` + head, several subsets per head call when
+    ``max_decode_group`` allows. The robustness weights of the all-encoded-modalities
+    subset are added on the way. Tiles are scored at once (:meth:`score`); a scene first
+    blends overlapping windows and scores finished rows with :meth:`add`.
+
+    Args:
+        model: the model on ``device``, in eval mode; call under ``torch.no_grad``.
+        subsets: modality subsets (checked by :func:`~sgma_cli.engine.subsets.select_subsets`).
+        device: where the model lives.
+        ignore_index: reference value that is not scored.
+        precision: ``auto`` (bf16 autocast on CUDA), ``bf16`` or ``fp32``.
+        max_decode_group: subsets per head call. Default: on CUDA as many as
+            :data:`DECODE_BUDGET_BYTES` allows (fewer, larger kernels); on the CPU one,
+            since packing only adds copies there (measured ~4 % slower).
+    """
+
+    def __init__(
+        self,
+        model: SGMA,
+        subsets: Sequence[Sequence[str]],
+        *,
+        device: torch.device,
+        ignore_index: int = 255,
+        precision: str = "auto",
+        max_decode_group: int | None = None,
+    ) -> None:
+        self.model, self.device, self.precision = model, device, precision
+        self.ignore_index, self.max_decode_group = ignore_index, max_decode_group
+        self.subsets = select_subsets(subsets, model.modality_names)
+        K, S, M = model.num_classes, len(model.channels), len(model.modality_names)
+        self.confusion = [torch.zeros(K, K, dtype=torch.int64) for _ in self.subsets]
+        self.rsum = torch.zeros(S, M, dtype=torch.float64, device=device)
+        self.rcount = torch.zeros(S, M, dtype=torch.float64, device=device)
+
+    def _group(self, batch: int, enc: Encoded) -> int:
+        if self.max_decode_group:
+            return self.max_decode_group
+        if self.device.type == "cpu":
+            return 1
+        return decode_group_size(batch, *enc.image_size, _head_dim(self.model), len(self.subsets))
+
+    @torch.no_grad()
+    def outputs(self, images: dict[str, Tensor], mask: Tensor) -> Iterator[SubsetOutput]:
+        """Encode one batch once and yield every subset's logits; add the robustness weights.
+
+        Args:
+            images: ``{name: (B, bands, H, W)}`` on the device: the model modalities of
+                the batch. Sizes that are not multiples of 32 are padded (as unseen) and
+                the outputs cropped back.
+            mask: bool ``(B, M, H, W)`` availability over all model modalities.
+
+        Iterate to the end: when no subset uses every encoded modality, their robustness
+        weights are added after the last subset.
+        """
+        model, names = self.model, self.model.modality_names
+        missing = sorted({n for s in self.subsets for n in s} - set(images))
+        if missing:
+            raise ValueError(f"subsets use {missing}, which the batches do not contain")
+        B, H, W = mask.shape[0], *mask.shape[-2:]
+        images, mask = _pad_to_multiple(images, mask)
+        with autocast(self.device, self.precision):
+            enc = model.encode(images, mask)
+        full = tuple(names[i] for i in enc.modalities)
+        seen_full = False
+        group = self._group(B, enc)
+        for start in range(0, len(self.subsets), group):
+            chunk = range(start, min(start + group, len(self.subsets)))
+            with autocast(self.device, self.precision):
+                fused = [model.fuse(enc, list(self.subsets[j])) for j in chunk]
+                logits = model.decode(fused, enc.image_size)
+            for j, f, lg in zip(chunk, fused, logits):
+                if self.subsets[j] == full and not seen_full:
+                    accumulate_robustness(f, enc, self.rsum, self.rcount)
+                    seen_full = True
+                yield SubsetOutput(j, lg[:, :, :H, :W], f.valid[:, :H, :W])
+        if not seen_full:
+            with autocast(self.device, self.precision):
+                accumulate_robustness(model.fuse(enc, None), enc, self.rsum, self.rcount)
+
+    def add(self, index: int, pred: Tensor, reference: Tensor, valid: Tensor) -> None:
+        """Count predicted against reference classes of subset ``index`` where ``valid``."""
+        K = self.model.num_classes
+        self.confusion[index] += confusion_matrix(pred, reference, K, self.ignore_index, valid)
+
+    def score(self, images: dict[str, Tensor], mask: Tensor, label: Tensor) -> None:
+        """Count one batch of tiles for every subset; ``label`` int64 ``(B, H, W)``."""
+        for out in self.outputs(images, mask):
+            self.add(out.index, out.logits.argmax(dim=1), label, out.valid)
+
+    def result(self) -> SubsetEvaluation:
+        """The counts so far as confusion matrices, metrics and robustness."""
+        return SubsetEvaluation.from_counts(
+            self.subsets, self.model.modality_names, self.confusion, self.rsum, self.rcount
+        )
+
+
+def _tile_inputs(
+    batch: Mapping[str, Any], model: SGMA, device: torch.device
+) -> tuple[dict[str, Tensor], Tensor, Tensor]:
+    """A collated batch of tiles -> images of model modalities, full mask, label on ``device``."""
+    names = model.modality_names
+    images = {
+        n: x.to(device, non_blocking=True).float() for n, x in batch["image"].items() if n in names
+    }
+    if not images:
+        raise ValueError(f"batch has none of the model's modalities {list(names)}")
+    mask = _model_mask(batch.get("mask"), images, model)
+    return images, mask, batch["label"].to(device, non_blocking=True)
 
 
 @torch.no_grad()
@@ -238,7 +375,7 @@ def evaluate_subsets(
     progress: Progress | None = None,
     max_decode_group: int | None = None,
 ) -> SubsetEvaluation:
-    """Confusion matrices of every subset over a loader, one encode per batch.
+    """Confusion matrices of every subset over a loader of tiles, one encode per batch.
 
     Args:
         model: the model, already on ``device`` (a DDP model: pass ``.module``). It runs
@@ -254,75 +391,28 @@ def evaluate_subsets(
             (``Fused.valid`` False) are not scored either.
         precision: ``auto`` (bf16 autocast on CUDA), ``bf16`` or ``fp32``.
         progress: ``progress(done_batches, total_batches)`` after each batch.
-        max_decode_group: subsets per head call. Default: on CUDA as many as
-            :data:`DECODE_BUDGET_BYTES` allows (fewer, larger kernels); on the CPU one,
-            since packing only adds copies there (measured ~4 % slower).
+        max_decode_group: subsets per head call (see :class:`SubsetScorer`).
 
     Returns:
         A :class:`SubsetEvaluation`; robustness comes from the all-encoded-modalities
         subset.
     """
-    subsets = [tuple(s) for s in subsets]
-    if not subsets:
-        raise ValueError("no subset to evaluate")
-    names = model.modality_names
-    for s in subsets:
-        unknown = [n for n in s if n not in names]
-        if unknown or not s:
-            raise ValueError(
-                f"subset {list(s)} names unknown modalities {unknown}; the model knows {list(names)}"
-            )
-    K, S, M = model.num_classes, len(model.channels), len(names)
-    confusion = [torch.zeros(K, K, dtype=torch.int64) for _ in subsets]
-    rsum = torch.zeros(S, M, dtype=torch.float64, device=device)
-    rcount = torch.zeros(S, M, dtype=torch.float64, device=device)
+    scorer = SubsetScorer(
+        model,
+        subsets,
+        device=device,
+        ignore_index=ignore_index,
+        precision=precision,
+        max_decode_group=max_decode_group,
+    )
     total = len(loader) if hasattr(loader, "__len__") else 0  # type: ignore[arg-type]
     was_training = model.training
     model.eval()
     try:
         for step, batch in enumerate(loader, start=1):
-            images = {
-                n: x.to(device, non_blocking=True).float()
-                for n, x in batch["image"].items()
-                if n in names
-            }
-            if not images:
-                raise ValueError(f"batch has none of the model's modalities {list(names)}")
-            missing = sorted({n for s in subsets for n in s} - set(images))
-            if missing:
-                raise ValueError(f"subsets use {missing}, which the batches do not contain")
-            mask = _model_mask(batch.get("mask"), images, model)
-            label = batch["label"].to(device, non_blocking=True)
-            H, W = label.shape[-2:]
-            images, mask = _pad_to_multiple(images, mask)
-            with autocast(device, precision):
-                enc = model.encode(images, mask)
-            B = label.shape[0]
-            group = max_decode_group or (
-                1
-                if device.type == "cpu"
-                else decode_group_size(B, *enc.image_size, _head_dim(model), len(subsets))
-            )
-            full = tuple(names[i] for i in enc.modalities)
-            seen_full = False
-            for start in range(0, len(subsets), group):
-                chunk = list(range(start, min(start + group, len(subsets))))
-                with autocast(device, precision):
-                    fused = [model.fuse(enc, list(subsets[j])) for j in chunk]
-                    logits = model.decode(fused, enc.image_size)
-                for j, f, lg in zip(chunk, fused, logits):
-                    pred = lg[:, :, :H, :W].argmax(dim=1)
-                    confusion[j] += confusion_matrix(
-                        pred, label, K, ignore_index, f.valid[:, :H, :W]
-                    )
-                    if subsets[j] == full and not seen_full:
-                        accumulate_robustness(f, enc, rsum, rcount)
-                        seen_full = True
-            if not seen_full:
-                with autocast(device, precision):
-                    accumulate_robustness(model.fuse(enc, None), enc, rsum, rcount)
+            scorer.score(*_tile_inputs(batch, model, device))
             if progress is not None:
                 progress(step, total)
     finally:
         model.train(was_training)
-    return SubsetEvaluation.from_counts(subsets, names, confusion, rsum, rcount)
+    return scorer.result()

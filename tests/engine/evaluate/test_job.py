@@ -1,4 +1,4 @@
-"""The ``sgma evaluate`` scene job: whole scenes through predict's sliding windows."""
+"""The ``sgma evaluate`` tile job: options, the dataset checks, scoring like another evaluation."""
 
 from __future__ import annotations
 
@@ -6,115 +6,91 @@ from pathlib import Path
 
 import pytest
 import torch
-import torch.nn.functional as F
+from torch.utils.data import DataLoader
 
-from sgma_cli.config.checkpoint import load_checkpoint
-from sgma_cli.engine.metrics import confusion_matrix
-from sgma_cli.engine.subsets import all_subsets
+from sgma_cli.data.tile_dataset import TileDataset
+from sgma_cli.engine.evaluate.job import (
+    CheckpointEvaluation,
+    EvaluateOptions,
+    check_comparable,
+    evaluate_checkpoint,
+)
+from sgma_cli.engine.evaluate.scoring import evaluate_subsets
 from sgma_cli.engine.weights import load_model
+from sgma_cli.errors import CheckpointError, UsageError
 from tests.conftest import make_tiny_checkpoint
 
-SUBSETS = all_subsets(["rgb", "dsm", "sar"])
+CPU_OPTIONS = EvaluateOptions(device="cpu", batch_size=2)
 
 
-class TestScene:
-    """Whole scenes through predict's sliding windows: every subset equals ``predict_scene`` on that subset."""
+class TestEvaluateOptions:
+    @pytest.mark.parametrize(
+        ("kwargs", "message"),
+        [
+            ({"batch_size": 0}, "--batch-size 0: give 1 or more"),
+            ({"workers": -1}, "--workers -1: give 0 or more"),
+        ],
+    )
+    def test_bad_values(self, kwargs: dict[str, int], message: str) -> None:
+        with pytest.raises(UsageError, match=message):
+            EvaluateOptions(**kwargs)  # type: ignore[arg-type]
 
-    @pytest.fixture(scope="class")
-    def scene(self, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-        from sgma_cli.config.checkpoint import Checkpoint, save_checkpoint
-        from sgma_cli.data.scene import find_sensor_files, open_scene
-        from sgma_cli.data.window_grid import window_grid
-        from sgma_cli.engine.predict.inference import batches_of, read_batches
-        from tests.conftest import make_tiny_scene
+    def test_device(self) -> None:
+        assert EvaluateOptions(device="cpu").torch_device() == torch.device("cpu")
+        assert EvaluateOptions(device=torch.device("cpu")).torch_device().type == "cpu"
 
-        root = tmp_path_factory.mktemp("scene")
-        scene_dir = make_tiny_scene(root / "scene", size=96)
-        ckpt = make_tiny_checkpoint(root / "tiny.pt")
-        model, meta = load_model(ckpt)
-        scene = open_scene(
-            find_sensor_files(scene_dir, meta.modality_names),
-            {m.name: m.bands for m in meta.modalities},
-        )
-        batch = next(read_batches(scene, meta, batches_of(window_grid(96, 96, 96, 0.0), 1)))
-        images, mask = (
-            {k: torch.from_numpy(v) for k, v in batch.images.items()},
-            torch.from_numpy(batch.mask),
-        )
-        import rasterio
 
-        with rasterio.open(scene_dir / "labels.tif") as src:
-            label = torch.from_numpy(src.read(1).astype("int64"))[None]
-        torch.manual_seed(0)
-        opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
-        model.train()
-        for step in range(21):
-            subset = SUBSETS[step % len(SUBSETS)]
-            loss = F.cross_entropy(model({n: images[n] for n in subset}, mask).logits, label)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-        trained = save_checkpoint(
-            root / "trained.pt", Checkpoint(load_checkpoint(ckpt).meta, model.state_dict())
-        )
-        return scene_dir, trained
+class TestEvaluateCheckpoint:
+    def test_equals_evaluate_subsets_on_the_split(
+        self, tiny_checkpoint: Path, tiny_dataset: Path
+    ) -> None:
+        options = EvaluateOptions(subsets="sar;rgb,dsm", device="cpu", batch_size=2)
+        ev = evaluate_checkpoint(tiny_checkpoint, data_dir=tiny_dataset, options=options)
+        assert (ev.split, ev.tiles, ev.skipped, ev.data_dir) == ("test", 2, (), tiny_dataset)
+        assert ev.result.subsets == [("sar",), ("rgb", "dsm")]
+        model, meta = load_model(tiny_checkpoint)
+        stats = {m.name: (m.mean, m.std) for m in meta.modalities}
+        loader = DataLoader(TileDataset(tiny_dataset, "test", stats=stats), batch_size=1)
+        ref = evaluate_subsets(model, loader, ev.result.subsets, device=torch.device("cpu"))
+        for a, b in zip(ev.result.confusion, ref.confusion):
+            assert torch.equal(a, b)
+        # 2 test tiles of 64², 4 unlabelled pixels each; sar alone misses half of one tile
+        assert [int(c.sum()) for c in ev.result.confusion] == [2 * 4092 - 64 * 32, 2 * 4092]
 
-    def test_equals_predict_per_subset(self, scene: tuple[Path, Path]) -> None:
-        import numpy as np
-        import rasterio
+    def test_like_takes_its_dataset_and_subsets(
+        self, tmp_path: Path, tiny_checkpoint: Path, tiny_dataset: Path
+    ) -> None:
+        options = EvaluateOptions(subsets="dsm;rgb", device="cpu", batch_size=2)
+        main = evaluate_checkpoint(tiny_checkpoint, data_dir=tiny_dataset, options=options)
+        other = make_tiny_checkpoint(tmp_path / "sum.pt", fusion="sum", seed=1)
+        # the other checkpoint names no dataset: like= supplies main's, and main's subsets
+        ev = evaluate_checkpoint(other, options=CPU_OPTIONS, like=main)
+        assert ev.data_dir == tiny_dataset
+        assert ev.result.subsets == main.result.subsets == [("dsm",), ("rgb",)]
+        assert [int(c.sum()) for c in ev.result.confusion] == [2 * 4092, 2 * 4092]
 
-        from sgma_cli.data.scene import find_sensor_files, open_scene
-        from sgma_cli.engine.evaluate.job import evaluate_scene
-        from sgma_cli.engine.predict.job import predict_scene
+    def test_no_dataset_named(self, tiny_checkpoint: Path) -> None:
+        with pytest.raises(UsageError, match="pass the prepared dataset with --data DATA_DIR"):
+            evaluate_checkpoint(tiny_checkpoint, options=CPU_OPTIONS)
 
-        scene_dir, ckpt = scene
-        ev = evaluate_scene(
-            ckpt,
-            scene_dir,
-            scene_dir / "labels.tif",
-            window=64,
-            overlap=0.25,
-            batch_size=2,
-            device="cpu",
-        )
-        assert ev.tiles == 4 and ev.split == "scene" and ev.result.subsets == SUBSETS
-        model, meta = load_model(ckpt)
-        with rasterio.open(scene_dir / "labels.tif") as src:
-            label = torch.from_numpy(src.read(1).astype("int64"))
-        files = find_sensor_files(scene_dir, meta.modality_names)
-        bands = {m.name: m.bands for m in meta.modalities}
-        # predict picks its grid from the chosen sensors: same grid as the full scene while rgb is chosen
-        for subset in [s for s in SUBSETS if "rgb" in s]:
-            sc = open_scene(
-                files, bands, modalities=list(subset), resolution=0.5, resolution_crs=meta.crs
-            )
-            blocks = list(
-                predict_scene(model, meta, sc, window=64, overlap=0.25, batch_size=2, device="cpu")
-            )
-            classes = torch.from_numpy(np.concatenate([b.classes for b in blocks]).astype("int64"))
-            valid = torch.from_numpy(np.concatenate([b.valid for b in blocks]))
-            expected = confusion_matrix(classes, label, 3, 255, valid)
-            assert torch.equal(ev.result.confusion[SUBSETS.index(subset)], expected), subset
-        pixels = [int(c.sum()) for c in ev.result.confusion]
-        assert (
-            pixels[SUBSETS.index(("rgb",))] == 96 * 96
-        )  # rgb sees everything, labels have no gaps
-        assert pixels[SUBSETS.index(("sar",))] < 96 * 96  # the swath ends mid-scene
-        assert ev.result.metrics[0].miou > 0.5
-        assert len({tuple(c.flatten().tolist()) for c in ev.result.confusion}) > 3
 
-    def test_missing_labels_values(self, scene: tuple[Path, Path], tmp_path: Path) -> None:
-        import rasterio
+class TestCheckComparable:
+    @pytest.fixture
+    def main(self, tiny_checkpoint: Path, tiny_dataset: Path) -> CheckpointEvaluation:
+        options = EvaluateOptions(subsets="rgb,sar;dsm", device="cpu", batch_size=2)
+        return evaluate_checkpoint(tiny_checkpoint, data_dir=tiny_dataset, options=options)
 
-        from sgma_cli.engine.evaluate.job import evaluate_scene
-        from sgma_cli.errors import RasterError
+    def test_same_model_passes(self, main: CheckpointEvaluation) -> None:
+        check_comparable(main.meta, main, main.checkpoint)
 
-        scene_dir, ckpt = scene
-        bad = tmp_path / "labels.tif"
-        with rasterio.open(scene_dir / "labels.tif") as src:
-            profile, data = src.profile, src.read()
-        data[0, :4, :4] = 7
-        with rasterio.open(bad, "w", **profile) as dst:
-            dst.write(data)
-        with pytest.raises(RasterError, match="not in the palette: 7"):
-            evaluate_scene(ckpt, scene_dir, bad, window=64, device="cpu")
+    def test_other_classes(self, main: CheckpointEvaluation, tmp_path: Path) -> None:
+        classes = [c.model_copy(update={"name": f"c{i}"}) for i, c in enumerate(main.meta.classes)]
+        meta = main.meta.model_copy(update={"classes": classes})
+        with pytest.raises(CheckpointError, match=r"classes \['c0', 'c1', 'c2'\] differ from tiny"):
+            check_comparable(meta, main, tmp_path / "other.pt")
+
+    def test_modality_of_a_subset_missing(self, main: CheckpointEvaluation, tmp_path: Path) -> None:
+        meta = main.meta.model_copy(update={"modalities": main.meta.modalities[:2]})
+        with pytest.raises(CheckpointError, match="subset rgb\\+sar uses modalities") as err:
+            check_comparable(meta, main, tmp_path / "other.pt")
+        assert err.value.path == tmp_path / "other.pt"

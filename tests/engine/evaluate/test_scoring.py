@@ -1,4 +1,4 @@
-"""``evaluate_subsets``: every subset from one encode per batch, identical to the naive path."""
+"""``SubsetScorer`` and ``evaluate_subsets``: every subset from one encode per batch."""
 
 from __future__ import annotations
 
@@ -16,7 +16,12 @@ from torch.utils.data import DataLoader
 
 from sgma_cli.config.checkpoint import load_checkpoint
 from sgma_cli.data.tile_dataset import TileDataset
-from sgma_cli.engine.evaluate.scoring import SubsetEvaluation, decode_group_size, evaluate_subsets
+from sgma_cli.engine.evaluate.scoring import (
+    SubsetEvaluation,
+    SubsetScorer,
+    decode_group_size,
+    evaluate_subsets,
+)
 from sgma_cli.engine.metrics import confusion_matrix
 from sgma_cli.engine.subsets import all_subsets
 from sgma_cli.engine.weights import load_model
@@ -115,7 +120,8 @@ class TestCachedEqualsNaive:
                 out = model(batch["image"], batch["mask"])
                 for i, r in enumerate(out.robustness):
                     seen = F.adaptive_avg_pool2d(batch["mask"].float(), r.shape[-2:])
-                    # a cell counts where its modality saw >= half of it (all modalities saw >= half somewhere here)
+                    # a cell counts where its modality saw >= half of it
+                    # (all modalities saw >= half somewhere here)
                     seen = seen >= 0.5
                     sums[i] += (r * seen).sum(dim=(0, 2, 3)).double()
                     counts[i] += seen.sum(dim=(0, 2, 3)).double()
@@ -209,6 +215,29 @@ class TestEvaluateSubsets:
             evaluate_subsets(model, [partial], [("rgb", "sar")], device=CPU)
         with pytest.raises(ValueError, match="unknown modalities"):
             evaluate_subsets(model, [partial], [("nir",)], device=CPU)
+
+    def test_scorer_outputs_every_subset_cropped(self, fitted: tuple[SGMA, Path]) -> None:
+        model, data = fitted
+        batch = next(iter(_loader(data, "val")))
+        images = {n: x[..., :48, :40] for n, x in batch["image"].items()}
+        mask, label = batch["mask"][..., :48, :40], batch["label"][..., :48, :40]
+        scorer = SubsetScorer(model, [("sar", "rgb"), ("dsm",)], device=CPU, max_decode_group=2)
+        assert scorer.subsets == [("rgb", "sar"), ("dsm",)]  # model order
+        outs = list(scorer.outputs(images, mask))
+        assert [o.index for o in outs] == [0, 1]
+        assert [tuple(o.logits.shape) for o in outs] == [(2, 3, 48, 40)] * 2
+        assert [tuple(o.valid.shape) for o in outs] == [(2, 48, 40)] * 2
+        for o in outs:
+            scorer.add(o.index, o.logits.argmax(1), label, o.valid)
+        # the crop is scored as padded tiles: compare with the model on the padded crop
+        padded = {n: F.pad(x, (0, 24, 0, 16)) for n, x in images.items() if n in ("rgb", "sar")}
+        out = model(padded, F.pad(mask, (0, 24, 0, 16), value=False))
+        expected = confusion_matrix(
+            out.logits[..., :48, :40].argmax(1), label, 3, 255, out.valid[:, :48, :40]
+        )
+        assert torch.equal(scorer.result().confusion[0], expected)
+        # no subset uses all three sensors: robustness comes from fusing all encoded ones
+        assert not torch.isnan(scorer.result().robustness).any()
 
     def test_decode_group_size(self) -> None:
         assert decode_group_size(8, 512, 512, 256, 7) == 1  # 8*128*128 cells * 32 B * 256 = 1 GiB
