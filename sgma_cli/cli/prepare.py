@@ -74,14 +74,15 @@ def _plan_table(report: PrepareReport) -> Table:
             if row.resolution[0] == row.resolution[1]
             else "x".join(map(_fmt, row.resolution))
         )
+        vector = row.dtype == "vector"  # vector labels: features, no pixels
         cells = [row.scene] if len(scenes) > 1 else []
         cells += [
             row.role,
             row.path.name,
             row.crs,
-            f"{row.size[0]}x{row.size[1]} @{res}",
+            f"{row.size[0]} features" if vector else f"{row.size[0]}x{row.size[1]} @{res}",
             f"{row.bounds[0]:.0f} {row.bounds[1]:.0f}\n{row.bounds[2]:.0f} {row.bounds[3]:.0f}",
-            f"{row.bands} {row.dtype}",
+            "vector" if vector else f"{row.bands} {row.dtype}",
             "-" if row.nodata is None else _fmt(row.nodata),
         ]
         cells += [row.split or "-"] if with_split else []

@@ -113,6 +113,33 @@ def save_checkpoint(path: Path, checkpoint: Checkpoint) -> Path:
     return path
 
 
+#: What ``torch.load`` raises on a damaged or non-PyTorch file (random bytes reach its legacy
+#: unpickler, which fails with lookup and type errors as well as unpickling errors).
+_UNREADABLE = (
+    pickle.UnpicklingError,
+    zipfile.BadZipFile,
+    EOFError,
+    RuntimeError,
+    ValueError,
+    KeyError,
+    IndexError,
+    TypeError,
+    AttributeError,
+    OSError,
+)
+
+
+def _reason(err: BaseException) -> str:
+    """One short line for ``err``: torch's own reason when it gives one, else the error type."""
+    text = str(err).strip()
+    if "WeightsUnpickler error:" in text:  # torch's long weights-only notice: keep its reason
+        detail = text.split("WeightsUnpickler error:", 1)[1].split("Check the documentation")[0]
+        return f"damaged, or holds more than tensors: {' '.join(detail.split())}"[:160]
+    if text and not isinstance(err, LookupError):
+        return text.splitlines()[0].split(". ")[0][:160]  # the first sentence
+    return f"damaged or not a PyTorch file: {type(err).__name__}"
+
+
 def load_checkpoint(
     path: Path, with_train_state: bool = False, map_location: str | torch.device = "cpu"
 ) -> Checkpoint:
@@ -122,9 +149,8 @@ def load_checkpoint(
         raise CheckpointError("checkpoint not found", path)
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True)
-    except (pickle.UnpicklingError, zipfile.BadZipFile, EOFError, RuntimeError, ValueError) as err:
-        first = str(err).strip().splitlines()[0][:160] if str(err).strip() else type(err).__name__
-        raise CheckpointError(f"not a readable checkpoint ({first})", path) from None
+    except _UNREADABLE as err:  # a damaged or foreign file: torch's legacy unpickler fails anyhow
+        raise CheckpointError(f"not a readable checkpoint ({_reason(err)})", path) from None
     if (
         not isinstance(payload, dict)
         or not isinstance(payload.get("meta"), dict)

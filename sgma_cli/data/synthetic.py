@@ -16,7 +16,10 @@ pure function of ``(size, seed)``.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -305,6 +308,25 @@ def _write(
     tmp.replace(path)
 
 
+#: The ``last_change`` timestamp written into ``labels.gpkg`` (GDAL's ``OGR_CURRENT_DATE``),
+#: so the same size and seed give the same bytes for the GeoPackage as for the GeoTIFFs.
+GPKG_DATE = "2000-01-01T00:00:00.000Z"
+
+
+@contextlib.contextmanager
+def _fixed_gpkg_date() -> Iterator[None]:
+    """Set GDAL's ``OGR_CURRENT_DATE`` while a GeoPackage is written, then restore it."""
+    before = os.environ.get("OGR_CURRENT_DATE")
+    os.environ["OGR_CURRENT_DATE"] = GPKG_DATE
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop("OGR_CURRENT_DATE", None)
+        else:
+            os.environ["OGR_CURRENT_DATE"] = before
+
+
 def write_scene(
     out_dir: Path, size: int = 1024, seed: int = 0, vectors: bool = True
 ) -> dict[str, Path]:
@@ -348,7 +370,8 @@ def write_scene(
         files["vectors"] = out_dir / "labels.gpkg"
         tmp = out_dir / ".labels.tmp.gpkg"
         tmp.unlink(missing_ok=True)
-        frame.to_file(tmp, layer="labels", driver="GPKG")
+        with _fixed_gpkg_date():
+            frame.to_file(tmp, layer="labels", driver="GPKG")
         tmp.replace(files["vectors"])
     tile, stride = sample_tiling(size)
     marker = {

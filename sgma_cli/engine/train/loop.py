@@ -546,8 +546,35 @@ class _Loop:
             epoch, skip = epoch + 1, 0
         return self._finish()
 
+    def _best_is_last(self) -> bool:
+        """No validation scored (no val split, ``val_every = 0``, no class scored): best.pt := last.
+
+        ``sgma evaluate RUN/checkpoints/best.pt`` is the documented next step, so the run
+        still leaves that file, with a warning saying it holds the last weights.
+        """
+        if self.best:
+            return False
+        if self.ctx.is_main:
+            why = (
+                "train.val_every = 0"
+                if not self.recipe.train.val_every
+                else "the dataset has no val tiles"
+                if self.val_loader is None
+                else "no validation scored a class"
+            )
+            save_checkpoint(
+                self.plan.best_checkpoint, Checkpoint(self._meta(), self.model.state_dict())
+            )
+            self._emit(
+                "info",
+                message=f"no validation ({why}): {self.plan.best_checkpoint.name} holds the last "
+                f"weights (step {self.step}), not the best validated ones",
+            )
+        return True
+
     def _finish(self) -> TrainResult:
         plots: list[Path] = []
+        best_is_last = self._best_is_last()
         if self.ctx.is_main and self.log is not None:
             self.log.close()
             plots = write_plots(self.plan.run_dir)
@@ -556,6 +583,7 @@ class _Loop:
                 "epoch": self._epoch_reached(),
                 "total_steps": self.total_steps,
                 "best": self.best,
+                "best_is_last": best_is_last,
                 "last_val": self.last_val,
                 "final_loss": self.final_loss,
                 "world_size": self.ctx.world_size,
