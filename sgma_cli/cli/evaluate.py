@@ -1,4 +1,4 @@
-"""Score a checkpoint on every combination of sensors: mIoU, F1 and per-class IoU per modality subset.
+"""Score a checkpoint on every combination of sensors: mIoU, F1, per-class IoU per subset.
 
 Each tile is encoded once per sensor; every subset then costs only fusion and head, so all
 2^M - 1 subsets take little more than one pass. Prints the paper's table (● used, ○ missing)
@@ -16,26 +16,18 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    ProgressColumn,
-    Task,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
 from rich.table import Table
 from rich.text import Text
 
 from sgma_cli.cli.console import console, err_console, warn
+from sgma_cli.cli.options import AsJson, BatchSize, DataDir, Device, LabelField, Overlap, Window
+from sgma_cli.cli.progress import counting_bar
 from sgma_cli.errors import UsageError
 
 if TYPE_CHECKING:
@@ -45,34 +37,9 @@ if TYPE_CHECKING:
 __all__ = ["command"]
 
 
-class _RateColumn(ProgressColumn):
-    """Batches per second."""
-
-    def render(self, task: Task) -> Text:
-        speed = task.finished_speed or task.speed
-        return Text("" if speed is None else f"{speed:.2f} batch/s", style="cyan")
-
-
-@contextmanager
-def _progress_bar(label: str) -> Iterator[ProgressCallback]:
-    columns = (
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        _RateColumn(),
-        TimeElapsedColumn(),
-        TextColumn("eta"),
-        TimeRemainingColumn(),
-    )
-    with Progress(
-        *columns, console=err_console, transient=True, disable=not err_console.is_terminal
-    ) as bar:
-        task = bar.add_task(label, total=None)
-
-        def update(done: int, total: int) -> None:
-            bar.update(task, completed=done, total=total or None)
-
-        yield update
+def _progress_bar(label: str) -> AbstractContextManager[ProgressCallback]:
+    """The bar of one checkpoint's evaluation: batches (tiles or windows) done."""
+    return counting_bar(label, "batch")
 
 
 def _where(evaluation: CheckpointEvaluation) -> str:
@@ -86,7 +53,7 @@ def _fmt(value: float) -> str:
 
 
 def _subset_table(evaluation: CheckpointEvaluation, per_class: bool = True) -> Table:
-    """The paper's layout: a row per subset (● / ○), per-class IoU, mIoU, mF1, OA, then the summaries."""
+    """The paper's layout: a row per subset (● / ○), per-class IoU, mIoU, mF1, OA, summaries."""
     from sgma_cli.engine.evaluate.report import (
         MARK_OFF,
         MARK_ON,
@@ -132,7 +99,10 @@ def _subset_table(evaluation: CheckpointEvaluation, per_class: bool = True) -> T
 
 
 def _class_table(evaluation: CheckpointEvaluation) -> Table:
-    """IoU per class (rows) and subset (columns): the per-class part when the paper's layout is too wide."""
+    """IoU per class (rows) and subset (columns).
+
+    The per-class part of the paper's layout, for terminals too narrow for it.
+    """
     from sgma_cli.engine.evaluate.report import short_labels, subset_rows
 
     rows = subset_rows(evaluation)
@@ -240,17 +210,14 @@ def _robustness_table(evaluation: CheckpointEvaluation) -> Table:
 def command(
     checkpoint: Annotated[
         Path,
-        typer.Argument(help="Checkpoint to evaluate (.pt written by sgma train).", dir_okay=False),
+        typer.Argument(
+            help="Checkpoint to evaluate (.pt written by sgma train).",
+            metavar="CHECKPOINT",
+            dir_okay=False,
+        ),
     ],
     *,
-    data: Annotated[
-        Path | None,
-        typer.Option(
-            "--data",
-            help="Prepared dataset folder (default: the one the checkpoint was trained on).",
-            file_okay=False,
-        ),
-    ] = None,
+    data: DataDir = None,
     split: Annotated[
         str, typer.Option("--split", help="Split to evaluate: train, val or test.")
     ] = "test",
@@ -264,13 +231,13 @@ def command(
         Path | None,
         typer.Option(
             "--out",
-            help="Report folder: metrics.json, subsets.csv, report.md, PNGs (existing files replaced).",
+            "-o",
+            help="Report folder: metrics.json, subsets.csv, report.md, PNGs (existing files "
+            "replaced).",
             file_okay=False,
         ),
     ] = None,
-    as_json: Annotated[
-        bool, typer.Option("--json", help="Print only the metrics JSON on stdout.")
-    ] = False,
+    as_json: AsJson = False,
     compare: Annotated[
         list[Path] | None,
         typer.Option(
@@ -279,8 +246,8 @@ def command(
             dir_okay=False,
         ),
     ] = None,
-    device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N.")] = "auto",
-    batch_size: Annotated[int, typer.Option("--batch-size", help="Tiles per batch.", min=1)] = 8,
+    device: Device = "auto",
+    batch_size: BatchSize = 8,
     workers: Annotated[
         int | None,
         typer.Option(
@@ -291,7 +258,8 @@ def command(
         Path | None,
         typer.Option(
             "--scene",
-            help="Evaluate a whole scene folder (<modality>.tif) with predict's sliding windows.",
+            help="Evaluate a whole scene folder (<modality>.tif) with predict's sliding "
+            "windows (--window, --overlap).",
             file_okay=False,
             exists=True,
         ),
@@ -305,21 +273,9 @@ def command(
             dir_okay=False,
         ),
     ] = None,
-    label_field: Annotated[
-        str, typer.Option("--label-field", help="Class attribute of vector --labels.")
-    ] = "class",
-    window: Annotated[
-        int | None,
-        typer.Option(
-            "--window",
-            help="With --scene: window side in px (default: the training tile size).",
-            min=32,
-        ),
-    ] = None,
-    overlap: Annotated[
-        float,
-        typer.Option("--overlap", help="With --scene: window overlap fraction.", min=0.0, max=0.9),
-    ] = 0.25,
+    label_field: LabelField = "class",
+    window: Window = None,
+    overlap: Overlap = 0.25,
 ) -> None:
     """Evaluate a checkpoint on every modality subset."""
     from sgma_cli.engine.evaluate.compare import evaluate_and_compare
@@ -372,9 +328,10 @@ def command(
             zip(main.result.subsets, main.result.metrics),
             key=lambda p: -1 if math.isnan(p[1].miou) else p[1].miou,
         )
+        summary = main.result.summary
         console.print(
-            f"Average {_fmt(100 * main.result.summary.average)} · Top-1 {_fmt(100 * main.result.summary.top1)} "
-            f"({subset_label(best[0])}) · Last-1 {_fmt(100 * main.result.summary.last1)} mIoU %"
+            f"Average {_fmt(100 * summary.average)} · Top-1 {_fmt(100 * summary.top1)} "
+            f"({subset_label(best[0])}) · Last-1 {_fmt(100 * summary.last1)} mIoU %"
         )
     if out is not None:
         err_console.print(f"report written to {out}: " + ", ".join(f.name for f in done.report))

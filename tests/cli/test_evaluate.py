@@ -223,7 +223,8 @@ class TestErrors:
         [
             (["--subsets", "rgb,nir"], 2, "subset 'rgb,nir' names unknown modalities ['nir']"),
             (["--split", "holdout"], 2, "--split 'holdout'"),
-            (["--device", "tpu"], 1, "unknown device 'tpu'"),
+            (["--device", "tpu"], 2, "'--device': 'tpu': use auto, cpu, cuda or cuda:N"),
+            (["--overlap", "0.95"], 2, "'--overlap': Input should be less than or equal to 0.9"),
         ],
     )
     def test_bad_options(
