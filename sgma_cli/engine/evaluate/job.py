@@ -24,7 +24,7 @@ from sgma_cli.config.dataset import DatasetManifest, load_manifest
 from sgma_cli.data.tile_dataset import TileDataset
 from sgma_cli.engine.device import resolve_device
 from sgma_cli.engine.evaluate.scoring import Progress, SubsetEvaluation, evaluate_subsets
-from sgma_cli.engine.subsets import select_subsets, subset_label
+from sgma_cli.engine.subsets import select_subsets
 from sgma_cli.engine.weights import load_model
 from sgma_cli.errors import CheckpointError, DatasetError, UsageError
 from sgma_cli.model.sgma import SGMA
@@ -163,13 +163,12 @@ def check_comparable(meta: CheckpointMeta, like: CheckpointEvaluation, checkpoin
             f"{like.meta.class_names}; only models of the same classes can be compared",
             checkpoint,
         )
-    for s in like.result.subsets:
-        if any(n not in meta.modality_names for n in s):
-            raise CheckpointError(
-                f"subset {subset_label(s)} uses modalities this model does not know "
-                f"({meta.modality_names})",
-                checkpoint,
-            )
+    try:
+        select_subsets(like.result.subsets, meta.modality_names)
+    except UsageError as err:
+        raise CheckpointError(
+            f"{err.message}; so it cannot be compared with {like.checkpoint.name}", checkpoint
+        ) from None
 
 
 def load_for_evaluation(

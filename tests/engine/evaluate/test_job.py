@@ -91,6 +91,7 @@ class TestCheckComparable:
 
     def test_modality_of_a_subset_missing(self, main: CheckpointEvaluation, tmp_path: Path) -> None:
         meta = main.meta.model_copy(update={"modalities": main.meta.modalities[:2]})
-        with pytest.raises(CheckpointError, match="subset rgb\\+sar uses modalities") as err:
+        message = r"subset 'rgb\+sar' names unknown modalities \['sar'\]; known: rgb, dsm"
+        with pytest.raises(CheckpointError, match=message) as err:
             check_comparable(meta, main, tmp_path / "other.pt")
         assert err.value.path == tmp_path / "other.pt"
