@@ -22,6 +22,8 @@ when combined. Pixels a modality did not see (availability mask) are not terms.
 
 from __future__ import annotations
 
+from typing import get_args
+
 import torch
 from torch import Tensor
 
@@ -36,7 +38,7 @@ __all__ = [
 ]
 
 #: The accepted values of ``prototypes``.
-PROTOTYPE_KINDS: tuple[str, ...] = ("sum", "mean", "softmax")
+PROTOTYPE_KINDS: tuple[str, ...] = get_args(PrototypeKind)
 
 
 def check_kind(kind: str) -> None:

@@ -101,6 +101,7 @@ class SGMA(nn.Module):
             raise ValueError(f"num_classes must be at least 2, got {num_classes}")
         _check_choice("fusion", fusion, FusionKind)
         _check_choice("MAS granularity", mas_granularity, MASGranularity)
+        _check_choice("prototypes", prototypes, PrototypeKind)
         dd = {"device": device, "dtype": dtype}
         self.modality_names = tuple(name for name, _ in modalities)
         self.modality_bands = tuple(int(bands) for _, bands in modalities)

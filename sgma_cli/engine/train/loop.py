@@ -61,7 +61,7 @@ from sgma_cli.engine.train.randomness import (
 )
 from sgma_cli.engine.train.run_log import RunLog, write_plots
 from sgma_cli.engine.train.schedule import WarmupPoly
-from sgma_cli.engine.train.step import TrainForward, branch_loss
+from sgma_cli.engine.train.step import TrainForward, joint_loss
 from sgma_cli.engine.weights import build_model
 from sgma_cli.errors import ConfigError
 
@@ -380,22 +380,16 @@ class _Loop:
             )
         with autocast(dev, r.train.precision):
             out = self.forward(images, mask, present, batch["mas_u"], batch_u, self._reduce)
-        world, ignore = self.ctx.world_size, self.manifest.ignore_index
-        loss_sgf, value_sgf = branch_loss(
-            out.logits_sgf, label, out.valid_sgf, ignore, self._reduce, world
+        loss, values = joint_loss(
+            out,
+            label,
+            self.manifest.ignore_index,
+            r.train.lambda_sgf,
+            r.train.lambda_mas,
+            self._reduce,
+            self.ctx.world_size,
         )
-        loss = r.train.lambda_sgf * loss_sgf
-        values = {"loss_sgf": float(value_sgf)}
-        if out.logits_mas is not None and out.valid_mas is not None:
-            loss_mas, value_mas = branch_loss(
-                out.logits_mas, label, out.valid_mas, ignore, self._reduce, world
-            )
-            loss = loss + r.train.lambda_mas * loss_mas
-            values["loss_mas"] = float(value_mas)
         (loss / r.train.accumulate).backward()
-        values["loss"] = r.train.lambda_sgf * values["loss_sgf"] + r.train.lambda_mas * values.get(
-            "loss_mas", 0.0
-        )
         if out.mas_probs is not None:
             S, B, M = out.mas_probs.shape
             sums = self._reduce(

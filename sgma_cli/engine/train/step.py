@@ -24,7 +24,7 @@ from torch import Tensor, nn
 
 from sgma_cli.model.sgma import SGMA
 
-__all__ = ["StepOutput", "TrainForward", "branch_loss"]
+__all__ = ["StepOutput", "TrainForward", "branch_loss", "joint_loss"]
 
 #: ``reduce(tensor) -> tensor`` summing over ranks (identity on one process).
 Reduce = Callable[[Tensor], Tensor]
@@ -124,3 +124,42 @@ def branch_loss(
     loss = summed * world_size / denominator
     value = reduce((summed.detach() / denominator).reshape(1).double())[0]
     return loss, value
+
+
+def joint_loss(
+    out: StepOutput,
+    label: Tensor,
+    ignore_index: int,
+    lambda_sgf: float,
+    lambda_mas: float,
+    reduce: Reduce,
+    world_size: int,
+) -> tuple[Tensor, dict[str, float]]:
+    """``λ_SGF·CE(SGF) + λ_MAS·CE(MAS)`` (paper Sec. III-E), each branch by :func:`branch_loss`.
+
+    Args:
+        out: the training forward's output (no MAS branch: the SGF term alone).
+        label: int64 ``(B, H, W)``.
+        ignore_index: label value that is not scored.
+        lambda_sgf: weight of the SGF branch (paper: 2).
+        lambda_mas: weight of the MAS branch (paper: 1).
+        reduce: sum over ranks.
+        world_size: processes.
+
+    Returns:
+        The loss to back-propagate (scaled like :func:`branch_loss`) and the logged global
+        means: ``loss_sgf``, ``loss_mas`` (with MAS) and their weighted sum ``loss``.
+    """
+    loss_sgf, value_sgf = branch_loss(
+        out.logits_sgf, label, out.valid_sgf, ignore_index, reduce, world_size
+    )
+    loss = lambda_sgf * loss_sgf
+    values = {"loss_sgf": float(value_sgf)}
+    if out.logits_mas is not None and out.valid_mas is not None:
+        loss_mas, value_mas = branch_loss(
+            out.logits_mas, label, out.valid_mas, ignore_index, reduce, world_size
+        )
+        loss = loss + lambda_mas * loss_mas
+        values["loss_mas"] = float(value_mas)
+    values["loss"] = lambda_sgf * values["loss_sgf"] + lambda_mas * values.get("loss_mas", 0.0)
+    return loss, values
