@@ -2,7 +2,8 @@
 
 Every input raster is inspected once, before anything is written, so a corrupt file,
 a file that is not a raster or a raster without pixels fails the run up front with
-one line naming the file.
+one line naming the file. :func:`geotiff_profile` is the other direction: the profile of
+a GeoTIFF that sgma writes (sample scenes, tiles).
 """
 
 from __future__ import annotations
@@ -11,7 +12,9 @@ import math
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import rasterio
 from affine import Affine
 from rasterio.crs import CRS
@@ -20,7 +23,7 @@ from rasterio.windows import Window
 
 from sgma_cli.errors import RasterError
 
-__all__ = ["Grid", "RasterInfo", "inspect_raster", "open_raster"]
+__all__ = ["Grid", "RasterInfo", "geotiff_profile", "inspect_raster", "open_raster"]
 
 
 @dataclass(frozen=True)
@@ -156,3 +159,28 @@ def inspect_raster(path: Path) -> RasterInfo:
             nodata=nodata,
             has_colormap=has_colormap,
         )
+
+
+def geotiff_profile(
+    array: np.ndarray,
+    crs: CRS | None,
+    transform: Affine,
+    nodata: float | None,
+    **creation: Any,
+) -> dict[str, Any]:
+    """The rasterio profile of a GeoTIFF that holds ``array`` (``(C, H, W)``).
+
+    Size, band count and dtype come from the array; ``creation`` adds GDAL creation
+    options (``compress``, ``tiled``, ``blockxsize``, ...) after them, in their order.
+    """
+    return {
+        "driver": "GTiff",
+        "width": array.shape[-1],
+        "height": array.shape[-2],
+        "count": array.shape[0],
+        "dtype": array.dtype.name,
+        "crs": crs,
+        "transform": transform,
+        "nodata": nodata,
+        **creation,
+    }

@@ -31,6 +31,7 @@ from rasterio.features import shapes
 from rasterio.warp import Resampling, calculate_default_transform, reproject
 
 from sgma_cli.data.palettes import POTSDAM
+from sgma_cli.data.raster import geotiff_profile
 
 __all__ = ["SAMPLE_MARKER", "SyntheticScene", "make_scene", "sample_tiling", "write_scene"]
 
@@ -284,24 +285,9 @@ def make_scene(size: int = 1024, seed: int = 0) -> SyntheticScene:
 def _write(
     path: Path, array: np.ndarray, crs: CRS, transform: Affine, nodata: float | None
 ) -> None:
-    profile = {
-        "driver": "GTiff",
-        "width": array.shape[-1],
-        "height": array.shape[-2],
-        "count": array.shape[0],
-        "dtype": array.dtype.name,
-        "crs": crs,
-        "transform": transform,
-        "nodata": nodata,
-        "tiled": True,
-        "blockxsize": 256,
-        "blockysize": 256,
-        "compress": "deflate",
-        "zlevel": 1,
-    }
-    if array.shape[-1] < 256 or array.shape[-2] < 256:
-        profile.update(tiled=False, blockxsize=None, blockysize=None)
-        profile = {k: v for k, v in profile.items() if v is not None}
+    small = array.shape[-1] < 256 or array.shape[-2] < 256  # no 256 px blocks fit
+    blocks = {"tiled": False} if small else {"tiled": True, "blockxsize": 256, "blockysize": 256}
+    profile = geotiff_profile(array, crs, transform, nodata, **blocks, compress="deflate", zlevel=1)
     tmp = path.with_name(f".{path.name}.tmp")
     with rasterio.open(tmp, "w", **profile) as dst:
         dst.write(array)

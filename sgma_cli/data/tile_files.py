@@ -25,6 +25,7 @@ from rasterio.crs import CRS
 from rasterio.errors import NotGeoreferencedWarning
 
 from sgma_cli.config.dataset import INDEX_NAME, MANIFEST_NAME
+from sgma_cli.data.raster import geotiff_profile
 from sgma_cli.errors import UsageError
 
 __all__ = [
@@ -71,18 +72,9 @@ def _write(
     nodata: float | None,
     compress: bool,
 ) -> None:
-    profile = {
-        "driver": "GTiff",
-        "width": array.shape[-1],
-        "height": array.shape[-2],
-        "count": array.shape[0],
-        "dtype": array.dtype.name,
-        "crs": crs,
-        "transform": transform,
-        "nodata": nodata,
-    }
-    if compress:
-        profile["compress"] = "deflate"
+    profile = geotiff_profile(
+        array, crs, transform, nodata, **({"compress": "deflate"} if compress else {})
+    )
     with rasterio.open(path, "w", **profile) as dst:
         dst.write(array)
 
