@@ -19,6 +19,7 @@ __all__ = [
     "RasterError",
     "CheckpointError",
     "DeviceError",
+    "OutputError",
 ]
 
 
@@ -66,3 +67,11 @@ class CheckpointError(SgmaError, ValueError):
 
 class DeviceError(SgmaError, RuntimeError):
     """A device request that this machine cannot satisfy (e.g. more GPUs than exist)."""
+
+
+class OutputError(SgmaError, OSError):
+    """An output that could not be written (disk full, an I/O error, a read-only folder).
+
+    Raised after the partial output was removed: nothing that looks finished is left, and
+    running the command again (``--resume`` for ``train``) completes the job.
+    """
