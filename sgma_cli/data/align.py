@@ -158,15 +158,19 @@ class AlignedReader:
             )
         )
         if not self._direct:
-            self._vrt = WarpedVRT(
-                self._src,
-                crs=grid.crs,
-                transform=grid.transform,
-                width=grid.width,
-                height=grid.height,
-                resampling=RESAMPLING[resampling],
-                add_alpha=self._src.nodata is None,
-            )
+            try:
+                self._vrt = WarpedVRT(
+                    self._src,
+                    crs=grid.crs,
+                    transform=grid.transform,
+                    width=grid.width,
+                    height=grid.height,
+                    resampling=RESAMPLING[resampling],
+                    add_alpha=self._src.nodata is None,
+                )
+            except BaseException:  # nobody will call close() on a reader that never was
+                self._src.close()
+                raise
 
     def __enter__(self) -> AlignedReader:
         return self

@@ -4,7 +4,8 @@ Also the output folder's bookkeeping: what a fresh run, a resumed run and ``--ov
 may find and delete. A tile folder (layout: :mod:`sgma_cli.config.dataset`) is written
 under a hidden temp name and renamed when complete, so a folder with the final name is
 always whole: a run killed mid-way leaves only finished tiles (plus a temp folder that the
-next run removes).
+next run removes). A write error (disk full, I/O error, read-only folder) is one
+:class:`~sgma_cli.errors.OutputError` naming the file, after the temp folder is removed.
 """
 
 from __future__ import annotations
@@ -22,9 +23,10 @@ import numpy as np
 import rasterio
 from affine import Affine
 from rasterio.crs import CRS
-from rasterio.errors import NotGeoreferencedWarning
+from rasterio.errors import NotGeoreferencedWarning, RasterioError
 
 from sgma_cli.config.dataset import INDEX_NAME, MANIFEST_NAME
+from sgma_cli.data.atomic import remove_quietly, write_errors
 from sgma_cli.data.raster import geotiff_profile
 from sgma_cli.errors import UsageError
 
@@ -75,39 +77,52 @@ def _write(
     profile = geotiff_profile(
         array, crs, transform, nodata, **({"compress": "deflate"} if compress else {})
     )
-    with rasterio.open(path, "w", **profile) as dst:
+    # errors name the file in the finished tile folder, the one the user will look for
+    shown = path.parent.with_name(path.parent.name.removeprefix(TMP_PREFIX)) / path.name
+    with write_errors(shown, kinds=(RasterioError,)), rasterio.open(path, "w", **profile) as dst:
         dst.write(array)
 
 
 def write_tile(folder: Path, tile: TileData, modalities: list[str]) -> None:
-    """Write ``<modality>.tif``, ``mask.tif`` (+ ``label.tif``) into ``folder`` atomically."""
+    """Write ``<modality>.tif``, ``mask.tif`` (+ ``label.tif``) into ``folder`` atomically.
+
+    Raises:
+        OutputError: a file could not be written; the temp folder is removed again.
+    """
     folder = Path(folder)
     tmp = folder.with_name(f"{TMP_PREFIX}{folder.name}")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", NotGeoreferencedWarning)
-        for name in modalities:
-            _write(
-                tmp / f"{name}.tif",
-                tile.images[name].astype(np.float32),
-                tile.crs,
-                tile.transform,
-                float("nan"),
-                False,
-            )
-        _write(tmp / "mask.tif", tile.mask.astype(np.uint8), tile.crs, tile.transform, None, True)
-        if tile.label is not None:
-            _write(
-                tmp / "label.tif",
-                tile.label[None].astype(np.uint8),
-                tile.crs,
-                tile.transform,
-                255,
-                True,
-            )
-    tmp.rename(folder)
+    try:
+        with write_errors(folder):
+            if tmp.exists():
+                shutil.rmtree(tmp)
+            tmp.mkdir(parents=True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", NotGeoreferencedWarning)
+            for name in modalities:
+                _write(
+                    tmp / f"{name}.tif",
+                    tile.images[name].astype(np.float32),
+                    tile.crs,
+                    tile.transform,
+                    float("nan"),
+                    False,
+                )
+            mask = tile.mask.astype(np.uint8)
+            _write(tmp / "mask.tif", mask, tile.crs, tile.transform, None, True)
+            if tile.label is not None:
+                _write(
+                    tmp / "label.tif",
+                    tile.label[None].astype(np.uint8),
+                    tile.crs,
+                    tile.transform,
+                    255,
+                    True,
+                )
+        with write_errors(folder):
+            tmp.rename(folder)
+    except BaseException:
+        remove_quietly(tmp)
+        raise
 
 
 def read_tile(folder: Path, modalities: list[str]) -> TileData:
@@ -132,17 +147,37 @@ def read_tile(folder: Path, modalities: list[str]) -> TileData:
 def write_index(
     path: Path, records: list[dict[str, object]], geometries: list[object], crs: CRS | None
 ) -> None:
-    """Write the tile footprints to ``path`` (GeoPackage layer ``tiles``) atomically."""
+    """Write the tile footprints to ``path`` (GeoPackage layer ``tiles``) atomically.
+
+    Raises:
+        OutputError: the index could not be written; nothing is left of it.
+    """
     import geopandas as gpd
 
     frame = gpd.GeoDataFrame(records, geometry=geometries, crs=crs)
     tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
-    tmp.unlink(missing_ok=True)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        warnings.simplefilter("ignore", UserWarning)
-        frame.to_file(tmp, layer="tiles", driver="GPKG")
-    tmp.replace(path)
+    _remove_with_journal(tmp)
+    try:
+        with warnings.catch_warnings(), write_errors(path, kinds=(RuntimeError, ValueError)):
+            warnings.simplefilter("ignore", RuntimeWarning)
+            warnings.simplefilter("ignore", UserWarning)
+            frame.to_file(tmp, layer="tiles", driver="GPKG")  # pyogrio: RuntimeError subclasses
+            tmp.replace(path)
+    finally:
+        _remove_with_journal(tmp)
+
+
+def _remove_with_journal(path: Path) -> None:
+    """Delete a (temporary) GeoPackage and what SQLite keeps beside it (``-journal``, ...):
+    a journal left by a killed run would otherwise be replayed into the next file."""
+    for p in (path, *path.parent.glob(f"{path.name}-*")):
+        remove_quietly(p)
+
+
+def _temporaries(out: Path) -> list[Path]:
+    """The hidden temporaries ``prepare`` writes at the top of ``out`` before renaming."""
+    names = (f".{Path(INDEX_NAME).stem}.tmp", f".{MANIFEST_NAME}.tmp", f".{FINGERPRINT}.tmp")
+    return [p for p in out.glob(".*") if p.name.startswith(names)] if out.is_dir() else []
 
 
 def remove_outputs(out: Path, remove_folder: bool) -> None:
@@ -152,6 +187,8 @@ def remove_outputs(out: Path, remove_folder: bool) -> None:
             shutil.rmtree(p)
         else:
             p.unlink(missing_ok=True)
+    for p in _temporaries(out):
+        remove_quietly(p)
     if remove_folder and out.is_dir() and not any(out.iterdir()):
         out.rmdir()
 
@@ -221,7 +258,14 @@ def prepare_output_dir(out: Path, fp: dict[str, Any], overwrite: bool) -> bool:
         probe.unlink()
     except OSError as err:
         raise UsageError(f"output folder is not writable ({err.strerror})", out) from None
-    (out / FINGERPRINT).write_text(json.dumps(fp, indent=1, sort_keys=True))
+    marker = out / FINGERPRINT
+    with write_errors(marker):
+        for stale in _temporaries(out):  # left by a killed run
+            _remove_with_journal(stale)
+        tmp = marker.with_name(f".{FINGERPRINT}.tmp")
+        tmp.write_text(json.dumps(fp, indent=1, sort_keys=True))  # a kill never leaves half
+        tmp.replace(marker)
     for stale in (out / "tiles").glob(f"*/{TMP_PREFIX}*") if (out / "tiles").exists() else []:
-        shutil.rmtree(stale)
+        with write_errors(stale):
+            shutil.rmtree(stale)
     return fresh

@@ -4,7 +4,11 @@
 one block row (256 rows) at a time, into a tiled GeoTIFF under a temporary name in the
 output folder. :meth:`BlockRasterWriter.finish` then copies it with GDAL's COG driver
 (internal tiling, DEFLATE, overviews) to a second temporary name and
-:meth:`BlockRasterWriter.publish` renames that onto the output path, so a killed or failed run never leaves a finished-looking file there.
+:meth:`BlockRasterWriter.publish` (or :func:`sgma_cli.data.atomic.publish`, for several
+outputs at once) renames that onto the output path, so a killed or failed run never leaves
+a finished-looking file there. A write error (disk full, I/O error, read-only folder) is
+one :class:`~sgma_cli.errors.OutputError` naming the output, after the temporaries are
+removed; temporaries a killed run left are removed by the next writer of the same path.
 
 Class maps are uint8 with a nodata value, the checkpoint's colour table and class names
 (``CLASS_NAMES`` metadata and a band description). Probability-like bands (class
@@ -17,6 +21,7 @@ GeoPackage (``rasterio.features.sieve`` + ``shapes`` + geopandas).
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 from collections.abc import Mapping, Sequence
@@ -26,11 +31,12 @@ from types import TracebackType
 
 import numpy as np
 import rasterio
-from rasterio.errors import RasterioIOError
+from rasterio.errors import RasterioError
 from rasterio.features import shapes, sieve
 from rasterio.shutil import copy as rio_copy
 
 from sgma_cli.data.align import Grid
+from sgma_cli.data.atomic import remove_quietly, remove_stale_temps, temp_path, write_errors
 from sgma_cli.errors import RasterError
 
 __all__ = [
@@ -49,9 +55,8 @@ PERCENT_NODATA = 255
 BLOCK = 256
 
 
-def temp_path(path: Path, tag: str = "tmp") -> Path:
-    """A hidden temporary name beside ``path`` (same folder, so renaming is atomic)."""
-    return path.with_name(f".{path.name}.{os.getpid()}.{tag}{path.suffix}")
+#: What GDAL raises when a raster cannot be written (besides ``OSError``).
+GDAL_WRITE_ERRORS = (RasterioError,)
 
 
 def check_writable(path: Path) -> None:
@@ -67,7 +72,8 @@ def check_writable(path: Path) -> None:
 
 
 def to_percent(values: np.ndarray, valid: np.ndarray) -> np.ndarray:
-    """Probabilities ``(C, h, w)`` in [0, 1] -> uint8 percent, :data:`PERCENT_NODATA` where not ``valid``."""
+    """Probabilities ``(C, h, w)`` in [0, 1] -> uint8 percent, :data:`PERCENT_NODATA` where
+    not ``valid``."""
     out = np.clip(np.rint(values * 100.0), 0, 100).astype(np.uint8)
     out[:, ~valid] = PERCENT_NODATA
     return out
@@ -112,6 +118,7 @@ class BlockRasterWriter:
         self.path = Path(spec.path)
         self._tmp = temp_path(self.path, "part")
         self._cog = temp_path(self.path, "cog")
+        remove_stale_temps(self.path)  # what a killed run left
         g = spec.grid
         profile = {
             "driver": "GTiff",
@@ -128,11 +135,11 @@ class BlockRasterWriter:
             "BIGTIFF": "IF_SAFER",
         }
         try:
-            self._dst = rasterio.open(self._tmp, "w", **profile)
-        except RasterioIOError as err:
-            raise RasterError(
-                f"cannot create output ({str(err).strip()[:120]})", self.path
-            ) from None
+            with write_errors(self.path, kinds=GDAL_WRITE_ERRORS):
+                self._dst = rasterio.open(self._tmp, "w", **profile)
+        except BaseException:
+            remove_quietly(self._tmp)
+            raise
         for i, text in enumerate(spec.descriptions, start=1):
             self._dst.set_band_description(i, text)
         if spec.colormap:
@@ -177,7 +184,8 @@ class BlockRasterWriter:
         )
         n = block.shape[1] if final else (block.shape[1] // BLOCK) * BLOCK
         top = self._next_row - block.shape[1]
-        self._dst.write(block[:, :n], window=rasterio.windows.Window(0, top, block.shape[2], n))
+        with write_errors(self.path, kinds=GDAL_WRITE_ERRORS):
+            self._dst.write(block[:, :n], window=rasterio.windows.Window(0, top, block.shape[2], n))
         rest = block[:, n:]
         self._pending = [rest] if rest.shape[1] else []
         self._pending_rows = rest.shape[1]
@@ -190,42 +198,48 @@ class BlockRasterWriter:
         if self._next_row != self.spec.grid.height:
             raise ValueError(f"only {self._next_row} of {self.spec.grid.height} rows were written")
         self._flush(final=True)
-        self._dst.close()
         try:
-            rio_copy(
-                self._tmp,
-                self._cog,
-                driver="COG",
-                COMPRESS="DEFLATE",
-                BLOCKSIZE=str(BLOCK),
-                OVERVIEWS="AUTO",
-                OVERVIEW_RESAMPLING=self.spec.overview_resampling,
-                BIGTIFF="IF_SAFER",
-            )
-        except (RasterioIOError, OSError) as err:
+            with write_errors(self.path, kinds=GDAL_WRITE_ERRORS):
+                self._dst.close()
+                rio_copy(
+                    self._tmp,
+                    self._cog,
+                    driver="COG",
+                    COMPRESS="DEFLATE",
+                    BLOCKSIZE=str(BLOCK),
+                    OVERVIEWS="AUTO",
+                    OVERVIEW_RESAMPLING=self.spec.overview_resampling,
+                    BIGTIFF="IF_SAFER",
+                )
+        except BaseException:
             self.abort()
-            raise RasterError(
-                f"cannot write output ({str(err).strip()[:120]})", self.path
-            ) from None
+            raise
         self._tmp.unlink(missing_ok=True)
         return self._cog
 
     def publish(self) -> Path:
         """Rename the finished COG onto the output path (atomic within one folder)."""
         try:
-            os.replace(self._cog, self.path)
-        except OSError as err:
+            with write_errors(self.path):
+                os.replace(self._cog, self.path)
+        except BaseException:
             self.abort()
-            raise RasterError(f"cannot write output ({err.strerror})", self.path) from None
+            raise
         self._done = True
         return self.path
+
+    def mark_published(self) -> None:
+        """Record that the COG was renamed into place by someone else (``atomic.publish``)."""
+        self._done = True
 
     def abort(self) -> None:
         """Drop the temporary files; the output path is left untouched."""
         if not self._dst.closed:
-            self._dst.close()
-        self._tmp.unlink(missing_ok=True)
-        self._cog.unlink(missing_ok=True)
+            with contextlib.suppress(OSError, *GDAL_WRITE_ERRORS):  # e.g. a flush on a full disk
+                self._dst.close()
+        for tmp in (self._tmp, self._cog):
+            with contextlib.suppress(OSError):
+                tmp.unlink(missing_ok=True)
 
 
 def vectorize_classes(
@@ -236,16 +250,19 @@ def vectorize_classes(
     min_area: float = 0.0,
     nodata: int = CLASS_NODATA,
     layer: str = "classes",
+    error_path: Path | None = None,
 ) -> int:
     """Polygons of each class region of ``class_map`` into a GeoPackage; returns their count.
 
     Regions smaller than ``min_area`` (CRS units squared, e.g. m²) are first merged into
     their largest neighbour (``sieve``), then any remaining polygon under ``min_area``
     (e.g. touching only nodata) is dropped. Columns: ``class_id``, ``class``, ``area``.
-    The class map is read whole: one byte per pixel.
+    The class map is read whole: one byte per pixel. ``out`` is written under a temporary
+    name and renamed; ``error_path`` is the path errors name when ``out`` is itself a
+    temporary name that a caller publishes later (default ``out``).
 
     Raises:
-        RasterError: the GeoPackage cannot be written.
+        OutputError: the GeoPackage cannot be written (nothing is left at ``out``).
     """
     import geopandas as gpd
     from shapely.geometry import shape
@@ -273,12 +290,15 @@ def vectorize_classes(
     frame["area"] = frame.geometry.area
     if min_area > 0:
         frame = frame[frame["area"] >= min_area * (1 - 1e-9)].reset_index(drop=True)
-    tmp = temp_path(Path(out), "part")
-    tmp.unlink(missing_ok=True)
+    shown = Path(error_path or out)
+    tmp = temp_path(shown, "part")
+    remove_stale_temps(shown)
+    remove_quietly(tmp)
     try:
-        frame.to_file(tmp, layer=layer, driver="GPKG")
-        os.replace(tmp, out)
-    except (OSError, ValueError) as err:
-        tmp.unlink(missing_ok=True)
-        raise RasterError(f"cannot write GeoPackage ({str(err).strip()[:120]})", out) from None
+        with write_errors(shown, kinds=(RuntimeError, ValueError)):  # pyogrio's errors
+            frame.to_file(tmp, layer=layer, driver="GPKG")
+            os.replace(tmp, out)
+    finally:
+        for leftover in (tmp, *tmp.parent.glob(f"{tmp.name}-*")):  # SQLite's -journal/-wal
+            remove_quietly(leftover)
     return len(frame)

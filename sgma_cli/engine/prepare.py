@@ -10,11 +10,15 @@ Steps: discover scenes x modalities, inspect every raster (nothing is written be
 inputs check out), build each scene's reference grid, scan label values, cut tiles and
 splits, then per tile read every modality warped onto the grid, write the tile folder
 atomically and update the training statistics. ``index.gpkg`` and ``dataset.toml`` are
-written last. A rerun skips finished tiles (reading them back for the statistics).
+written last: a folder with ``dataset.toml`` is finished. A rerun skips finished tiles
+(reading them back for the statistics), so a run killed at any point and run again ends
+with the same bytes as an uninterrupted one. A write error is one
+:class:`~sgma_cli.errors.OutputError` line; a first run then removes what it wrote.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
@@ -32,6 +36,7 @@ from shapely.geometry import box, mapping, shape
 from sgma_cli import __version__
 from sgma_cli.config.dataset import (
     INDEX_NAME,
+    MANIFEST_NAME,
     BandStats,
     ClassSpec,
     DatasetManifest,
@@ -40,6 +45,7 @@ from sgma_cli.config.dataset import (
     tile_dir,
 )
 from sgma_cli.data.align import RESAMPLING, AlignedReader
+from sgma_cli.data.atomic import write_errors
 from sgma_cli.data.discovery import Plan, discover
 from sgma_cli.data.labels import LabelReader
 from sgma_cli.data.palettes import PALETTES, Palette, load_palette
@@ -249,7 +255,8 @@ def prepare(
         report.manifest = _run(inputs, options, report, progress)
     except Exception:  # an interrupt keeps the finished tiles: the rerun resumes from them
         if fresh:  # nothing partial: a failed first run removes what it wrote, then re-raises
-            remove_outputs(out, remove_folder=created)
+            with contextlib.suppress(OSError):  # best effort: a read-only folder keeps them
+                remove_outputs(out, remove_folder=created)
         raise
     report.seconds = time.perf_counter() - start
     return report
@@ -283,7 +290,8 @@ def _run(
         )
     write_index(Path(options.out) / INDEX_NAME, outputs.records, outputs.geoms, first_crs)
     manifest = _manifest(inputs, options, report, outputs)
-    save_manifest(manifest, Path(options.out))
+    with write_errors(Path(options.out) / MANIFEST_NAME):
+        save_manifest(manifest, Path(options.out))
     return manifest
 
 
@@ -299,22 +307,21 @@ def _tile_scene(  # noqa: PLR0913 - the loop's inputs, accumulators and tick are
     """Write (or read back, when resuming) every tile of one scene and account for it."""
     out, names, palette = Path(options.out), inputs.plan.modalities, inputs.palette
     scene = job.scene
-    readers = {
-        m: AlignedReader(
-            job.infos[m],
-            job.grid,
-            options.resampling,
-            bands=src.bands,
-            same_grid=src.same_grid_as_reference and job.infos[m].crs is None,
-        )
-        for m, src in scene.modalities.items()
-    }
+    readers: dict[str, AlignedReader] = {}
     labels = None
-    if scene.labels is not None:
-        kind, label_map = inputs.label_maps[scene.labels.path]
-        background = 0 if kind == "coco" and palette[0][0].lower() == "background" else None
-        labels = LabelReader(scene.labels, job.grid, label_map, kind, scene.name, background)
-    try:
+    try:  # opened one by one inside the try: if one fails, those already open are closed
+        for m, src in scene.modalities.items():
+            readers[m] = AlignedReader(
+                job.infos[m],
+                job.grid,
+                options.resampling,
+                bands=src.bands,
+                same_grid=src.same_grid_as_reference and job.infos[m].crs is None,
+            )
+        if scene.labels is not None:
+            kind, label_map = inputs.label_maps[scene.labels.path]
+            background = 0 if kind == "coco" and palette[0][0].lower() == "background" else None
+            labels = LabelReader(scene.labels, job.grid, label_map, kind, scene.name, background)
         for tid, split, spec in job.tiles:
             folder = tile_dir(out, split, tid)
             if folder.exists():
@@ -326,8 +333,7 @@ def _tile_scene(  # noqa: PLR0913 - the loop's inputs, accumulators and tick are
                     report.tiles_empty += 1
                     tick()
                     continue
-                folder.parent.mkdir(parents=True, exist_ok=True)
-                write_tile(folder, data, names)
+                write_tile(folder, data, names)  # creates the split folder too
                 report.tiles_written += 1
             report.splits[split] = report.splits.get(split, 0) + 1
             report.megapixels += spec.window.width * spec.window.height / 1e6
