@@ -21,4 +21,7 @@ def downsample_availability(mask: Tensor, size: tuple[int, int]) -> Tensor:
     """``(B, M, H, W)`` bool -> ``(B, M, h, w)`` bool at a feature scale of size ``(h, w)``."""
     if tuple(mask.shape[-2:]) == tuple(size):
         return mask.bool()
+    H, W = mask.shape[-2:]
+    if H % size[0] == 0 and W % size[1] == 0:  # the same cells, and exportable with symbolic H, W
+        return F.max_pool2d(mask.float(), (H // size[0], W // size[1])) > 0
     return F.adaptive_max_pool2d(mask.float(), size) > 0

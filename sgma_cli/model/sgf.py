@@ -182,7 +182,12 @@ class SemanticGuidedFusion(nn.Module):
         available: Tensor | None = (cache["available"] & present[:, :, None]).transpose(
             1, 2
         )  # (B, N, M_e)
-        if available.device.type != "meta" and bool(available.all()):
+        # the fast path reads the mask's values: a graph (torch.export/compile) keeps the mask
+        if (
+            available.device.type != "meta"
+            and not torch.compiler.is_compiling()
+            and bool(available.all())
+        ):
             available = None  # every modality saw every pixel: plain softmax, no masking passes
         f_se = self.sp(prototypes, cache["sp_k"], cache["sp_v"], available)
         fused, robustness = self.rp(f_se, cache["rp_k"], cache["rp_v"], available)

@@ -178,7 +178,7 @@ class SGMA(nn.Module):
         features = self.backbone(stacked.flatten(0, 1))  # 4 x (B*M_e, C_i, H_i, W_i)
         scales, sizes = [], []
         for fusion, feat in zip(self.fusions, features):
-            size = (int(feat.shape[-2]), int(feat.shape[-1]))
+            size = (feat.shape[-2], feat.shape[-1])  # no int(): H, W stay symbolic in export
             scales.append(
                 fusion(
                     feat.unflatten(0, (B, len(idx))), idx, downsample_availability(available, size)
