@@ -6,17 +6,24 @@ A checkpoint is one ``.pt`` file holding only tensors and plain Python types, re
     {"meta": CheckpointMeta as a dict of builtins,
      "model": model state dict,
      "train": optional resume state (optimizer, scheduler, step/epoch, sampler position,
-              RNG states), see ``engine`` for its keys}
+              RNG states), see ``engine`` for its keys,
+     "digest": "sha256:<hex>" over meta, model and train (see :func:`content_digest`)}
 
 ``meta`` carries everything ``evaluate`` and ``predict`` need without the recipe: the
 model config, class names and colours, and each modality's bands and normalisation.
 Writes go to a temporary name in the same folder and are renamed into place.
+
+The digest lets :func:`load_checkpoint` refuse a damaged file whose bytes still unpickle
+(a flipped byte inside a tensor loads without complaint otherwise). Checkpoints written
+before digests existed have none and still load (:attr:`Checkpoint.digest` is ``None``).
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import pickle
+import struct
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,6 +45,7 @@ __all__ = [
     "Checkpoint",
     "save_checkpoint",
     "load_checkpoint",
+    "content_digest",
 ]
 
 FORMAT = "sgma-checkpoint"
@@ -88,11 +96,66 @@ class CheckpointMeta(StrictModel):
 
 @dataclass
 class Checkpoint:
-    """A loaded checkpoint: metadata, model weights and (optionally) resume state."""
+    """A loaded checkpoint: metadata, model weights and (optionally) resume state.
+
+    ``digest`` is the content digest the file carried and that matched on load (``None`` for
+    a checkpoint being built, or one written before sgma stored digests).
+    """
 
     meta: CheckpointMeta
     model: dict[str, torch.Tensor]
     train: dict[str, Any] | None = field(default=None)
+    digest: str | None = field(default=None)
+
+
+#: The top-level keys of a checkpoint file; any other key means the file was damaged.
+_KEYS = frozenset({"meta", "model", "train", "digest"})
+
+
+def _feed(h: Any, obj: Any) -> None:
+    """Add ``obj`` (tensors, containers and plain types, as ``weights_only`` loads them) to
+    the hash ``h`` in a fixed, type-tagged order, so equal content gives equal bytes."""
+    if isinstance(obj, torch.Tensor):
+        t = obj.detach().cpu().contiguous()
+        h.update(f"T{t.dtype}{tuple(t.shape)}".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    elif isinstance(obj, dict):
+        h.update(f"D{len(obj)}".encode())
+        for key, value in obj.items():  # insertion order survives torch.save/torch.load
+            _feed(h, key)
+            _feed(h, value)
+    elif isinstance(obj, (list, tuple)):
+        h.update(f"{'L' if isinstance(obj, list) else 'U'}{len(obj)}".encode())
+        for item in obj:
+            _feed(h, item)
+    elif isinstance(obj, bool) or obj is None:
+        h.update(f"B{obj}".encode())
+    elif isinstance(obj, int):
+        h.update(f"I{obj};".encode())
+    elif isinstance(obj, float):
+        h.update(b"F" + struct.pack("<d", obj))
+    elif isinstance(obj, str):
+        data = obj.encode("utf-8", "surrogatepass")
+        h.update(f"S{len(data)};".encode() + data)
+    elif isinstance(obj, (bytes, bytearray)):
+        h.update(f"Y{len(obj)};".encode() + bytes(obj))
+    else:  # another type torch's weights-only loader allows (dtype, device, ...)
+        text = f"{type(obj).__name__}:{obj!r}".encode()
+        h.update(f"O{len(text)};".encode() + text)
+
+
+def content_digest(payload: dict[str, Any]) -> str:
+    """``"sha256:<hex>"`` over a checkpoint payload's ``meta``, ``model`` and ``train``.
+
+    Hashes the tensors' bytes, dtypes and shapes and every plain value (not the pickle
+    bytes), so the digest written at save time is the one recomputed after loading.
+    """
+    h = hashlib.sha256()
+    for key in ("meta", "model", "train"):
+        if key in payload:
+            _feed(h, key)
+            _feed(h, payload[key])
+    return f"sha256:{h.hexdigest()}"
 
 
 def save_checkpoint(path: Path, checkpoint: Checkpoint) -> Path:
@@ -104,6 +167,7 @@ def save_checkpoint(path: Path, checkpoint: Checkpoint) -> Path:
     }
     if checkpoint.train is not None:
         payload["train"] = checkpoint.train
+    payload["digest"] = content_digest(payload)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         torch.save(payload, tmp)
@@ -157,6 +221,7 @@ def load_checkpoint(
         or payload["meta"].get("format") != FORMAT
     ):
         raise CheckpointError("not an sgma checkpoint (no sgma metadata)", path)
+    digest = _check_digest(payload, path)
     try:
         meta = CheckpointMeta.model_validate(payload["meta"])
         meta.sgma_config()
@@ -172,4 +237,24 @@ def load_checkpoint(
     train = payload.get("train") if with_train_state else None
     if with_train_state and train is None:
         raise CheckpointError("checkpoint has no training state to resume from", path)
-    return Checkpoint(meta=meta, model=model, train=train)
+    return Checkpoint(meta=meta, model=model, train=train, digest=digest)
+
+
+def _check_digest(payload: dict[str, Any], path: Path) -> str | None:
+    """The payload's digest once it matches its content; ``None`` for a checkpoint from
+    before digests. Unknown top-level keys or a wrong digest raise :class:`CheckpointError`."""
+    unknown = sorted(str(k) for k in payload if k not in _KEYS)
+    if unknown:
+        raise CheckpointError(f"damaged checkpoint (unknown entries {unknown[:3]})", path)
+    stored = payload.get("digest")
+    if stored is None:
+        return None
+    if not isinstance(stored, str) or not stored.startswith("sha256:"):
+        raise CheckpointError("damaged checkpoint (its content digest is unreadable)", path)
+    if content_digest(payload) != stored:
+        raise CheckpointError(
+            "damaged checkpoint: its content does not match the digest written with it; "
+            "copy it again or use another checkpoint",
+            path,
+        )
+    return stored
