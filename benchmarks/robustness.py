@@ -11,15 +11,22 @@ changing only the switches the paper compares:
 then evaluates the last checkpoint of each on all 2^M - 1 modality subsets of the test split
 and prints the paper-style table: mIoU per subset, Average / Top-1 / Last-1.
 
+``--prototypes sum mean softmax`` compares SGMA's prototype weightings (``model.prototypes``)
+instead: one SGMA (SGF + MAS) per weighting, everything else equal. ``--keep DIR`` keeps
+the dataset and the runs (``DIR/<variant>-<seed>/checkpoints/last.pt``), e.g. for
+``benchmarks/window_agreement.py``; ``--json PATH`` writes every seed's figures.
+
 Run (about 10 minutes on a 2-core CPU)::
 
     .venv/bin/python benchmarks/robustness.py                 # makes the sample scene itself
     .venv/bin/python benchmarks/robustness.py --data demo/data --seeds 0 1
+    .venv/bin/python benchmarks/robustness.py --prototypes sum mean softmax --seeds 0 1 2
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 import sys
 import tempfile
@@ -49,6 +56,18 @@ VARIANTS: dict[str, list[str]] = {
 }
 
 
+def _prototype_variants(kinds: list[str]) -> dict[str, list[str]]:
+    """SGMA (SGF + MAS) once per prototype weighting."""
+    return {
+        f"SGMA prototypes={kind}": [
+            "model.fusion='sgf'",
+            "train.mas=true",
+            f"model.prototypes='{kind}'",
+        ]
+        for kind in kinds
+    }
+
+
 def _dataset(work: Path) -> Path:
     scene, data = work / "scene", work / "data"
     sample(scene, size=1024, seed=0)
@@ -67,21 +86,32 @@ def main() -> None:
     parser.add_argument(
         "--set", dest="overrides", action="append", default=[], help="extra recipe override"
     )
+    parser.add_argument(
+        "--prototypes",
+        nargs="+",
+        choices=["sum", "mean", "softmax"],
+        help="compare SGMA's prototype weightings instead of the fusion baselines",
+    )
+    parser.add_argument("--keep", type=Path, help="keep the dataset and runs in this folder")
+    parser.add_argument("--json", type=Path, help="write every seed's figures to this file")
     args = parser.parse_args()
     torch.set_num_threads(1)  # steadier timings on a shared 2-core machine
-    work = Path(tempfile.mkdtemp(prefix="sgma-robustness-"))
+    if args.keep:
+        args.keep.mkdir(parents=True, exist_ok=True)
+    work = args.keep or Path(tempfile.mkdtemp(prefix="sgma-robustness-"))
+    variants = _prototype_variants(args.prototypes) if args.prototypes else VARIANTS
     try:
         data = args.data or _dataset(work)
         table: dict[str, list[dict[str, float]]] = {}
         subsets: list[str] = []
-        for name, switches in VARIANTS.items():
+        for name, switches in variants.items():
             for seed in args.seeds:
                 recipe = load_recipe(
                     args.recipe,
                     [*switches, f"train.seed={seed}", "train.val_every=0", *args.overrides],
                 )
                 start = time.perf_counter()
-                run_dir = work / f"{name}-{seed}".replace(" ", "_")
+                run_dir = work / f"{name}-{seed}".replace(" ", "_").replace("=", "_")
                 result = train(recipe, TrainOptions(data_dir=data, run_dir=run_dir, device="cpu"))
                 evaluation = evaluate_checkpoint(
                     result.last_checkpoint,
@@ -96,16 +126,20 @@ def main() -> None:
                     average=100 * res.summary.average,
                     top1=100 * res.summary.top1,
                     last1=100 * res.summary.last1,
+                    seconds=time.perf_counter() - start,
                 )
                 table.setdefault(name, []).append(row)
                 print(
-                    f"  trained {name!r} seed {seed}: {result.step} steps in {time.perf_counter() - start:.0f} s, "
-                    f"Average {row['average']:.2f}",
+                    f"  trained {name!r} seed {seed}: {result.step} steps in "
+                    f"{row['seconds']:.0f} s, Average {row['average']:.2f}",
                     flush=True,
                 )
         _print(table, subsets, args)
+        if args.json:
+            args.json.write_text(json.dumps({"seeds": args.seeds, "runs": table}, indent=1))
     finally:
-        shutil.rmtree(work, ignore_errors=True)
+        if not args.keep:
+            shutil.rmtree(work, ignore_errors=True)
 
 
 def _print(
