@@ -558,6 +558,10 @@ class Fixtures:
         """``sgma sample`` at the default size (1024 px, seed 0)."""
         return self._once("sample-scene", lambda p: self.sh(f"sgma sample {p}"))
 
+    def small_scene(self) -> Path:
+        """``sgma sample --size 256``: a scene folder where any small scene will do."""
+        return self._once("small-scene", lambda p: self.sh(f"sgma sample {p} --size 256"))
+
     def sample_run(self) -> Path:
         """A short run of recipes/sample.toml on the prepared sample (``run/checkpoints/``)."""
         scene = self.sample_scene()
@@ -645,6 +649,7 @@ def _setup_readme(fx: Fixtures, work: Path, home: Path) -> None:
 def _setup_prepare(fx: Fixtures, work: Path, home: Path) -> None:
     _link(fx.potsdam_raw(), home / "data" / "potsdam")
     _link(fx.flight_raw(), home / "flight")
+    _link(fx.small_scene(), work / "heldout")
 
 
 def _setup_train(fx: Fixtures, work: Path, home: Path) -> None:
@@ -656,6 +661,7 @@ def _setup_evaluate(fx: Fixtures, work: Path, home: Path) -> None:
     _copy(fx.potsdam_runs(), work / "runs")
     run = fx.sample_run()
     _copy(fx.sample_scene(), work / "demo" / "scene")
+    _copy(run / "run", work / "demo" / "run")
     _copy(run / "run" / "checkpoints" / "best.pt", work / "best.pt")
 
 
@@ -667,7 +673,7 @@ def _setup_predict(fx: Fixtures, work: Path, home: Path) -> None:
     _copy(run / "run" / "checkpoints" / "best.pt", work / "best.pt")
     _copy(scene / "rgb.tif", work / "ortho_2024.tif")
     _copy(scene / "sar.tif", work / "s1_asc.tif")
-    _link(scene, work / "big_scene")
+    _copy(scene, work / "big_scene")
 
 
 def _setup_export(fx: Fixtures, work: Path, home: Path) -> None:
