@@ -176,10 +176,18 @@ def _take_over(lock: Path, seen: dict[str, Any]) -> None:
 
 def _acquire(output: Path, command: str) -> Path:
     lock = lock_path(output)
-    lock.parent.mkdir(parents=True, exist_ok=True)
     record = _record(command)
     for _ in range(5):
-        if _create(lock, record):
+        try:
+            lock.parent.mkdir(parents=True, exist_ok=True)
+            created = _create(lock, record)
+        except OSError as err:
+            raise UsageError(
+                f"cannot create the lock file {lock.name} beside the output "
+                f"({err.strerror or err}); sgma needs to write in {lock.parent}",
+                output,
+            ) from None
+        if created:
             _HELD.add(lock.resolve())
             return lock
         owner = _read(lock)

@@ -61,6 +61,7 @@ from sgma_cli.data.tile_files import (
     write_tile,
 )
 from sgma_cli.data.tile_layout import TileSpec, parse_split
+from sgma_cli.engine.locks import output_lock, refuse_if_locked
 from sgma_cli.errors import RasterError, UsageError
 
 __all__ = ["PrepareOptions", "PlanRow", "PrepareReport", "prepare"]
@@ -229,6 +230,7 @@ def prepare(
     out = Path(options.out)
     fingerprint = _fingerprint(options, tile, stride)
     if not options.dry_run:
+        refuse_if_locked(out)  # another prepare writing there: say so before anything else
         check_output_dir(out, fingerprint, options.overwrite)
     jobs, rows, bands = inspect_plan(plan, reference, options.resolution, options.crs, _warn)
     palette, label_maps = resolve_palette(plan, _palette_for(plan, options), options.ignore)
@@ -248,16 +250,17 @@ def prepare(
         report.seconds = time.perf_counter() - start
         return report
 
-    created = not out.exists()
-    fresh = prepare_output_dir(out, fingerprint, options.overwrite)
-    inputs = _Inputs(plan, jobs, bands, palette, label_maps, reference)
-    try:
-        report.manifest = _run(inputs, options, report, progress)
-    except Exception:  # an interrupt keeps the finished tiles: the rerun resumes from them
-        if fresh:  # nothing partial: a failed first run removes what it wrote, then re-raises
-            with contextlib.suppress(OSError):  # best effort: a read-only folder keeps them
-                remove_outputs(out, remove_folder=created)
-        raise
+    with output_lock(out, "sgma prepare"):  # one writer per output folder
+        created = not out.exists()
+        fresh = prepare_output_dir(out, fingerprint, options.overwrite)
+        inputs = _Inputs(plan, jobs, bands, palette, label_maps, reference)
+        try:
+            report.manifest = _run(inputs, options, report, progress)
+        except Exception:  # an interrupt keeps the finished tiles: the rerun resumes from them
+            if fresh:  # nothing partial: a failed first run removes what it wrote, re-raises
+                with contextlib.suppress(OSError):  # best effort: a read-only folder keeps them
+                    remove_outputs(out, remove_folder=created)
+            raise
     report.seconds = time.perf_counter() - start
     return report
 

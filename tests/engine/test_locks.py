@@ -171,3 +171,71 @@ class TestStaleOrNot:
         with output_lock(out, "sgma train") as locks:
             locks[0].write_text(json.dumps({"pid": os.getppid(), "host": socket.gethostname()}))
         assert json.loads(lock_path(out).read_text())["pid"] == os.getppid()
+
+
+class TestJobsTakeTheLock:
+    """prepare, train and predict refuse an output that a live job holds, with one line."""
+
+    def test_prepare(self, tmp_path: Path) -> None:
+        from sgma_cli.engine.prepare import PrepareOptions, prepare
+        from tests.conftest import make_tiny_scene
+
+        scene, out = make_tiny_scene(tmp_path / "scene", size=64), tmp_path / "data"
+        options = PrepareOptions(src=scene, out=out, tile=32, stride=32, split="1,0,0")
+        _write_lock(out, pid=os.getppid(), host=socket.gethostname(), command="sgma prepare")
+        with pytest.raises(UsageError, match=r"data: sgma prepare \(pid \d+ on .*writing here"):
+            prepare(options)
+        assert not out.exists()  # refused before anything was written
+        _write_lock(out, pid=_dead_pid(), host=socket.gethostname(), command="sgma prepare")
+        report = prepare(options)  # the stale lock of a killed run is taken over
+        assert report.tiles_written == 4 and (out / "dataset.toml").is_file()
+        assert not lock_path(out).exists()
+
+    def test_prepare_cli_one_line(self, tmp_path: Path) -> None:
+        from typer.testing import CliRunner
+
+        from sgma_cli.cli.app import app
+        from tests.conftest import make_tiny_scene
+
+        scene, out = make_tiny_scene(tmp_path / "scene", size=64), tmp_path / "data"
+        with output_lock(out, "sgma prepare"):
+            result = CliRunner().invoke(app, ["prepare", str(scene), "--out", str(out)])
+        assert result.exit_code == 2, result.output
+        assert len(result.output.strip().splitlines()) == 1
+        assert "sgma prepare (pid" in result.output and "is writing here" in result.output
+
+    def test_train(self, tiny_dataset: Path, tmp_path: Path) -> None:
+        from sgma_cli.config.recipe import load_recipe
+        from sgma_cli.engine.train import TrainOptions, plan_training, train
+
+        recipe = load_recipe(None, ["model.backbone='test_convnext'", "data.batch_size=1"])
+        options = TrainOptions(data_dir=tiny_dataset, run_dir=tmp_path / "run", device="cpu")
+        with output_lock(tmp_path / "run", "sgma train"):
+            with pytest.raises(UsageError, match=r"run: sgma train \(pid .*is writing here"):
+                plan_training(recipe, options)
+            with pytest.raises(UsageError, match="is writing here"):
+                train(recipe, options)
+        assert plan_training(recipe, options).run_dir == (tmp_path / "run").resolve()
+
+    def test_predict(self, tiny_checkpoint: Path, tiny_scene: Path, tmp_path: Path) -> None:
+        from sgma_cli.engine.predict.job import PredictJob, run_predict
+
+        job = PredictJob(
+            tiny_checkpoint,
+            tiny_scene,
+            tmp_path / "map.tif",
+            window=64,
+            vectorize=tmp_path / "map.gpkg",
+        )
+        _write_lock(tmp_path / "map.gpkg", pid=os.getppid(), host=socket.gethostname())
+        with pytest.raises(UsageError, match=r"map\.gpkg: another sgma job \(pid"):
+            run_predict(job)
+        assert sorted(p.name for p in tmp_path.iterdir()) == [
+            ".map.gpkg.sgma-lock",
+            "scene",
+            "tiny.pt",
+        ]
+        lock_path(tmp_path / "map.gpkg").unlink()
+        result = run_predict(job)
+        assert result.outputs["classes"].is_file() and result.outputs["vectors"].is_file()
+        assert not list(tmp_path.glob(".*.sgma-lock"))

@@ -33,6 +33,7 @@ from sgma_cli.data.writers import (
     vectorize_classes,
 )
 from sgma_cli.engine.device import check_gpu_count, resolve_device
+from sgma_cli.engine.locks import output_lock
 from sgma_cli.engine.predict.inference import (
     GDAL_CACHE_MB,
     PredictionBlock,
@@ -333,12 +334,17 @@ def run_predict(
         on_scene: called once the scene is opened (e.g. to print the grid), before compute.
 
     Raises:
-        UsageError: bad option values.
+        UsageError: bad option values; another job writing one of the outputs (the
+            outputs are locked while this one writes them).
         CheckpointError: unreadable checkpoint.
         RasterError: missing/unfit sensors, unwritable outputs.
         DeviceError: a device this machine lacks.
     """
-    with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB):
+    _check_job(job)  # outputs checked before they are locked
+    with (
+        rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB),
+        output_lock(output_paths(job).values(), "sgma predict"),
+    ):
         return _run_predict(job, progress, on_scene)
 
 

@@ -15,10 +15,12 @@ then runs :func:`run_worker` on one process, on N spawned processes (``--gpus N`
 
 from __future__ import annotations
 
+import contextlib
 import functools
 
 from sgma_cli.config.recipe import Recipe
 from sgma_cli.engine.distributed import launch, torchrun_env
+from sgma_cli.engine.locks import output_lock
 from sgma_cli.engine.train.loop import ProgressCallback, TrainResult, run_loop
 from sgma_cli.engine.train.plan import TrainOptions, TrainPlan, plan_training
 
@@ -60,7 +62,14 @@ def train(
     env = torchrun_env()
     if env is not None:
         rank, world, local = env
-        return run_worker(rank, world, plan, progress, local)
-    return launch(
-        _spawned, plan.world_size, (plan,), main=functools.partial(run_worker, progress=progress)
-    )
+        # rank 0 holds the run folder's lock for the group (one writer per output)
+        held = output_lock(plan.run_dir, "sgma train") if rank == 0 else contextlib.nullcontext()
+        with held:
+            return run_worker(rank, world, plan, progress, local)
+    with output_lock(plan.run_dir, "sgma train"):
+        return launch(
+            _spawned,
+            plan.world_size,
+            (plan,),
+            main=functools.partial(run_worker, progress=progress),
+        )

@@ -33,6 +33,7 @@ from sgma_cli.config.recipe import Recipe, recipe_to_toml
 from sgma_cli.data.tile_dataset import list_tiles
 from sgma_cli.engine.device import check_gpu_count, resolve_device
 from sgma_cli.engine.distributed import torchrun_env
+from sgma_cli.engine.locks import refuse_if_locked
 from sgma_cli.engine.subsets import parse_subsets
 from sgma_cli.engine.weights import build_model, load_backbone_weights
 from sgma_cli.errors import CheckpointError, ConfigError, DatasetError, UsageError
@@ -289,6 +290,9 @@ def _run_dir(recipe: Recipe, options: TrainOptions) -> Path:
     """The run folder, refused when it holds a run and ``resume`` is off, or none to resume."""
     chosen = options.run_dir if options.run_dir is not None else Path("runs") / recipe.name
     out = Path(chosen).expanduser().resolve()
+    env = torchrun_env()
+    if env is None or env[0] == 0:  # a torchrun group's other ranks run beside rank 0's lock
+        refuse_if_locked(out)  # a run writing there now: say so before "add --resume"
     last = out / CHECKPOINT_DIR / "last.pt"
     if options.resume:
         if not last.exists():
