@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import difflib
 import sys
-from pathlib import Path
+from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -14,7 +14,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-__all__ = ["StrictModel", "read_toml", "explain_validation_error", "tomllib"]
+__all__ = ["StrictModel", "read_toml", "explain_validation_error", "path_inside", "tomllib"]
 
 
 class StrictModel(BaseModel):
@@ -34,6 +34,34 @@ def read_toml(path: Path, error: type[Exception]) -> dict[str, Any]:
         raise error(f"cannot read: {err.strerror}", path) from None
     except tomllib.TOMLDecodeError as err:
         raise error(f"not valid TOML: {err}", path) from None
+    except UnicodeDecodeError as err:
+        raise error(f"not valid TOML: not UTF-8 text (byte {err.start})", path) from None
+    except RecursionError:
+        raise error("not valid TOML: arrays or tables nested too deeply", path) from None
+
+
+def path_inside(
+    folder: Path, text: object, source: Path, error: type[Exception], what: str = "path"
+) -> Path:
+    """``folder / text`` for a path that a file names (e.g. ``sample.json``'s file names).
+
+    Paths read from files stay inside their folder: an absolute path (``/x``, ``C:\\x``,
+    ``\\\\server\\x``), a ``..`` part, an empty name or a NUL byte is refused, so a damaged
+    or crafted file cannot make sgma read or write elsewhere. The check is on the text
+    (symbolic links inside the folder are the user's own choice and are followed).
+
+    Raises:
+        error: ``error(message, source)``, one line naming the file that holds the path.
+    """
+    if not isinstance(text, str) or not text.strip() or "\x00" in text:
+        raise error(f"{what} {str(text)[:80]!r} is not a file name", source)
+    pure = PurePosixPath(text.replace("\\", "/"))
+    if pure.is_absolute() or PureWindowsPath(text).drive or ".." in pure.parts:
+        raise error(
+            f"{what} {text[:80]!r} leads outside {folder}; only paths inside it are read",
+            source,
+        )
+    return Path(folder) / pure
 
 
 def _fields_at(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:

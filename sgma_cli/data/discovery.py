@@ -19,6 +19,7 @@ import glob
 import json
 from pathlib import Path
 
+from sgma_cli.config._base import path_inside
 from sgma_cli.data.labels import label_source_for
 from sgma_cli.data.palettes import POTSDAM, Palette
 from sgma_cli.data.plan import NAME_RE, OPTICAL, ModalitySource, Plan, Scene, scene_key
@@ -150,14 +151,24 @@ def _from_folders(src: Path, label_field: str, palette: Palette | None) -> Plan:
     if marker.exists():
         try:
             meta = json.loads(marker.read_text())
-            mods = {n: ModalitySource(n, src / f) for n, f in meta["modalities"].items()}
+            mods = {}
+            for n, f in meta["modalities"].items():
+                if not NAME_RE.match(str(n)):  # names become tile file names
+                    raise RasterError(f"modality name {str(n)[:40]!r} is not a name", marker)
+                mods[n] = ModalitySource(n, path_inside(src, f, marker, RasterError, "file"))
             label = (
-                label_source_for(src / meta["labels"], label_field, palette or POTSDAM)
+                label_source_for(
+                    path_inside(src, meta["labels"], marker, RasterError, "labels file"),
+                    label_field,
+                    palette or POTSDAM,
+                )
                 if meta.get("labels")
                 else None
             )
             tiling = _sample_tiling(meta)
-        except (OSError, ValueError, KeyError, TypeError) as err:
+        except RasterError:  # a path leading outside the folder, an unreadable label file
+            raise
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
             raise RasterError(f"not an sgma sample marker ({err})", marker) from None
         scene = Scene(src.name or "scene", mods, label)
         return Plan(

@@ -40,6 +40,7 @@ from rasterio.errors import CRSError
 from rasterio.warp import transform_bounds
 from rasterio.windows import Window
 
+from sgma_cli.config._base import path_inside
 from sgma_cli.data.align import AlignedReader, Grid, check_overlap
 from sgma_cli.data.raster import RasterInfo, inspect_raster
 from sgma_cli.errors import RasterError, UsageError
@@ -149,7 +150,7 @@ def find_sensor_files(
         if marker.is_file():
             try:
                 listed = dict(json.loads(marker.read_text()).get("modalities", {}))
-            except (OSError, ValueError, AttributeError):
+            except (OSError, ValueError, AttributeError, TypeError, RecursionError):
                 listed = {}
         by_stem = {
             p.stem.lower(): p
@@ -157,9 +158,12 @@ def find_sensor_files(
             if p.suffix.lower() in _EXTS and p.is_file()
         }
         for name in names:
-            if name in listed and (scene_dir / listed[name]).is_file():
-                found[name] = scene_dir / listed[name]
-            elif name.lower() in by_stem:
+            if name in listed:  # a path from a file: it must stay inside the scene folder
+                listed_path = path_inside(scene_dir, listed[name], marker, RasterError, "file")
+                if listed_path.is_file():
+                    found[name] = listed_path
+                    continue
+            if name.lower() in by_stem:
                 found[name] = by_stem[name.lower()]
     for name, path in explicit.items():
         if not Path(path).is_file():

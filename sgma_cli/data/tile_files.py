@@ -23,12 +23,12 @@ import numpy as np
 import rasterio
 from affine import Affine
 from rasterio.crs import CRS
-from rasterio.errors import NotGeoreferencedWarning, RasterioError
+from rasterio.errors import NotGeoreferencedWarning, RasterioError, RasterioIOError
 
 from sgma_cli.config.dataset import INDEX_NAME, MANIFEST_NAME
 from sgma_cli.data.atomic import remove_quietly, write_errors
 from sgma_cli.data.raster import geotiff_profile
-from sgma_cli.errors import UsageError
+from sgma_cli.errors import RasterError, UsageError
 
 __all__ = [
     "TileData",
@@ -126,8 +126,23 @@ def write_tile(folder: Path, tile: TileData, modalities: list[str]) -> None:
 
 
 def read_tile(folder: Path, modalities: list[str]) -> TileData:
-    """Read a finished tile folder back (for resumed runs' statistics and index)."""
+    """Read a finished tile folder back (for resumed runs' statistics and index).
+
+    Raises:
+        RasterError: a file of the tile is missing or damaged (named, with the fix).
+    """
     folder = Path(folder)
+    try:
+        return _read_tile(folder, modalities)
+    except RasterioIOError as err:
+        reason = " ".join(str(err).split())[:120]
+        raise RasterError(
+            f"damaged tile ({reason}); delete this tile folder to cut it again, or add --overwrite",
+            folder,
+        ) from None
+
+
+def _read_tile(folder: Path, modalities: list[str]) -> TileData:
     images = {}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", NotGeoreferencedWarning)
@@ -221,7 +236,15 @@ def check_output_dir(out: Path, fp: dict[str, Any], overwrite: bool) -> bool:
                 "pick another --out or add --overwrite",
                 out,
             )
-        if json.loads(old.read_text()) != fp:
+        try:
+            before = json.loads(old.read_text(encoding="utf-8"))
+        except (OSError, ValueError, RecursionError):
+            raise UsageError(
+                "damaged or unreadable (it records the options of the tiles here); "
+                "add --overwrite to start over",
+                old,
+            ) from None
+        if before != fp:
             raise UsageError(
                 "output folder holds tiles prepared with other options; "
                 "add --overwrite to start over",

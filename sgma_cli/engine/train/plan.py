@@ -270,7 +270,15 @@ def _check_resume(
     # The position in the data and the learning-rate schedule are derived from the step count,
     # so the images per step and the seed must be those of the interrupted run.
     train = ckpt.train or {}
-    before_step = _samples_per_step(ckpt.meta.recipe, int(train["world_size"]))
+    try:
+        before_step = _samples_per_step(ckpt.meta.recipe, int(train["world_size"]))
+        int(train["seed"])
+    except (KeyError, TypeError, ValueError):
+        raise CheckpointError(
+            "its recipe or training state lacks the batch size, process count or seed; "
+            "resume from a last.pt that sgma train wrote",
+            path,
+        ) from None
     now_step = _samples_per_step(recipe.model_dump(), world)
     if before_step != now_step:
         raise CheckpointError(

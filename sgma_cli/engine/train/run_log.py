@@ -19,6 +19,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from sgma_cli.engine.subsets import subset_label
+from sgma_cli.errors import UsageError
 
 __all__ = ["RunLog", "read_metrics", "write_plots"]
 
@@ -63,7 +64,7 @@ class RunLog:
             *self.subset_columns,
         ]
         if resume_step is not None and self.path.exists():
-            kept = [r for r in read_metrics(self.path) if int(r.get("step") or 0) <= resume_step]
+            kept = [r for r in read_metrics(self.path) if _step(r, self.path) <= resume_step]
             self._rewrite(kept)
         elif not self.path.exists() or resume_step is None:
             self._rewrite([])
@@ -121,9 +122,33 @@ class RunLog:
 
 
 def read_metrics(path: Path) -> list[dict[str, str]]:
-    """Rows of a ``metrics.csv`` as dicts of strings."""
-    with open(path, newline="") as fh:
-        return list(csv.DictReader(fh))
+    """Rows of a ``metrics.csv`` as dicts of strings.
+
+    Raises:
+        UsageError: the file is unreadable or damaged (one line naming it).
+    """
+    try:
+        with open(path, newline="", encoding="utf-8") as fh:
+            return list(csv.DictReader(fh))
+    except (OSError, UnicodeDecodeError, csv.Error) as err:
+        reason = err.strerror if isinstance(err, OSError) else " ".join(str(err).split())[:80]
+        raise UsageError(
+            f"cannot read the run's metrics ({reason}); move the file away to start its "
+            "rows afresh",
+            path,
+        ) from None
+
+
+def _step(row: Mapping[str, str | None], path: Path) -> int:
+    """The ``step`` of a metrics row; a damaged value raises :class:`UsageError`."""
+    try:
+        return int(row.get("step") or 0)
+    except (TypeError, ValueError):
+        raise UsageError(
+            f"damaged row (step {str(row.get('step'))[:40]!r}); move the file away to start "
+            "its rows afresh",
+            path,
+        ) from None
 
 
 def _floats(rows: Sequence[Mapping[str, str]], key: str) -> list[float]:
