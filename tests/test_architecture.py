@@ -42,7 +42,7 @@ MODULES = {_module_name(p): p for p in sorted(PACKAGE.rglob("*.py"))}
 
 
 def _imports(path: Path) -> set[str]:
-    """Every ``sgma_cli`` module and every third-party top-level name imported anywhere in the file."""
+    """Every ``sgma_cli`` module and third-party top-level name imported anywhere in the file."""
     found: set[str] = set()
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.Import):
@@ -132,3 +132,30 @@ def test_cycle_detection_sees_lazy_imports(tmp_path: Path) -> None:
     path = tmp_path / "lazy.py"
     path.write_text(source)
     assert "sgma_cli.engine.weights" in _imports(path)
+
+
+def _documented_tree() -> set[str]:
+    """The files listed in docs/architecture.md's tree, rebuilt into paths from the indentation."""
+    doc = (PACKAGE.parent / "docs" / "architecture.md").read_text()
+    block = doc.split("## The tree", 1)[1].split("```", 2)[1]
+    paths: set[str] = set()
+    folders: list[str] = []
+    for line in block.strip("\n").splitlines():
+        depth = (len(line) - len(line.lstrip(" "))) // 2
+        name = line.split()[0]
+        folders = folders[:depth]
+        if name.endswith("/"):
+            folders.append(name.rstrip("/"))
+        else:
+            paths.add("/".join([*folders, name]))
+    return paths
+
+
+def test_architecture_page_lists_every_file() -> None:
+    """docs/architecture.md's tree names every module, and no module that is gone."""
+    files = {
+        str(p.relative_to(PACKAGE))
+        for p in PACKAGE.rglob("*.py")
+        if p.name != "__init__.py" or p.parent == PACKAGE
+    }
+    assert _documented_tree() == files

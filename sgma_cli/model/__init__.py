@@ -1,4 +1,4 @@
-"""SGMA model: pure ``nn.Module``s, no file I/O beyond timm's local weights loader."""
+"""SGMA model: pure ``nn.Module``s that receive tensors; the engine reads weight files."""
 
 from sgma_cli.config.model import ModalitySpec, SGMAConfig
 from sgma_cli.model.backbones import BACKBONES, create_backbone
