@@ -13,7 +13,7 @@ from typing import Annotated
 import typer
 
 from sgma_cli import __version__
-from sgma_cli.cli import evaluate, predict, prepare, profile, sample, train
+from sgma_cli.cli import evaluate, export, predict, prepare, profile, sample, train
 from sgma_cli.cli.command import Command, Group, help_text
 from sgma_cli.cli.console import guarded, state
 
@@ -53,7 +53,7 @@ def _root(
     state.debug = debug
 
 
-for _module in (sample, prepare, train, evaluate, predict, profile):
+for _module in (sample, prepare, train, evaluate, predict, export, profile):
     app.command(_module.__name__.rsplit(".", 1)[-1], help=help_text(_module.__doc__), cls=Command)(
         guarded(_module.command)
     )
