@@ -11,6 +11,7 @@ Examples:
   sgma predict demo/scene -c best.pt -m dsm,sar -o dsm_sar.tif --robustness
   sgma predict -c best.pt --modality rgb=ortho.tif --modality sar=s1.tif
   sgma predict scene/ -c best.pt --gpus 4 --batch-size 16
+  sgma predict demo/scene --model model.onnx --out map.tif   # ONNX Runtime (sgma export)
 """
 
 from __future__ import annotations
@@ -127,8 +128,17 @@ def command(
     ] = None,
     *,
     checkpoint: Annotated[
-        Path, typer.Option("--checkpoint", "-c", help="Trained sgma checkpoint (.pt).")
-    ],
+        Path | None,
+        typer.Option("--checkpoint", "-c", help="Trained sgma checkpoint (.pt); or give --model."),
+    ] = None,
+    model: Annotated[
+        Path | None,
+        typer.Option(
+            "--model",
+            help="Instead of --checkpoint: a model written by sgma export (.onnx, run by ONNX "
+            "Runtime; .pt2, run by torch.export).",
+        ),
+    ] = None,
     modalities: Annotated[
         str | None,
         typer.Option(
@@ -231,6 +241,7 @@ def command(
         min_area=min_area,
         resolution=resolution,  # checked (and parsed) by the job
         extent=extent,  # type: ignore[arg-type]
+        model=model,
     )
     with _progress_bar() as update:
         result = run_predict(job, progress=update, on_scene=_describe_scene)

@@ -6,9 +6,14 @@ batched, while the model computes the previous batch (GDAL reads and torch kerne
 release the GIL). Class probabilities of overlapping windows are blended with a smooth
 window weight; rows are finalised as soon as no pending window touches them and handed on
 as :class:`PredictionBlock` s, so only the windows in flight and one band of output rows
-are ever in memory. :func:`local_results` computes batches in this process and :func:`assemble` blends
-them into blocks; :func:`sgma_cli.engine.predict.job.predict_scene` puts the two together,
-``sgma predict`` writes the blocks and ``sgma evaluate`` scores them.
+are ever in memory. :func:`local_results` computes batches in this process and
+:func:`assemble` blends them into blocks; :func:`sgma_cli.engine.predict.job.predict_scene`
+puts the two together, ``sgma predict`` writes the blocks and ``sgma evaluate`` scores them.
+
+What computes a batch is a :class:`Runner`: :class:`TorchRunner` (the PyTorch model, via
+:func:`compute_batch`) or a graph exported by ``sgma export``
+(:mod:`sgma_cli.engine.predict.runners`: ONNX Runtime or an ExportedProgram). Reading,
+blending and writing do not depend on which.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ import queue
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -35,6 +41,8 @@ __all__ = [
     "ProgressFn",
     "PredictionBlock",
     "WindowBatch",
+    "Runner",
+    "TorchRunner",
     "batches_of",
     "read_batches",
     "compute_batch",
@@ -94,6 +102,44 @@ class WindowBatch:
     windows: list[WindowSpec]
     images: dict[str, np.ndarray]
     mask: np.ndarray
+
+
+class Runner(Protocol):
+    """Computes one batch of windows: what :func:`local_results` calls per batch."""
+
+    def __call__(
+        self, batch: WindowBatch, robustness_of: Sequence[int]
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Values float32 ``(B, K + len(robustness_of), S, S)`` and valid bool ``(B, S, S)``.
+
+        ``values`` holds the softmax probabilities, then the robustness maps of the model
+        modalities ``robustness_of`` (indices into ``meta.modality_names``), as
+        :func:`compute_batch` returns them.
+        """
+        ...
+
+
+@dataclass
+class TorchRunner:
+    """The PyTorch model as a :class:`Runner` (:func:`compute_batch`).
+
+    Attributes:
+        model: the model, in eval mode on ``device``.
+        device: where to compute.
+        precision: ``auto`` (bf16 autocast on CUDA), ``bf16`` or ``fp32``.
+    """
+
+    model: SGMA
+    device: torch.device
+    precision: str = "auto"
+
+    def __call__(
+        self, batch: WindowBatch, robustness_of: Sequence[int]
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Run the model on one batch (see :class:`Runner`)."""
+        return compute_batch(
+            self.model, batch, self.device, precision=self.precision, robustness_of=robustness_of
+        )
 
 
 def batches_of(windows: Sequence[WindowSpec], batch_size: int) -> list[list[WindowSpec]]:
@@ -203,17 +249,19 @@ def _prefetch(
 
 
 def local_results(
-    model: SGMA,
+    runner: Runner,
     meta: CheckpointMeta,
     scene: Scene,
     batches: Sequence[Sequence[WindowSpec]],
-    device: torch.device,
     *,
-    precision: str = "auto",
     robustness: bool = False,
     prefetch: int = 2,
 ) -> Iterator[tuple[list[WindowSpec], np.ndarray | None, np.ndarray | None]]:
-    """``(windows, values, valid)`` per batch computed in this process (see :func:`compute_batch`)."""
+    """``(windows, values, valid)`` per batch computed in this process by ``runner``.
+
+    Windows no chosen sensor saw never reach the runner (their values are ``None``, or
+    zeros within a batch).
+    """
     names = meta.modality_names
     robust_idx = [names.index(n) for n in scene.names] if robustness else []
     stop = threading.Event()
@@ -229,18 +277,13 @@ def local_results(
                 {n: a[keep] for n, a in batch.images.items()},
                 batch.mask[keep],
             )
-            values, valid = compute_batch(
-                model, sub, device, precision=precision, robustness_of=robust_idx
-            )
+            values, valid = runner(sub, robust_idx)
             full_v = np.zeros((len(batch.windows), *values.shape[1:]), np.float32)
             full_ok = np.zeros((len(batch.windows), *valid.shape[1:]), bool)
             full_v[keep], full_ok[keep] = values, valid
             yield batch.windows, full_v, full_ok
         else:
-            yield (
-                batch.windows,
-                *compute_batch(model, batch, device, precision=precision, robustness_of=robust_idx),
-            )
+            yield (batch.windows, *runner(batch, robust_idx))
 
 
 def assemble(

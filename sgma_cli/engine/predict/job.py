@@ -38,12 +38,14 @@ from sgma_cli.engine.predict.inference import (
     GDAL_CACHE_MB,
     PredictionBlock,
     ProgressFn,
+    Runner,
+    TorchRunner,
     assemble,
     batches_of,
     local_results,
 )
+from sgma_cli.engine.predict.runners import LoadedRunner, load_runner
 from sgma_cli.engine.predict.workers import WorkerPlan, worker_results
-from sgma_cli.engine.weights import load_model
 from sgma_cli.errors import UsageError
 from sgma_cli.model.sgma import SGMA
 
@@ -57,8 +59,8 @@ __all__ = [
 ]
 
 
-def predict_scene(
-    model: SGMA | None,
+def predict_scene(  # noqa: PLR0913 - keyword-only options of one call, documented below
+    model: SGMA | Runner | None,
     meta: CheckpointMeta,
     scene: Scene,
     *,
@@ -76,14 +78,16 @@ def predict_scene(
     """Predict a whole scene; yield finished row blocks top to bottom.
 
     Args:
-        model: the model in eval mode on ``device`` (unused, may be ``None``, with ``workers``).
+        model: the model in eval mode on ``device``, or any
+            :class:`~sgma_cli.engine.predict.inference.Runner` (e.g. an exported graph);
+            unused, may be ``None``, with ``workers``.
         meta: its checkpoint metadata (modality order, normalisation, classes).
         scene: the opened scene (:func:`sgma_cli.data.scene.open_scene`).
         window: window side in pixels (multiple of 32).
         overlap: fraction of the window shared with neighbours.
         batch_size: windows per forward pass.
-        device: compute device of ``model``.
-        precision: ``auto``, ``bf16`` or ``fp32``.
+        device: compute device of ``model`` (an SGMA model; a runner has its own).
+        precision: ``auto``, ``bf16`` or ``fp32`` (an SGMA model; a runner has its own).
         probabilities: also return blended class probabilities.
         robustness: also return blended robustness maps of the chosen sensors.
         progress: called after every batch with a :class:`Progress`.
@@ -111,15 +115,13 @@ def predict_scene(
     else:
         if model is None:
             raise ValueError("predict_scene needs a model unless workers are given")
+        runner = (
+            TorchRunner(model, torch.device(device), precision)
+            if isinstance(model, SGMA)
+            else model
+        )
         results = local_results(
-            model,
-            meta,
-            scene,
-            batches,
-            torch.device(device),
-            precision=precision,
-            robustness=robustness,
-            prefetch=prefetch,
+            runner, meta, scene, batches, robustness=robustness, prefetch=prefetch
         )
     yield from assemble(
         results, scene, windows, K, channels, want_probabilities=probabilities, progress=progress
@@ -131,7 +133,8 @@ class PredictJob:
     """Everything ``sgma predict`` was asked to do.
 
     Attributes:
-        checkpoint: the model.
+        checkpoint: the model, a checkpoint written by ``sgma train`` (or ``None`` with
+            ``model``).
         scene_dir: folder of ``<modality>.tif`` files, or ``None`` with ``files``.
         out: class map GeoTIFF.
         files: explicit ``{name: path}`` sensors (``--modality NAME=PATH``).
@@ -152,9 +155,11 @@ class PredictJob:
         min_area: smallest polygon in CRS units² (``vectorize``).
         resolution: ``"checkpoint"``, ``"native"`` or a pixel size in CRS units.
         extent: ``"reference"`` or ``"union"``.
+        model: instead of ``checkpoint``, a ``.onnx`` or ``.pt2`` file written by
+            ``sgma export``, run by ONNX Runtime or ``torch.export`` (float32).
     """
 
-    checkpoint: Path
+    checkpoint: Path | None
     scene_dir: Path | None
     out: Path
     files: dict[str, Path] = field(default_factory=dict)
@@ -173,6 +178,7 @@ class PredictJob:
     min_area: float = 0.0
     resolution: str | float = "checkpoint"
     extent: Extent = "reference"
+    model: Path | None = None
 
 
 @dataclass
@@ -232,6 +238,10 @@ def _check_job(job: PredictJob) -> None:
         raise UsageError(f"--min-area {job.min_area} must be >= 0")
     if job.scene_dir is None and not job.files:
         raise UsageError("give SCENE_DIR or at least one --modality NAME=PATH")
+    if (job.checkpoint is None) == (job.model is None):
+        raise UsageError("give either --checkpoint (a .pt) or --model (an exported .onnx/.pt2)")
+    if job.model is not None and job.precision == "bf16":
+        raise UsageError("--precision bf16 is for --checkpoint; an exported --model runs in fp32")
     paths = output_paths(job)
     if len(set(paths.values())) != len(paths):
         raise UsageError("two outputs would share one path; choose another --out or --vectorize")
@@ -247,14 +257,62 @@ def _workers_for(job: PredictJob) -> tuple[torch.device, WorkerPlan | None]:
             )
         check_gpu_count(job.gpus)
         return torch.device("cuda:0"), WorkerPlan(
-            job.checkpoint, tuple(f"cuda:{i}" for i in range(job.gpus))
+            _source(job), tuple(f"cuda:{i}" for i in range(job.gpus)), graph=job.model is not None
         )
     device = resolve_device(job.device)
     if job.nproc > 1:
         if device.type != "cpu":
             raise UsageError("--nproc is for CPU processes; use --gpus N to spread over GPUs")
-        return device, WorkerPlan(job.checkpoint, ("cpu",) * job.nproc)
+        return device, WorkerPlan(_source(job), ("cpu",) * job.nproc, graph=job.model is not None)
     return device, None
+
+
+def _source(job: PredictJob) -> Path:
+    """The model file: ``--model`` or ``--checkpoint``."""
+    source = job.model if job.model is not None else job.checkpoint
+    if source is None:  # _check_job refuses this first
+        raise UsageError("give either --checkpoint or --model")
+    return Path(source)
+
+
+def _open_model(
+    job: PredictJob, device: torch.device, plan: WorkerPlan | None
+) -> tuple[Runner | None, LoadedRunner]:
+    """The runner of this process (``None`` with workers) and what the model can do."""
+    graph = job.model is not None
+    if plan is None:
+        loaded = load_runner(
+            _source(job),
+            device,
+            graph=graph,
+            precision=job.precision,
+            explicit_device=job.device.lower() != "auto",
+        )
+        return loaded.runner, loaded
+    if graph:  # the workers open their own sessions; this one only reads the metadata
+        return None, load_runner(_source(job), torch.device("cpu"), graph=True)
+    meta = load_checkpoint(_source(job)).meta
+    return None, LoadedRunner(None, meta, meta.modality_names)
+
+
+def _check_fit(job: PredictJob, loaded: LoadedRunner) -> int:
+    """Refuse what an exported graph cannot do; return the window size."""
+    name = _source(job).name
+    unknown = [m for m in job.modalities or [] if m not in loaded.modalities]
+    if job.model is not None and unknown:
+        raise UsageError(
+            f"--modalities {','.join(unknown)}: {name} was exported for "
+            f"{','.join(loaded.modalities)} only"
+        )
+    if job.robustness and not loaded.robustness:
+        raise UsageError(f"--robustness: {name} was exported without it; export with --robustness")
+    window = job.window or loaded.size or default_window(loaded.meta)
+    if loaded.size is not None and window != loaded.size:
+        raise UsageError(
+            f"--window {window}: {name} takes {loaded.size} px windows only; use --window "
+            f"{loaded.size} or export with --dynamic"
+        )
+    return window
 
 
 def default_window(meta: CheckpointMeta, fallback: int = 512) -> int:
@@ -286,7 +344,7 @@ def _specs(
     names = meta.class_names
     tags = {
         "CLASS_NAMES": json.dumps(names),
-        "CHECKPOINT": Path(job.checkpoint).name,
+        "CHECKPOINT": _source(job).name,
         "SENSORS": ",".join(scene.names),
     }
     specs = {
@@ -355,12 +413,11 @@ def _run_predict(
     _check_job(job)
     paths = output_paths(job)
     device, plan = _workers_for(job)
-    if plan is None:
-        model, meta = load_model(job.checkpoint, device)
-    else:
-        model, meta = None, load_checkpoint(job.checkpoint).meta
+    runner, loaded = _open_model(job, device, plan)
+    meta = loaded.meta
+    window = _check_fit(job, loaded)
     bands = {m.name: m.bands for m in meta.modalities}
-    files = find_sensor_files(job.scene_dir, meta.modality_names, job.files)
+    files = find_sensor_files(job.scene_dir, loaded.modalities, job.files)
     res, res_crs = _resolution(job, meta)
     scene = open_scene(
         files,
@@ -376,12 +433,11 @@ def _run_predict(
     specs = _specs(job, meta, scene, paths)
     K = len(meta.classes)
     counts = np.zeros(K + 1, np.int64)
-    window = job.window or default_window(meta)
     windows = len(window_grid(scene.grid.height, scene.grid.width, window, job.overlap))
     with contextlib.ExitStack() as stack:
         writers = {k: stack.enter_context(BlockRasterWriter(s)) for k, s in specs.items()}
         blocks = predict_scene(
-            model,
+            runner,
             meta,
             scene,
             window=window,

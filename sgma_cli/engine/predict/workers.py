@@ -1,8 +1,10 @@
 """Prediction on several devices: batches of windows dealt round-robin to worker processes.
 
 ``sgma predict --gpus N`` (or ``--device cpu --nproc N``) starts one worker per device from
-a clean ``forkserver``; each loads the checkpoint once and computes the batches it is
-dealt with :func:`~sgma_cli.engine.predict.inference.compute_batch`, while the parent process
+a clean ``forkserver``; each loads the model once (a checkpoint, or a graph written by
+``sgma export``, see :func:`~sgma_cli.engine.predict.runners.load_runner`) and computes the
+batches it is dealt with :func:`~sgma_cli.engine.predict.inference.local_results`, while the
+parent process
 reads windows ahead, assembles the results in order and is the only writer.
 """
 
@@ -26,7 +28,7 @@ from sgma_cli.data.scene import Scene
 from sgma_cli.data.window_grid import WindowSpec
 from sgma_cli.engine.device import resolve_device
 from sgma_cli.engine.predict.inference import GDAL_CACHE_MB, local_results
-from sgma_cli.engine.weights import load_model
+from sgma_cli.engine.predict.runners import load_runner
 from sgma_cli.errors import SgmaError
 
 __all__ = ["WorkerPlan", "worker_results"]
@@ -37,14 +39,16 @@ class WorkerPlan:
     """Compute windows in worker processes, one per device.
 
     Attributes:
-        checkpoint: the checkpoint each worker loads.
+        checkpoint: the model file each worker loads.
         devices: one device per worker, e.g. ``["cuda:0", "cuda:1"]`` or ``["cpu", "cpu"]``.
-        threads: torch CPU threads per worker (``None``: cores / workers).
+        threads: CPU threads per worker (``None``: cores / workers).
+        graph: ``checkpoint`` is a ``.onnx``/``.pt2`` file written by ``sgma export``.
     """
 
     checkpoint: Path
     devices: tuple[str, ...]
     threads: int | None = None
+    graph: bool = False
 
 
 # ---------------------------------------------------------------- worker processes
@@ -62,15 +66,13 @@ def _worker_main(
     try:
         torch.set_num_threads(plan.threads or max(1, (os.cpu_count() or 1) // len(plan.devices)))
         device = resolve_device(plan.devices[rank])
-        model, meta = load_model(plan.checkpoint, device)
+        loaded = load_runner(plan.checkpoint, device, graph=plan.graph, precision=precision)
         with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB):
             for windows, values, valid in local_results(
-                model,
-                meta,
+                loaded.runner,
+                loaded.meta,
                 scene,
                 batches,
-                device,
-                precision=precision,
                 robustness=robustness,
                 prefetch=prefetch,
             ):
