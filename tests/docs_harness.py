@@ -398,8 +398,9 @@ def _normalise(line: str) -> str:
 
 
 def _pattern(expected: str) -> re.Pattern[str]:
-    parts = [re.escape(p) for p in _normalise(expected).split("...")]
-    return re.compile(".*".join(parts))
+    """``...`` matches any text, the spaces around it included (a wrapped line ends there)."""
+    parts = [re.escape(p.strip()) for p in _normalise(expected).split("...")]
+    return re.compile(r"\s*.*?\s*".join(parts))
 
 
 def missing_lines(expected: list[str], output: str) -> list[str]:

@@ -4,7 +4,8 @@ The harness and its conventions are in :mod:`tests.docs_harness` and docs/doc-ex
 
 * ``make test`` runs the quick part: the harness's own parser and matcher, every block of
   every document checked without running it (each ``sgma`` line parses against the
-  current command line, GPU lines are marked), and docs/sample.md run for real.
+  current command line, GPU lines are marked), and docs/profile.md run for real (its
+  models are built on the meta device: seconds).
 * ``make docs-test`` (marker ``docs``, called by ``.ci/run``) runs every document.
 """
 
@@ -33,13 +34,18 @@ from tests.docs_harness import (
 
 DOCS = doc_files()
 #: Run for real by ``make test`` (seconds); everything else runs under ``make docs-test``.
-QUICK_DOCS = ["docs/sample.md"]
+QUICK_DOCS = ["docs/profile.md"]
 
 
 @pytest.fixture(scope="session")
 def docs_fixtures(tmp_path_factory: pytest.TempPathFactory) -> Fixtures:
-    """Fixture inputs shared by the documents (built on first use)."""
-    return Fixtures(tmp_path_factory.mktemp("docs-fixtures"))
+    """Fixture inputs shared by the documents (built on first use).
+
+    ``SGMA_DOCS_CACHE=DIR`` keeps them in DIR across sessions (for editing docs; delete
+    DIR after changing a fixture).
+    """
+    cache = os.environ.get("SGMA_DOCS_CACHE")
+    return Fixtures(Path(cache) if cache else tmp_path_factory.mktemp("docs-fixtures"))
 
 
 def _report(name: str, result: object) -> str:
