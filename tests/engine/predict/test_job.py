@@ -1,5 +1,5 @@
-"""Tests for sgma predict (engine.predict, sliding_window, predict_workers): seamless blending, nodata,
-streaming, outputs, processes."""
+"""Tests for sgma predict (engine/predict: job, inference, workers): seamless blending,
+nodata, streaming, outputs, processes."""
 
 from __future__ import annotations
 
@@ -287,7 +287,10 @@ real = W.compute_batch
 def slow(*a, **k):
     print("batch", flush=True); time.sleep(0.25); return real(*a, **k)
 W.compute_batch = slow
-P.run_predict(P.PredictJob(P.Path({str(trained[1])!r}), P.Path({str(trained[0])!r}), P.Path({str(tmp_path / "map.tif")!r}), window=32, batch_size=1))
+P.run_predict(P.PredictJob(
+    P.Path({str(trained[1])!r}), P.Path({str(trained[0])!r}), P.Path({str(tmp_path / "map.tif")!r}),
+    window=32, batch_size=1,
+))
 """
         env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).parents[3])}
         proc = subprocess.Popen(
