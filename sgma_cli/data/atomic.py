@@ -123,9 +123,11 @@ def write_failure(err: BaseException, path: Path) -> str:
     code = getattr(err, "errno", None)
     if isinstance(err, OSError) and isinstance(code, int) and code in errno.errorcode:
         return os.strerror(code)
-    if _nearly_full(Path(path)):
+    text = _message(err)
+    full = ("disk is full", "no space left")  # SQLite's and the OS's words, as libraries pass them
+    if _nearly_full(Path(path)) or any(f in text.lower() for f in full):
         return os.strerror(errno.ENOSPC)
-    return _message(err)
+    return text
 
 
 def _line(err: BaseException, path: Path, again: str) -> str:

@@ -24,6 +24,7 @@ import rasterio
 from affine import Affine
 from rasterio.crs import CRS
 from rasterio.errors import NotGeoreferencedWarning, RasterioError, RasterioIOError
+from rasterio.io import MemoryFile
 
 from sgma_cli.config.dataset import INDEX_NAME, MANIFEST_NAME
 from sgma_cli.data.atomic import remove_quietly, write_errors
@@ -79,8 +80,16 @@ def _write(
     )
     # errors name the file in the finished tile folder, the one the user will look for
     shown = path.parent.with_name(path.parent.name.removeprefix(TMP_PREFIX)) / path.name
-    with write_errors(shown, kinds=(RasterioError,)), rasterio.open(path, "w", **profile) as dst:
-        dst.write(array)
+    # GDAL reports a full disk met while closing a small file only on stderr, leaving an
+    # empty or cut file behind; so the GeoTIFF is made in memory (the same bytes) and
+    # written by Python, whose write raises OSError (ENOSPC, EIO, EROFS) instead
+    with write_errors(shown, kinds=(RasterioError,)):
+        with MemoryFile() as memory:
+            with memory.open(**profile) as dst:
+                dst.write(array)
+            data = memory.read()
+        with open(path, "wb") as fh:
+            fh.write(data)
 
 
 def write_tile(folder: Path, tile: TileData, modalities: list[str]) -> None:

@@ -31,6 +31,7 @@ from types import TracebackType
 
 import numpy as np
 import rasterio
+from rasterio._err import CPLE_BaseError  # GDAL's own errors, as rasterio raises them
 from rasterio.errors import RasterioError
 from rasterio.features import shapes, sieve
 from rasterio.shutil import copy as rio_copy
@@ -55,8 +56,9 @@ PERCENT_NODATA = 255
 BLOCK = 256
 
 
-#: What GDAL raises when a raster cannot be written (besides ``OSError``).
-GDAL_WRITE_ERRORS = (RasterioError,)
+#: What GDAL raises when a raster cannot be written (besides ``OSError``): a full disk
+#: during a COG copy is a bare ``CPLE_AppDefinedError`` ("IO error writing tag data").
+GDAL_WRITE_ERRORS = (RasterioError, CPLE_BaseError)
 
 
 def check_writable(path: Path) -> None:
@@ -211,6 +213,7 @@ class BlockRasterWriter:
                     OVERVIEW_RESAMPLING=self.spec.overview_resampling,
                     BIGTIFF="IF_SAFER",
                 )
+                _read_back(self._cog)
         except BaseException:
             self.abort()
             raise
@@ -240,6 +243,14 @@ class BlockRasterWriter:
         for tmp in (self._tmp, self._cog):
             with contextlib.suppress(OSError):
                 tmp.unlink(missing_ok=True)
+
+
+def _read_back(path: Path) -> None:
+    """Read every block of ``path``: GDAL can end a write on a full disk with only a message
+    on stderr, leaving a cut file, whose missing blocks fail to read here instead."""
+    with rasterio.open(path) as src:
+        for _, window in src.block_windows(1):
+            src.read(window=window)
 
 
 def vectorize_classes(

@@ -5,7 +5,9 @@ tables (one row per modality subset with ● / ○ marks, per-class IoU, mIoU, m
 column-wise Average / Top-1 / Last-1 rows) and, with several checkpoints, the paper's
 comparison layout (one row per checkpoint, one column per subset, a Δ row per baseline).
 All values leave this module in percent. The report folder is written to a temporary
-folder beside it and renamed into place; an existing folder only has its files replaced.
+folder beside it and renamed into place; an existing folder only has its files replaced,
+``metrics.json`` last, so a folder with ``metrics.json`` holds a whole report. A write
+error leaves none of the report's files and is one :class:`~sgma_cli.errors.OutputError`.
 
 ``metrics.json`` (also what ``sgma evaluate --json`` prints)::
 
@@ -36,6 +38,7 @@ from typing import Any
 
 import numpy as np
 
+from sgma_cli.data.atomic import publish, remove_stale_temps, temp_path, write_errors
 from sgma_cli.engine.evaluate.job import CheckpointEvaluation
 from sgma_cli.engine.metrics import SubsetSummary, summarize
 from sgma_cli.engine.plots import bar_chart, confusion_plot, heatmap
@@ -437,31 +440,48 @@ def write_report(
 ) -> list[Path]:
     """Write the report folder atomically; return the files in it.
 
-    Everything is written to ``.<out>.tmp-<pid>`` beside ``out``; then that folder is
-    renamed to ``out`` or, when ``out`` exists, its files replace theirs one by one
-    (other files in ``out`` are left alone).
+    Everything is written to ``.<out>.<pid>.tmp`` beside ``out``; then that folder is
+    renamed to ``out`` or, when ``out`` exists, its files replace theirs
+    (:func:`~sgma_cli.data.atomic.publish`): the old ``report.md`` and ``metrics.json`` are
+    removed first and the new ones renamed last, so a run killed half-way leaves no
+    ``metrics.json`` and a failed rename leaves none of the report's files. Other files in
+    ``out`` are left alone. Temporary folders of killed runs are removed.
+
+    Raises:
+        OutputError: a report file could not be written (disk full, I/O error, read-only).
     """
     out = Path(out)
     check_out_dir(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
+    with write_errors(out):
+        out.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temps(out)
+    tmp = temp_path(out, "tmp")
     shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
     evaluations = [main, *others]
     try:
-        (tmp / "metrics.json").write_text(
-            json.dumps(report_json(main, others), indent=2, allow_nan=False) + "\n"
-        )
-        _write_csv(tmp / "subsets.csv", evaluations)
-        plots = _plots(tmp, evaluations)
-        (tmp / "report.md").write_text(_markdown(evaluations, plots))
+        with write_errors(out):
+            tmp.mkdir()
+        with write_errors(out / "metrics.json"):
+            (tmp / "metrics.json").write_text(
+                json.dumps(report_json(main, others), indent=2, allow_nan=False) + "\n"
+            )
+        with write_errors(out / "subsets.csv"):
+            _write_csv(tmp / "subsets.csv", evaluations)
+        with write_errors(out):  # the PNG plots
+            plots = _plots(tmp, evaluations)
+        with write_errors(out / "report.md"):
+            (tmp / "report.md").write_text(_markdown(evaluations, plots))
         names = sorted(p.name for p in tmp.iterdir())
         if out.exists():
-            for name in names:
-                os.replace(tmp / name, out / name)
-            tmp.rmdir()
+            last = [n for n in ("report.md", "metrics.json") if n in names]
+            for name in last:  # a kill from here on leaves no finished-looking report
+                with write_errors(out / name):
+                    (out / name).unlink(missing_ok=True)
+            order = [n for n in names if n not in last] + last
+            publish([(tmp / n, out / n) for n in order])
         else:
-            os.replace(tmp, out)
+            with write_errors(out):
+                os.replace(tmp, out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return [out / n for n in names]

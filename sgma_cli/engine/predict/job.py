@@ -4,7 +4,10 @@
 its reference grid, runs :func:`~sgma_cli.engine.predict.inference.predict_scene` (or, with
 several devices, deals batches round-robin to worker processes with
 :func:`worker_results`, this process only assembling and writing) and writes the blocks as
-COG GeoTIFFs (+ a GeoPackage), each under a temporary name renamed at the end.
+COG GeoTIFFs (+ a GeoPackage), each under a temporary name. Only when every output is
+complete are they renamed into place, all or none (:func:`sgma_cli.data.atomic.publish`):
+the extra rasters, then the class map, then the GeoPackage, so a GeoPackage means every
+output is there and a failed rename leaves none of them.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import rasterio
 import torch
 
 from sgma_cli.config.checkpoint import CheckpointMeta, load_checkpoint
+from sgma_cli.data.atomic import publish, remove_quietly, temp_path
 from sgma_cli.data.scene import Extent, Scene, find_sensor_files, open_scene
 from sgma_cli.data.window_grid import SIZE_MULTIPLE, window_grid
 from sgma_cli.data.writers import (
@@ -470,13 +474,24 @@ def _run_predict(
                     block.row, to_percent(block.robustness, block.valid)
                 )
         finished = {k: w.finish() for k, w in writers.items()}
+        order = [k for k in writers if k != "classes"] + ["classes"]
+        pairs = [(finished[k], writers[k].path) for k in order]
         polygons = None
         if job.vectorize is not None:
+            vectors = Path(job.vectorize)
+            vectors_tmp = temp_path(vectors, "vec")
+            stack.callback(remove_quietly, vectors_tmp)
             polygons = vectorize_classes(
-                finished["classes"], Path(job.vectorize), meta.class_names, min_area=job.min_area
+                finished["classes"],
+                vectors_tmp,
+                meta.class_names,
+                min_area=job.min_area,
+                error_path=vectors,
             )
+            pairs.append((vectors_tmp, vectors))  # last: a GeoPackage means all is there
+        publish(pairs)
         for w in writers.values():
-            w.publish()
+            w.mark_published()
     return PredictResult(
         outputs=paths,
         scene=scene,

@@ -8,7 +8,12 @@ step. Every ``train.checkpoint_every`` steps and at each epoch end rank 0 writes
 ``checkpoints/last.pt`` with everything needed to continue bit for bit: weights,
 optimizer, step, epoch and position in the epoch, and the RNG states of every rank.
 Validation (every ``train.val_every`` epochs) scores all modality subsets on the ``val``
-split, sharded over ranks and all-reduced; the best Average mIoU goes to ``best.pt``.
+split, sharded over ranks and all-reduced; the best Average mIoU goes to ``best.pt``. Each
+checkpoint's ``meta.metrics`` are the scores of its own weights: ``last.pt`` carries the
+last validation's (``val_average``, ``val_top1``, ``val_last1``, ``miou_<subset>``),
+``best.pt`` the best one's. A write error (disk full, I/O error, read-only folder) stops
+the run with one :class:`~sgma_cli.errors.OutputError` line; every file is replaced
+atomically, so ``--resume`` continues from the last complete ``last.pt``.
 """
 
 from __future__ import annotations
@@ -38,6 +43,7 @@ from sgma_cli.config.checkpoint import (
     save_checkpoint,
 )
 from sgma_cli.config.dataset import load_manifest
+from sgma_cli.data.atomic import remove_stale_temps, write_errors
 from sgma_cli.data.tile_dataset import TileDataset
 from sgma_cli.data.transforms import AugmentConfig, JointAugment
 from sgma_cli.engine.device import autocast
@@ -251,17 +257,23 @@ class _Loop:
             min_lr=r.schedule.min_lr,
         )
         self.step = 0
-        self.best: dict[str, float] = {}
+        self.best: dict[str, float] = {}  # summary, epoch and step of the best validation
+        self.best_val: dict[str, float] = {}  # mIoU per subset label at the best validation
+        self.last_summary: dict[str, float] = {}  # average, top1, last1 of the last one
         self.last_val: dict[str, float] = {}
         self.resumed_from: int | None = None
         if plan.resume:
             self._restore()
         self.log: RunLog | None = None
         if ctx.is_main:
-            write_recipe(plan)
-            self.log = RunLog(
-                plan.run_dir, plan.modalities, plan.subsets, NUM_SCALES, self.resumed_from
-            )
+            for path in (plan.last_checkpoint, plan.best_checkpoint):
+                remove_stale_temps(path)  # left by a killed run
+            with self._writing(plan.run_dir / "recipe.toml"):
+                write_recipe(plan)
+            with self._writing(plan.run_dir / "metrics.csv"):
+                self.log = RunLog(
+                    plan.run_dir, plan.modalities, plan.subsets, NUM_SCALES, self.resumed_from
+                )
         self.window: dict[str, float] = {}
         self.final_loss = math.nan
 
@@ -288,7 +300,23 @@ class _Loop:
         )
 
     # ------------------------------------------------------------- checkpoints
-    def _meta(self) -> CheckpointMeta:
+    def _writing(self, path: Path, *, torch_save: bool = False) -> Any:
+        """Write errors on ``path`` -> one :class:`OutputError` line saying how to go on."""
+        again = (
+            "continue with sgma train --resume"
+            if self.plan.last_checkpoint.exists()
+            else "run the command again"
+        )
+        return write_errors(path, kinds=(RuntimeError,) if torch_save else (), again=again)
+
+    def _save(self, path: Path, checkpoint: Checkpoint) -> Path:
+        """``save_checkpoint`` (atomic); ``torch.save`` reports a full disk as RuntimeError."""
+        with self._writing(path, torch_save=True):
+            return save_checkpoint(path, checkpoint)
+
+    def _meta(self, which: Literal["last", "best"] = "last") -> CheckpointMeta:
+        """The checkpoint metadata; ``metrics`` are the last validation's scores for
+        ``last.pt`` and the best validation's for ``best.pt`` (each file its own weights')."""
         m = self.manifest
         norms = []
         for name in self.plan.modalities:
@@ -301,8 +329,11 @@ class _Loop:
             norms.append(
                 ModalityNorm(name=name, bands=e.bands, mean=mean, std=std, optical=e.optical)
             )
-        metrics = {f"val_{k}": v for k, v in self.best.items() if k in ("average", "top1", "last1")}
-        metrics.update({f"miou_{k}": v for k, v in self.last_val.items()})
+        summary, per_subset = (
+            (self.best, self.best_val) if which == "best" else (self.last_summary, self.last_val)
+        )
+        metrics = {f"val_{k}": v for k, v in summary.items() if k in ("average", "top1", "last1")}
+        metrics.update({f"miou_{k}": v for k, v in per_subset.items()})
         return CheckpointMeta(
             model=self.config.to_dict(),
             classes=m.classes,
@@ -335,10 +366,13 @@ class _Loop:
             "seed": self.seed,
             "rng": rngs,
             "best": dict(self.best),
+            "best_val": dict(self.best_val),
+            "last_summary": dict(self.last_summary),
             "last_val": dict(self.last_val),
         }
-        path = save_checkpoint(
-            self.plan.last_checkpoint, Checkpoint(self._meta(), self.model.state_dict(), state)
+        path = self._save(
+            self.plan.last_checkpoint,
+            Checkpoint(self._meta("last"), self.model.state_dict(), state),
         )
         self._emit("checkpoint", message=str(path))
 
@@ -350,6 +384,9 @@ class _Loop:
         self.step = self.resumed_from = int(state["step"])
         self.best = {k: float(v) for k, v in state.get("best", {}).items()}
         self.last_val = {k: float(v) for k, v in state.get("last_val", {}).items()}
+        # absent from checkpoints written before last.pt and best.pt kept their own scores
+        self.best_val = {k: float(v) for k, v in state.get("best_val", {}).items()}
+        self.last_summary = {k: float(v) for k, v in state.get("last_summary", {}).items()}
         rngs = state["rng"]
         if len(rngs) == self.ctx.world_size:
             restore_rng(rngs[self.ctx.rank])
@@ -446,13 +483,17 @@ class _Loop:
         improved = summary["average"] == summary["average"] and (
             summary["average"] > previous or previous != previous
         )
+        self.last_summary = dict(summary)
         if improved:
             self.best = {**summary, "epoch": float(epoch), "step": float(self.step)}
+            self.best_val = dict(self.last_val)
         if self.ctx.is_main and self.log is not None:
-            self.log.log_val(epoch, self.step, summary, self.last_val)
+            with self._writing(self.plan.run_dir / "metrics.csv"):
+                self.log.log_val(epoch, self.step, summary, self.last_val)
             if improved:
-                save_checkpoint(
-                    self.plan.best_checkpoint, Checkpoint(self._meta(), self.model.state_dict())
+                self._save(
+                    self.plan.best_checkpoint,
+                    Checkpoint(self._meta("best"), self.model.state_dict()),
                 )
         self._emit("val", {**summary, **{f"miou_{k}": v for k, v in self.last_val.items()}})
 
@@ -472,12 +513,13 @@ class _Loop:
         if self.log is not None:
             row = {k: mean[k] for k in ("loss", "loss_sgf", "loss_mas") if k in mean}
             row.update(lr=self.schedule.lr(self.step - 1), samples_per_s=rate)
-            self.log.log_train(
-                self._epoch_reached(),
-                self.step,
-                row,
-                {k: v for k, v in mean.items() if k.startswith("mas_")},
-            )
+            with self._writing(self.plan.run_dir / "metrics.csv"):
+                self.log.log_train(
+                    self._epoch_reached(),
+                    self.step,
+                    row,
+                    {k: v for k, v in mean.items() if k.startswith("mas_")},
+                )
         self.window = {}
 
     def run(self) -> TrainResult:
@@ -556,8 +598,8 @@ class _Loop:
                 if self.val_loader is None
                 else "no validation scored a class"
             )
-            save_checkpoint(
-                self.plan.best_checkpoint, Checkpoint(self._meta(), self.model.state_dict())
+            self._save(
+                self.plan.best_checkpoint, Checkpoint(self._meta("last"), self.model.state_dict())
             )
             self._emit(
                 "info",
@@ -570,8 +612,10 @@ class _Loop:
         plots: list[Path] = []
         best_is_last = self._best_is_last()
         if self.ctx.is_main and self.log is not None:
-            self.log.close()
-            plots = write_plots(self.plan.run_dir)
+            with self._writing(self.plan.run_dir / "tb"):
+                self.log.close()
+            with self._writing(self.plan.run_dir):  # the PNG plots
+                plots = write_plots(self.plan.run_dir)
             summary = {
                 "step": self.step,
                 "epoch": self._epoch_reached(),
@@ -584,8 +628,13 @@ class _Loop:
                 "device": self.ctx.device.type,
             }
             tmp = self.plan.run_dir / ".summary.json.tmp"
-            tmp.write_text(json.dumps(_json_safe(summary), indent=2, allow_nan=False))
-            os.replace(tmp, self.plan.run_dir / "summary.json")
+            try:  # summary.json is written last: it marks a finished run
+                with self._writing(self.plan.run_dir / "summary.json"):
+                    tmp.write_text(json.dumps(_json_safe(summary), indent=2, allow_nan=False))
+                    os.replace(tmp, self.plan.run_dir / "summary.json")
+            finally:
+                with contextlib.suppress(OSError):
+                    tmp.unlink(missing_ok=True)
         result = TrainResult(
             run_dir=self.plan.run_dir,
             step=self.step,
