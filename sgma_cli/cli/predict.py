@@ -7,11 +7,11 @@ class colours and names (nodata where no chosen sensor saw the ground). Optional
 class probabilities, confidence, per-sensor robustness maps and polygons (GeoPackage).
 
 Examples:
-  sgma predict demo/scene --checkpoint demo/run/checkpoints/best.pt --out map.tif
+  sgma predict demo/scene -c demo/run/checkpoints/best.pt -o map.tif
   sgma predict demo/scene -c best.pt -m dsm,sar -o dsm_sar.tif --robustness
   sgma predict -c best.pt --modality rgb=ortho.tif --modality sar=s1.tif
   sgma predict scene/ -c best.pt --gpus 4 --batch-size 16
-  sgma predict demo/scene --model model.onnx --out map.tif   # ONNX Runtime (sgma export)
+  sgma predict demo/scene --model model.onnx -o map.tif   # ONNX Runtime
 """
 
 from __future__ import annotations
