@@ -282,7 +282,8 @@ def prepare_output_dir(out: Path, fp: dict[str, Any], overwrite: bool) -> bool:
     """
     fresh = check_output_dir(out, fp, overwrite)
     if overwrite and out.exists():
-        remove_outputs(out, remove_folder=False)
+        with write_errors(out):  # e.g. a read-only folder: one line, not a traceback
+            remove_outputs(out, remove_folder=False)
     try:
         out.mkdir(parents=True, exist_ok=True)
         probe = out / ".sgma-write-test"

@@ -110,6 +110,19 @@ class TestPrepare:
         prepare(prepared.options(out))
         assert tree(out) == tree(prepared.clean)
 
+    def test_overwrite_that_cannot_delete(
+        self, prepared: Prepared, faults: Faults, tmp_path: Path
+    ) -> None:
+        out = tmp_path / "data"
+        shutil.copytree(prepared.clean, out)
+        faults.fail(shutil, "rmtree", code=errno.EIO)  # deleting the earlier tiles
+        with pytest.raises(OutputError) as caught:
+            prepare(prepared.options(out, tile=48, overwrite=True))
+        assert (
+            str(caught.value) == f"{out}: cannot write (Input/output error); run the command again"
+        )
+        assert (out / "dataset.toml").exists()  # the earlier dataset is still whole
+
     def test_cli_prints_one_line(self, prepared: Prepared, faults: Faults, tmp_path: Path) -> None:
         out = tmp_path / "data"
         faults.fail(rasterio.io.DatasetWriter, "write", at=1)
