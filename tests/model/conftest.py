@@ -13,6 +13,14 @@ MODALITIES = [("rgb", 3), ("dsm", 1), ("sar", 2)]
 NAMES = [n for n, _ in MODALITIES]
 SUBSETS = [c for k in (3, 2, 1) for c in combinations(NAMES, k)]
 TINY_BACKBONES = ["test_convnext", "test_resnet"]
+#: (backbone, prototypes) of the ``model`` fixture: every weighting on one tiny backbone,
+#: the other backbone with the literal sum.
+MODEL_PARAMS = [
+    ("test_convnext", "sum"),
+    ("test_convnext", "mean"),
+    ("test_convnext", "softmax"),
+    ("test_resnet", "sum"),
+]
 SIZE = 64
 
 
@@ -20,13 +28,25 @@ def subset_id(subset: tuple[str, ...]) -> str:
     return "+".join(subset)
 
 
-@pytest.fixture(scope="module", params=TINY_BACKBONES)
+@pytest.fixture(scope="module", params=MODEL_PARAMS, ids=lambda p: "-".join(p))
 def model(request: pytest.FixtureRequest) -> SGMA:
-    """An SGMA model in eval mode (seeded) with a tiny timm backbone."""
+    """An SGMA model in eval mode (seeded) with a tiny timm backbone and a prototype weighting."""
+    backbone, prototypes = request.param
     torch.manual_seed(0)
     return SGMA(
-        MODALITIES, num_classes=4, backbone=request.param, sp_heads=8, rp_heads=4, head_dim=32
+        MODALITIES,
+        num_classes=4,
+        backbone=backbone,
+        sp_heads=8,
+        rp_heads=4,
+        head_dim=32,
+        prototypes=prototypes,
     ).eval()
+
+
+def prototype_kind(model: SGMA) -> str:
+    """The prototype weighting an SGMA model was built with."""
+    return model.fusions[0].csf.prototypes
 
 
 @pytest.fixture

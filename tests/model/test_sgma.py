@@ -4,9 +4,34 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 
+from sgma_cli.model.availability import downsample_availability
 from sgma_cli.model.sgma import SGMA
-from tests.model.conftest import MODALITIES, NAMES, SIZE, SUBSETS, subset_id
+from tests.model._reference import reference_sgf
+from tests.model.conftest import MODALITIES, NAMES, SIZE, SUBSETS, prototype_kind, subset_id
+
+
+def _backbone_features(model: SGMA, images: dict[str, torch.Tensor]) -> list[torch.Tensor]:
+    stacked = torch.stack([model.stems[n](images[n]) for n in NAMES], dim=1)
+    return [
+        f.unflatten(0, (stacked.shape[0], len(NAMES)))
+        for f in model.backbone(stacked.flatten(0, 1))
+    ]
+
+
+def _eq11_probabilities(r: torch.Tensor, seen: torch.Tensor) -> torch.Tensor:
+    """Eq. 11 and the mean over the cells any modality saw: ``(B, M, h, w)`` -> ``(B, M)``."""
+    inverse = torch.where(seen, 1.0 / r.double(), torch.zeros((), dtype=torch.float64))
+    r_hat = inverse / inverse.sum(dim=1, keepdim=True).clamp(min=1e-300)
+    cells = seen.any(dim=1)  # (B, h, w)
+    return r_hat.sum(dim=(2, 3)) / cells.sum(dim=(1, 2))[:, None]
+
+
+def _inverse_cdf(p: torch.Tensor, u: float) -> int:
+    """The modality whose cumulative probability interval holds ``u``."""
+    edges = (p / p.sum()).cumsum(0)
+    return int(min(int((edges <= u).sum()), int(p.nonzero().max())))
 
 
 class TestEncodeFuse:
@@ -55,31 +80,47 @@ class TestEncodeFuse:
 
 
 class TestTrainingForward:
-    def test_gradients_reach_every_parameter(self, images, swath_mask) -> None:
-        torch.manual_seed(0)
-        model = SGMA(
-            MODALITIES, num_classes=4, backbone="test_convnext", stem="learned", head_dim=32
-        ).train()
-        out = model.forward_train(images, swath_mask, generator=torch.Generator().manual_seed(0))
-        (2 * out.logits_sgf.mean() + out.logits_mas.mean()).backward()
-        missing = [
-            n for n, p in model.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0
-        ]
-        assert missing == []
+    @torch.no_grad()
+    def test_mas_branch_matches_reference_for_every_draw(
+        self, model: SGMA, images, swath_mask
+    ) -> None:
+        """Probabilities (Eq. 11 on the literal RP weights), draws (inverse CDF), the fused
+        features of each scale's drawn modality (literal SGF) and the logits, whatever
+        modality each scale and sample drew."""
+        uniforms = torch.rand(4, 2, generator=torch.Generator().manual_seed(0))
+        out = model.forward_train(images, swath_mask, uniforms=uniforms)
+        kind = prototype_kind(model)
+        features = []
+        for scale, feats in enumerate(_backbone_features(model, images)):
+            fusion = model.fusions[scale]
+            seen = downsample_availability(swath_mask, tuple(feats.shape[-2:]))
+            _, r = reference_sgf(fusion, feats, (0, 1, 2), seen, [0, 1, 2], kind)
+            probs = _eq11_probabilities(r, seen)
+            torch.testing.assert_close(out.mas_probs[scale].double(), probs, atol=1e-5, rtol=0)
+            choice = [_inverse_cdf(probs[b], float(uniforms[scale, b])) for b in range(2)]
+            assert out.mas_choice[scale].tolist() == choice
+            f, _ = reference_sgf(fusion, feats, (0, 1, 2), seen, [[m] for m in choice], kind)
+            features.append(f.nan_to_num(0.0))
+        logits = F.interpolate(
+            model.head(features), size=(SIZE, SIZE), mode="bilinear", align_corners=False
+        )
+        torch.testing.assert_close(out.logits_mas, logits, atol=1e-5, rtol=1e-5)
+        drawn_saw = swath_mask[torch.arange(2)[None, :], out.mas_choice]  # (S, B, H, W)
+        assert torch.equal(out.valid_mas, drawn_saw.all(dim=0))
+        torch.testing.assert_close(out.logits_sgf, model(images, swath_mask).logits)
 
-    def test_mas_branch_uses_sampled_modality_alone(self, images) -> None:
+    @torch.no_grad()
+    def test_valid_mas_is_what_every_scale_saw(self, images, swath_mask) -> None:
+        """Draws of rgb at one scale and sar at another: a pixel either one missed has a zero
+        feature at that scale, so it is not scored (the union would score it)."""
         torch.manual_seed(0)
         model = SGMA(MODALITIES, num_classes=4, backbone="test_convnext", head_dim=32).eval()
-        out = model.forward_train(images, generator=torch.Generator().manual_seed(3))
-        assert out.mas_probs.shape == (4, 2, 3) and out.mas_choice.shape == (4, 2)
-        torch.testing.assert_close(out.mas_probs.sum(-1), torch.ones(4, 2))
-        if (out.mas_choice == out.mas_choice[0]).all():  # same modality at every scale
-            only = model(
-                {NAMES[int(out.mas_choice[0, 0])]: images[NAMES[int(out.mas_choice[0, 0])]]}
-            ).logits
-            torch.testing.assert_close(out.logits_mas[:1], only[:1], atol=1e-5, rtol=1e-5)
-        full = model(images).logits
-        torch.testing.assert_close(out.logits_sgf, full, atol=1e-5, rtol=1e-5)
+        uniforms = torch.tensor([[0.0, 0.0], [0.999999, 0.999999], [0.0, 0.0], [0.0, 0.0]])
+        out = model.forward_train(images, swath_mask, uniforms=uniforms)
+        assert out.mas_choice[:, 0].tolist() == [0, 2, 0, 0]
+        rgb, sar = swath_mask[:, 0], swath_mask[:, 2]
+        assert torch.equal(out.valid_mas, rgb & sar)
+        assert ((rgb | sar) & ~(rgb & sar)).any()  # the union differs: the test means something
 
     def test_mas_draws_only_modalities_the_sgf_branch_used(self, images) -> None:
         model = SGMA(MODALITIES, num_classes=4, backbone="test_convnext", head_dim=32).eval()
@@ -101,6 +142,28 @@ class TestTrainingForward:
         ).eval()
         out = model.forward_train(images, generator=torch.Generator().manual_seed(0))
         assert (out.mas_choice == out.mas_choice[:, :1]).all()
+
+    @torch.no_grad()
+    def test_batch_granularity_never_draws_a_dropped_modality(self, images) -> None:
+        """Modality dropout left sample 0 with rgb+dsm and sample 1 with sar alone; the
+        batch distribution puts about half its mass on sar. u = 0.9 picks sar for the
+        batch, u = 0.1 picks rgb: each sample draws from it restricted to what it has."""
+        torch.manual_seed(0)
+        model = SGMA(
+            MODALITIES,
+            num_classes=4,
+            backbone="test_convnext",
+            head_dim=32,
+            mas_granularity="batch",
+        ).eval()
+        present = torch.tensor([[True, True, False], [False, False, True]])
+        for u in (0.1, 0.5, 0.9, 0.999999):
+            out = model.forward_train(images, present=present, uniforms=torch.full((4, 2), u))
+            assert (out.mas_choice[:, 0] != 2).all() and (out.mas_choice[:, 1] == 2).all(), u
+            total = out.mas_probs.mean(dim=1)  # (S, M): the batch distribution
+            for scale in range(4):  # sample 0: the batch distribution over rgb, dsm only
+                p = total[scale, :2].double()
+                assert out.mas_choice[scale, 0] == _inverse_cdf(p, u)
 
     def test_seeded_sampling_is_reproducible(self, images) -> None:
         model = SGMA(MODALITIES, num_classes=4, backbone="test_convnext", head_dim=32).eval()
