@@ -56,21 +56,27 @@ def _round(pixels: float) -> int:
     return max(MULTIPLE, int(round(pixels / MULTIPLE)) * MULTIPLE)
 
 
-def _train_checkpoints(work: Path, scene: Path, kinds: list[str], seed: int) -> list[Path]:
-    """One SGMA per prototype weighting with recipes/sample.toml (the demo's budget)."""
+#: The purely local reference: the ``mean`` fusion baseline without MAS (no prototypes).
+LOCAL_BASELINE = ["model.fusion='mean'", "train.mas=false"]
+
+
+def _train_checkpoints(
+    work: Path, scene: Path, variants: dict[str, list[str]], seed: int, extra: list[str]
+) -> list[Path]:
+    """One model per variant (recipe overrides) with recipes/sample.toml, same budget."""
     data = work / "data"
     if not (data / "dataset.toml").exists():
         prepare(PrepareOptions(src=scene, out=data, tile=128, stride=128))
     out = []
-    for kind in kinds:
+    for name, switches in variants.items():
         recipe = load_recipe(
             ROOT / "recipes" / "sample.toml",
-            [f"model.prototypes='{kind}'", f"train.seed={seed}", "train.val_every=0"],
+            [*switches, f"train.seed={seed}", "train.val_every=0", *extra],
         )
         start = time.perf_counter()
-        options = TrainOptions(data_dir=data, run_dir=work / f"sgma-{kind}-{seed}", device="cpu")
-        result = train(recipe, options)
-        print(f"  trained prototypes={kind}: {time.perf_counter() - start:.0f} s", flush=True)
+        run_dir = work / f"{name}-{seed}".replace("=", "_")
+        result = train(recipe, TrainOptions(data_dir=data, run_dir=run_dir, device="cpu"))
+        print(f"  trained {name}: {time.perf_counter() - start:.0f} s", flush=True)
         out.append(result.last_checkpoint)
     return out
 
@@ -126,7 +132,7 @@ def measure(checkpoint: Path, scene_dir: Path, subsets: bool) -> dict[str, objec
     config = meta.sgma_config()
     return {
         "checkpoint": str(checkpoint),
-        "prototypes": config.prototypes if config.fusion == "sgf" else config.fusion,
+        "prototypes": config.prototypes if config.fusion == "sgf" else f"{config.fusion} fusion",
         "tile": tile,
         "windows": {f"{f:g}x": _round(f * tile) for f in FACTORS},
         "single_window": side,
@@ -145,27 +151,20 @@ def _print(results: list[dict[str, object]]) -> None:
         f"training tile {first['tile']} px; mean over checkpoints"
     )
     subsets = list(first["agreement"])  # type: ignore[arg-type]
-    width = max(len(s) for s in subsets) + 14
-    print("prototypes".ljust(12) + "sensors".ljust(width - 12) + "".join(c.rjust(16) for c in cols))
+    label = max(len(f"{k} (n={len(v)})") for k, v in by_kind.items()) + 2
+    width = max(len(s) for s in [*subsets, "sensors"]) + 2
+    print("model".ljust(label) + "sensors".ljust(width) + "".join(c.rjust(16) for c in cols))
     for kind, runs in by_kind.items():
-        for s in subsets:
+        rows = [*subsets, "mean"] if len(subsets) > 1 else subsets
+        for s in rows:
+            chosen = subsets if s == "mean" else [s]
             values = [
-                np.mean([r["agreement"][s][k] for r in runs])  # type: ignore[index]
+                np.mean([r["agreement"][c][k] for r in runs for c in chosen])  # type: ignore[index]
                 for k in first["windows"]  # type: ignore[union-attr]
             ]
             print(
-                f"{kind} (n={len(runs)})".ljust(12)
-                + s.ljust(width - 12)
-                + "".join(f"{v:.2f}".rjust(16) for v in values)
-            )
-        if len(subsets) > 1:
-            values = [
-                np.mean([r["agreement"][s][k] for r in runs for s in subsets])  # type: ignore[index]
-                for k in first["windows"]  # type: ignore[union-attr]
-            ]
-            print(
-                f"{kind}".ljust(12)
-                + "mean".ljust(width - 12)
+                f"{kind} (n={len(runs)})".ljust(label)
+                + s.ljust(width)
                 + "".join(f"{v:.2f}".rjust(16) for v in values)
             )
 
@@ -177,8 +176,16 @@ def main() -> None:
         "--runs", type=Path, help="folder of runs (each RUN/checkpoints/last.pt is measured)"
     )
     parser.add_argument("--scene", type=Path, help="sample scene (default: make one, 1024 px)")
-    parser.add_argument("--prototypes", nargs="+", default=["sum", "mean", "softmax"])
+    parser.add_argument("--prototypes", nargs="*", default=["sum", "mean", "softmax"])
     parser.add_argument("--seed", type=int, default=0, help="training seed (no checkpoints)")
+    parser.add_argument(
+        "--local-baseline",
+        action="store_true",
+        help="also train the mean-fusion baseline without MAS (a purely local model)",
+    )
+    parser.add_argument(
+        "--set", dest="overrides", action="append", default=[], help="extra recipe override"
+    )
     parser.add_argument("--subsets", action="store_true", help="also every sensor subset")
     parser.add_argument("--json", type=Path, help="write the figures to this file")
     args = parser.parse_args()
@@ -193,7 +200,13 @@ def main() -> None:
         if args.runs:
             checkpoints += sorted(args.runs.glob("*/checkpoints/last.pt"))
         if not checkpoints:
-            checkpoints = _train_checkpoints(work, scene, args.prototypes, args.seed)
+            variants = {
+                f"sgma-prototypes={k}": ["model.fusion='sgf'", f"model.prototypes='{k}'"]
+                for k in args.prototypes
+            }
+            if args.local_baseline:
+                variants["mean-fusion"] = LOCAL_BASELINE
+            checkpoints = _train_checkpoints(work, scene, variants, args.seed, args.overrides)
         results = []
         for ckpt in checkpoints:
             start = time.perf_counter()
