@@ -20,6 +20,7 @@ and host and how to remove the lock if that job is known to be gone.
 from __future__ import annotations
 
 import contextlib
+import glob
 import json
 import os
 import socket
@@ -140,8 +141,19 @@ def _record(command: str) -> dict[str, Any]:
     }
 
 
+def _remove_dead_temps(lock: Path) -> None:
+    """Delete ``<lock>.<pid>.tmp`` / ``.stale`` files of processes that are gone: a job
+    killed between writing its record and linking it (or during a take-over) leaves one."""
+    for tmp in lock.parent.glob(f"{glob.escape(lock.name)}.*"):
+        pid = tmp.name[len(lock.name) + 1 :].split(".", 1)[0]
+        if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+
+
 def _create(lock: Path, record: dict[str, Any]) -> bool:
     """Create ``lock`` holding ``record`` unless it exists; True when created."""
+    _remove_dead_temps(lock)
     tmp = lock.with_name(f"{lock.name}.{os.getpid()}.tmp")
     tmp.write_text(json.dumps(record), encoding="utf-8")
     try:
