@@ -14,7 +14,8 @@
 Run::
 
     .venv/bin/python benchmarks/train_step.py                       # CPU defaults
-    .venv/bin/python benchmarks/train_step.py --backbone pvt_v2_b2 --size 512 --batch 8 --device cuda
+    .venv/bin/python benchmarks/train_step.py --backbone pvt_v2_b2 --size 512 --batch 8 \
+        --device cuda
 """
 
 from __future__ import annotations
@@ -116,7 +117,8 @@ def _time(fusion: str, mas: bool, args: argparse.Namespace, device: torch.device
 def step_cost(args: argparse.Namespace) -> None:
     device = resolve_device(args.device)
     print(
-        f"training step: {args.backbone}, {len(MODALITIES)} modalities, batch {args.batch}, {args.size} px, "
+        f"training step: {args.backbone}, {len(MODALITIES)} modalities, batch {args.batch}, "
+        f"{args.size} px, "
         f"head_dim {args.head_dim}, {device}"
     )
     macs = {k: _macs(*k, args) for k in (("sum", False), ("sgf", True))}
@@ -129,7 +131,8 @@ def step_cost(args: argparse.Namespace) -> None:
     m_sum, m_sgma = macs[("sum", False)], macs[("sgf", True)]
     print(f"  sum fusion     {t_sum * 1e3:9.1f} ms/step   {m_sum / 1e9:8.2f} GMACs (forward)")
     print(
-        f"  SGF + MAS      {t_sgma * 1e3:9.1f} ms/step   {m_sgma / 1e9:8.2f} GMACs (forward, both branches)"
+        f"  SGF + MAS      {t_sgma * 1e3:9.1f} ms/step   {m_sgma / 1e9:8.2f} GMACs (forward, "
+        f"both branches)"
     )
     time_ratio, macs_ratio = t_sgma / t_sum, m_sgma / m_sum
     print(
@@ -159,7 +162,8 @@ def loader_vs_model(args: argparse.Namespace) -> None:
         )
         loop = _Loop(plan, DistContext(), None)
         print(
-            f"\nloader vs model: {args.recipe.name} (crop {recipe.data.crop_size}, batch {recipe.data.batch_size}, "
+            f"\nloader vs model: {args.recipe.name} (crop {recipe.data.crop_size}, batch "
+            f"{recipe.data.batch_size}, "
             f"{args.workers} loader worker(s)), {data}"
         )
         loop.sampler.set_epoch(0)

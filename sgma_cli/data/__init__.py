@@ -1,1 +1,1 @@
-"""Data layer: raster/vector I/O with rasterio and geopandas, alignment, tiling, transforms (no nn.Module)."""
+"""Data layer: rasterio/geopandas I/O, alignment, tiling, transforms (no nn.Module)."""

@@ -195,7 +195,8 @@ def scene_grid(
         sizes = {(s.info.width, s.info.height) for s in sensors}
         if len(sizes) > 1:
             raise RasterError(
-                f"has no CRS and a size ({sensors[-1].info.width}x{sensors[-1].info.height}) different from "
+                f"has no CRS and a size ({sensors[-1].info.width}x{sensors[-1].info.height}) "
+                f"different from "
                 f"{sensors[0].path.name}; give georeferenced rasters or images of one size",
                 sensors[-1].path,
             )
@@ -208,7 +209,8 @@ def scene_grid(
     if len(with_crs) != len(sensors):
         bad = next(s for s in sensors if s.info.crs is None)
         raise RasterError(
-            f"has no CRS while {with_crs[0].path.name} is georeferenced; assign one (gdal_edit.py -a_srs)",
+            f"has no CRS while {with_crs[0].path.name} is georeferenced; assign one "
+            f"(gdal_edit.py -a_srs)",
             bad.path,
         )
     ref = min(sensors, key=lambda s: (round(_ground_pixel(s.info), 9), sensors.index(s)))
@@ -240,7 +242,8 @@ def scene_grid(
     transform = Affine(px, 0.0, ox + c0 * px, 0.0, -py, oy - r0 * py)
     grid = Grid(crs, transform, c1 - c0, r1 - r0)
     notes = [
-        f"reference grid: {ref.name} ({ref.path.name}) CRS, {px:g} x {py:g} px, {extent} extent, {grid.width}x{grid.height} px"
+        f"reference grid: {ref.name} ({ref.path.name}) CRS, {px:g} x {py:g} px, {extent} "
+        f"extent, {grid.width}x{grid.height} px"
     ]
     return grid, ref.name, notes
 
@@ -282,7 +285,8 @@ def open_scene(
     present = [n for n in names if n in chosen and n in files]
     if not present:
         raise RasterError(
-            f"none of the chosen sensors ({', '.join(chosen)}) is present; expected files like {chosen[0]}.tif",
+            f"none of the chosen sensors ({', '.join(chosen)}) is present; expected files like "
+            f"{chosen[0]}.tif",
             source,
         )
     sensors = []
@@ -310,7 +314,8 @@ def open_scene(
             use_res = resolution
         else:
             notes.append(
-                "checkpoint resolution not in the scene's CRS units: using the sensor's own pixel size"
+                "checkpoint resolution not in the scene's CRS units: using the sensor's own "
+                "pixel size"
             )
     grid, ref, grid_notes = scene_grid(sensors, resolution=use_res, extent=extent)
     missing = [n for n in chosen if n not in present]
@@ -346,7 +351,7 @@ class SceneReader:
     def read_sensor(
         self, sensor: SceneSensor, row: int, col: int, height: int, width: int
     ) -> tuple[np.ndarray, np.ndarray]:
-        """One sensor's window: float32 ``(C, height, width)`` (NaN unseen) and bool ``(height, width)``.
+        """One sensor's window: float32 ``(C, height, width)``, NaN unseen, and its bool mask.
 
         The window may run past the grid (padding reads as unseen).
         """
