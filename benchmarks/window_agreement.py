@@ -9,7 +9,9 @@ For each checkpoint this predicts the whole sample scene once in a single window
 reference), then tiled with windows of 0.5x, 1x and 2x the checkpoint's training tile
 (overlap 0.25, the predict default), and prints the share of seen pixels whose class
 agrees with the single window, for all sensors and, with ``--subsets``, for every sensor
-subset. Checkpoints with the same ``model.prototypes`` are averaged.
+subset. Checkpoints with the same ``model.prototypes`` are averaged. ``--local-baseline``
+also trains the ``mean`` fusion baseline without MAS (no MP, no prototypes): the reference
+of a purely local model.
 
 Run::
 
@@ -18,6 +20,11 @@ Run::
     # measure checkpoints kept by the robustness benchmark
     .venv/bin/python benchmarks/robustness.py --prototypes sum mean softmax --keep /tmp/rb
     .venv/bin/python benchmarks/window_agreement.py --runs /tmp/rb --scene /tmp/rb/scene
+    # the figures of docs/train.md: 60 steps, the local baseline, MP without spatial extent
+    .venv/bin/python benchmarks/window_agreement.py --prototypes --local-baseline \
+        --set schedule.epochs=10 --set schedule.warmup_epochs=1
+    .venv/bin/python benchmarks/window_agreement.py --prototypes sum --set "model.mp_kernels=[1]" \
+        --set schedule.epochs=10 --set schedule.warmup_epochs=1
 """
 
 from __future__ import annotations
