@@ -17,7 +17,7 @@ compiled call (inductor's compile). The agreement of the class maps with eager i
 too.
 
 Usage: ``.venv/bin/python benchmarks/export_runtime.py [--backbone pvt_v2_b0] [--size 512]
-[--window 256] [--batch-size 2] [--repeats 3] [--threads N] [--no-compile]``
+[--window 256] [--batch-size 2] [--repeats 3] [--threads N] [--no-compile] [--keep DIR]``
 """
 
 from __future__ import annotations
@@ -101,6 +101,9 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--no-compile", action="store_true", help="skip torch.compile")
+    parser.add_argument(
+        "--keep", type=Path, help="keep scene/, model.pt, model.onnx here; reuse them if there"
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     print(
@@ -109,16 +112,19 @@ def main() -> None:
         flush=True,
     )
     with tempfile.TemporaryDirectory() as tmp:
-        root = Path(tmp)
-        write_scene(root / "scene", size=args.size, vectors=False)
-        ckpt = make_checkpoint(root / "model.pt", args.backbone, args.window)
-        start = time.perf_counter()
-        exported = run_export(ExportJob(ckpt, root / "model.onnx", size=args.window))
-        print(
-            f"sgma export (trace + ONNX): {time.perf_counter() - start:.1f} s, "
-            f"{exported.size_bytes / 1e6:.1f} MB, max |logit diff| {exported.max_abs_diff:.1e}",
-            flush=True,
-        )
+        root = args.keep or Path(tmp)
+        ckpt = root / "model.pt"
+        if not (root / "model.onnx").exists():  # --keep with files of an earlier run: reuse them
+            write_scene(root / "scene", size=args.size, vectors=False)
+            make_checkpoint(ckpt, args.backbone, args.window)
+            start = time.perf_counter()
+            exported = run_export(ExportJob(ckpt, root / "model.onnx", size=args.window))
+            print(
+                f"sgma export (trace + ONNX): {time.perf_counter() - start:.1f} s, "
+                f"{exported.size_bytes / 1e6:.1f} MB, max |logit diff| "
+                f"{exported.max_abs_diff:.1e}",
+                flush=True,
+            )
         model, meta = load_model(ckpt, "cpu")
         files = find_sensor_files(root / "scene", meta.modality_names)
         bands = {m.name: m.bands for m in meta.modalities}
