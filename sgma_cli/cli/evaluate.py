@@ -6,9 +6,9 @@ with Average / Top-1 / Last-1 rows, the robustness weight the model gives each s
 with --out writes metrics.json, subsets.csv, report.md and PNG plots.
 
 Examples:
-  sgma evaluate runs/sgma/best.pt --data data/potsdam --out reports/sgma
+  sgma evaluate runs/sgma/checkpoints/best.pt --data data/potsdam --out reports/sgma
   sgma evaluate best.pt --subsets "rgb,dsm;rgb" --json
-  sgma evaluate best.pt --compare runs/sum/best.pt --out reports/sgma-vs-sum
+  sgma evaluate best.pt --compare runs/sum/checkpoints/best.pt --out reports/sgma-vs-sum
   sgma evaluate best.pt --scene demo/scene --labels demo/scene/labels.tif
 """
 
