@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import rasterio
 import torch
+from hypothesis import HealthCheck, settings
 from rasterio.transform import from_origin
 
 from sgma_cli.config.checkpoint import Checkpoint, CheckpointMeta, ModalityNorm, save_checkpoint
@@ -29,6 +30,17 @@ from sgma_cli.config.model import ModalitySpec, SGMAConfig
 from sgma_cli.engine.weights import build_model
 
 torch.set_num_threads(min(2, torch.get_num_threads()))
+
+# Fuzzing profiles (tests/fuzz): "quick" runs in `make test` (fixed examples, so the suite is
+# repeatable), "slow" under `-m slow` (>= 1,000 fresh examples per target).
+_FUZZ = {
+    "deadline": None,
+    "database": None,
+    "suppress_health_check": [HealthCheck.too_slow, HealthCheck.data_too_large],
+}
+settings.register_profile("quick", max_examples=25, derandomize=True, **_FUZZ)
+settings.register_profile("slow", max_examples=1000, **_FUZZ)
+settings.load_profile("quick")
 
 TINY_CLASSES = [("ground", (255, 255, 255)), ("building", (0, 0, 255)), ("tree", (0, 255, 0))]
 TINY_MODALITIES = [("rgb", 3, True), ("dsm", 1, False), ("sar", 1, False)]

@@ -86,18 +86,25 @@ def _fields_at(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
     return list(getattr(current, "model_fields", {}))
 
 
+def _printable(text: str) -> str:
+    """``text`` as is, or escaped when it holds line breaks or other control characters
+    (a key from a file must not break the one-line error)."""
+    return text if text.isprintable() else repr(text)[1:-1]
+
+
 def explain_validation_error(err: ValidationError, model: type[BaseModel]) -> str:
     """The first problem of a pydantic error as one line: ``key.path: problem`` (+ did you mean)."""
     errors = err.errors()
     # A misspelt key also shows up as a missing one; the misspelling is the useful line.
     first = next((e for e in errors if e.get("type") == "extra_forbidden"), errors[0])
     loc = tuple(first.get("loc", ()))
-    key = ".".join(str(p) for p in loc) or "(top level)"
+    key = ".".join(_printable(str(p)) for p in loc) or "(top level)"
     if first.get("type") == "extra_forbidden":
         close = difflib.get_close_matches(str(loc[-1]), _fields_at(model, loc), n=1)
         hint = f"; did you mean {'.'.join([*map(str, loc[:-1]), close[0]])!s}?" if close else ""
         return f"unknown key {key}{hint}"
     value = first.get("input")
-    shown = f" (got {value!r})" if value is not None and not isinstance(value, dict) else ""
+    text = repr(value) if len(repr(value)) <= 80 else f"{repr(value)[:77]}..."
+    shown = f" (got {text})" if value is not None and not isinstance(value, dict) else ""
     extra = f"; {err.error_count() - 1} more problem(s)" if err.error_count() > 1 else ""
     return f"{key}: {first.get('msg', 'invalid')}{shown}{extra}"

@@ -23,7 +23,7 @@ from rasterio.vrt import WarpedVRT
 from rasterio.warp import calculate_default_transform, transform_bounds
 from rasterio.windows import Window
 
-from sgma_cli.data.raster import Grid, RasterInfo, open_raster
+from sgma_cli.data.raster import GDAL_ERRORS, MAX_PIXELS, Grid, RasterInfo, open_raster
 from sgma_cli.errors import RasterError, UsageError
 
 __all__ = ["Grid", "reference_grid", "check_overlap", "AlignedReader", "RESAMPLING"]
@@ -73,9 +73,21 @@ def reference_grid(
             ) from None
     if dst_crs == info.crs and resolution is None:
         return info.grid
-    transform, width, height = calculate_default_transform(
-        info.crs, dst_crs, info.width, info.height, *info.bounds, resolution=resolution
-    )
+    try:
+        transform, width, height = calculate_default_transform(
+            info.crs, dst_crs, info.width, info.height, *info.bounds, resolution=resolution
+        )
+    except (*GDAL_ERRORS, ValueError) as err:  # the area has no image in that CRS
+        reason = " ".join(str(err).split())[:120]
+        raise UsageError(
+            f"cannot put the reference on {dst_crs} ({reason}); check --crs", info.path
+        ) from None
+    if not 0 < int(width) * int(height) <= MAX_PIXELS:
+        raise UsageError(
+            f"--resolution/--crs make a reference grid of {int(width)} x {int(height)} pixels "
+            f"(at most {MAX_PIXELS:.3g}); choose a coarser --resolution",
+            info.path,
+        )
     return Grid(dst_crs, transform, int(width), int(height))
 
 

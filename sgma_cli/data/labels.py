@@ -150,6 +150,11 @@ def scan_values(source: LabelSource) -> tuple[str, set[Any], RasterInfo | None]:
         return "vector", {_vector_value(v) for v in frame[source.field].dropna().unique()}, None
     info = inspect_raster(source.path)
     kind = _raster_kind(source, info)
+    if np.dtype(info.dtype).kind == "c":
+        raise RasterError(
+            f"labels hold complex numbers ({info.dtype}); give class indices or RGB colours",
+            source.path,
+        )
     values: set[Any] = set()
     with open_raster(source.path) as src:
         step = max(1, (1 << 20) // max(1, src.width))  # ~1 MPix per read: flat memory
@@ -157,13 +162,45 @@ def scan_values(source: LabelSource) -> tuple[str, set[Any], RasterInfo | None]:
             window = Window(0, row, src.width, min(step, src.height - row))
             if kind == "colour":
                 block = src.read((1, 2, 3), window=window)
-                codes = _pack(block)
+                _whole_numbers(np.unique(block), source.path, colour=True)
+                codes = np.unique(_pack(block))
             else:
-                codes = src.read(1, window=window)
-            values |= {int(v) for v in np.unique(codes)}
-    if info.nodata is not None and kind == "index":
-        values.discard(int(info.nodata))
+                codes = np.unique(src.read(1, window=window))
+                if info.nodata is not None:  # nodata pixels are unlabelled, NaN included
+                    codes = codes[~(codes == info.nodata) & ~_is_nan(codes, info.nodata)]
+                codes = _whole_numbers(codes, source.path, colour=False)
+            values |= {int(v) for v in codes}
     return kind, values, info
+
+
+def _is_nan(values: np.ndarray, nodata: float) -> np.ndarray:
+    """Where ``values`` are NaN while ``nodata`` is NaN too (NaN never equals itself)."""
+    if values.dtype.kind != "f" or not np.isnan(nodata):
+        return np.zeros(values.shape, bool)
+    return np.isnan(values)
+
+
+def _whole_numbers(values: np.ndarray, path: Path, colour: bool) -> np.ndarray:
+    """Distinct label values, checked: whole numbers (0-255 for colour bands).
+
+    NaN in a class-index raster is unlabelled (dropped); infinities, fractions and, for
+    colours, NaN or values outside 0-255 (they would run into the next band when packed)
+    raise :class:`RasterError`.
+    """
+    if values.dtype.kind == "f":
+        if not colour:
+            values = values[~np.isnan(values)]
+        bad = values[~np.isfinite(values) | (values != np.trunc(values))]
+        if bad.size:
+            raise RasterError(
+                f"label value {bad[0]:g} is not a whole number; labels are class indices "
+                "or RGB colours",
+                path,
+            )
+    if colour and values.size and (values.min() < 0 or values.max() > 255):
+        bad_value = values.min() if values.min() < 0 else values.max()
+        raise RasterError(f"colour labels need 8-bit bands (0-255), found {bad_value}", path)
+    return values
 
 
 def _vector_value(v: Any) -> Any:
@@ -243,6 +280,10 @@ def _read_vector(source: LabelSource) -> Any:
         raise RasterError(
             f"not a readable vector file ({str(err).splitlines()[0][:120]})", source.path
         ) from None
+    if not isinstance(frame, gpd.GeoDataFrame) or frame.geometry.name not in frame.columns:
+        raise RasterError(
+            "has no geometry column: vector labels need polygons with a class field", source.path
+        )
     if source.field not in frame.columns:
         cols = [c for c in frame.columns if c != "geometry"]
         raise RasterError(
@@ -350,6 +391,11 @@ class LabelReader:
         h, w = int(window.height), int(window.width)
         if self._reader is not None:
             data, valid = self._reader.read(window)
+            if not self.lut:  # nothing labelled (every value nodata or ignored)
+                return np.full((h, w), self.ignore_index, np.uint8)
+            if data.dtype.kind == "f":  # NaN/inf: unlabelled, and no cast of them to int
+                valid = valid & np.isfinite(data).all(axis=0)
+                data = np.where(np.isfinite(data), data, -1)
             codes = _pack(data) if self.kind == "colour" else data[0].astype(np.int64)
             keys = np.array(sorted(self.lut), np.int64)
             classes = np.array([self.lut[int(k)] for k in keys], np.uint8)

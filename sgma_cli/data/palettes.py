@@ -68,17 +68,36 @@ def load_palette(spec: str) -> Palette:
             f"--palette {spec!r} is neither a known palette ({', '.join(PALETTES)}) nor a JSON file"
         )
     try:
-        raw = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as err:
-        raise UsageError(f"cannot read palette: {err}", path) from None
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as err:
+        raise UsageError(f"cannot read palette: {err.strerror}", path) from None
+    except (ValueError, RecursionError) as err:  # not UTF-8, not JSON, nested too deeply
+        reason = " ".join(str(err).split())[:120] or "nested too deeply"
+        raise UsageError(f"cannot read palette: {reason}", path) from None
     items = list(raw.items()) if isinstance(raw, dict) else raw
     palette: Palette = []
     try:
         for name, color in items:
-            r, g, b = (int(c) for c in color)
-            palette.append((str(name), (r, g, b)))
+            palette.append((str(name), _rgb(color)))
     except (TypeError, ValueError):
-        raise UsageError('palette entries must be ["name", [r, g, b]]', path) from None
+        raise UsageError(
+            'palette entries must be ["name", [r, g, b]] with r, g, b whole numbers 0-255', path
+        ) from None
     if len(palette) < 2:
         raise UsageError(f"palette needs at least 2 classes, got {len(palette)}", path)
+    names = [n for n, _ in palette]
+    if not all(n.strip() for n in names) or len(set(names)) != len(names):
+        raise UsageError("palette class names must be non-empty and distinct", path)
     return palette
+
+
+def _rgb(color: object) -> tuple[int, int, int]:
+    """``[r, g, b]`` of whole numbers 0-255 (``ValueError``/``TypeError`` otherwise)."""
+    if not isinstance(color, list | tuple) or len(color) != 3:
+        raise ValueError(color)
+    if not all(isinstance(c, int | float) and not isinstance(c, bool) for c in color):
+        raise TypeError(color)
+    if not all(0 <= c <= 255 and c == int(c) for c in color):  # NaN, inf, 1.5, 300: refused
+        raise ValueError(color)
+    r, g, b = (int(c) for c in color)
+    return (r, g, b)

@@ -17,13 +17,30 @@ from typing import Any
 import numpy as np
 import rasterio
 from affine import Affine
+from rasterio._err import CPLE_BaseError  # GDAL's own errors, as rasterio raises them
 from rasterio.crs import CRS
-from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
+from rasterio.errors import NotGeoreferencedWarning, RasterioError, RasterioIOError
 from rasterio.windows import Window
 
 from sgma_cli.errors import RasterError
 
-__all__ = ["Grid", "RasterInfo", "geotiff_profile", "inspect_raster", "open_raster"]
+__all__ = [
+    "Grid",
+    "RasterInfo",
+    "MAX_PIXELS",
+    "GDAL_ERRORS",
+    "geotiff_profile",
+    "inspect_raster",
+    "open_raster",
+]
+
+#: The largest raster sgma reads: 2^37 pixels (about 370,000 x 370,000). A header that
+#: claims more is damaged, or describes a mosaic to cut into pieces first; it is refused
+#: before any pixel is read or any array allocated.
+MAX_PIXELS = 1 << 37
+
+#: What rasterio raises when GDAL fails (its own errors and GDAL's ``CPLE_*`` ones).
+GDAL_ERRORS = (RasterioError, CPLE_BaseError)
 
 
 @dataclass(frozen=True)
@@ -137,6 +154,19 @@ def inspect_raster(path: Path) -> RasterInfo:
     with open_raster(path) as src:
         if src.width == 0 or src.height == 0 or src.count == 0:
             raise RasterError("raster has no pixels", path)
+        t = src.transform
+        if not all(math.isfinite(v) for v in t[:6]) or t.determinant == 0:
+            raise RasterError(
+                f"the header's pixel size is 0 or not a number (transform {tuple(t)[:6]}); "
+                "the file's georeference is damaged",
+                path,
+            )
+        if src.width * src.height > MAX_PIXELS:
+            raise RasterError(
+                f"the header claims {src.width} x {src.height} pixels, more than sgma reads "
+                f"({MAX_PIXELS:.3g}): a damaged file, or a mosaic to cut into pieces first",
+                path,
+            )
         try:
             src.read(1, window=Window(src.width - 1, src.height - 1, 1, 1))
         except RasterioIOError as err:

@@ -42,7 +42,7 @@ from rasterio.windows import Window
 
 from sgma_cli.config._base import path_inside
 from sgma_cli.data.align import AlignedReader, Grid, check_overlap
-from sgma_cli.data.raster import RasterInfo, inspect_raster
+from sgma_cli.data.raster import MAX_PIXELS, RasterInfo, inspect_raster
 from sgma_cli.errors import RasterError, UsageError
 
 __all__ = [
@@ -241,6 +241,12 @@ def scene_grid(
     r1 = math.ceil((oy - bottom) / py - 1e-6)
     transform = Affine(px, 0.0, ox + c0 * px, 0.0, -py, oy - r0 * py)
     grid = Grid(crs, transform, c1 - c0, r1 - r0)
+    if not 0 < grid.width * grid.height <= MAX_PIXELS:
+        raise UsageError(
+            f"the output grid would be {grid.width} x {grid.height} pixels (at most "
+            f"{MAX_PIXELS:.3g}); choose a coarser --resolution",
+            ref.path,
+        )
     notes = [
         f"reference grid: {ref.name} ({ref.path.name}) CRS, {px:g} x {py:g} px, {extent} "
         f"extent, {grid.width}x{grid.height} px"

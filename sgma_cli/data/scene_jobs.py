@@ -25,6 +25,10 @@ from sgma_cli.errors import RasterError, UsageError
 __all__ = ["PlanRow", "SceneJob", "inspect_plan", "resolve_palette", "cut_tiles"]
 
 
+#: The largest class index (uint8 label tiles; 255 is ``ignore_index``).
+MAX_CLASS = 254
+
+
 @dataclass(frozen=True)
 class PlanRow:
     """One input raster of the plan (a row of the table ``prepare`` prints)."""
@@ -81,11 +85,24 @@ def resolve_palette(
                     "colour labels need a palette: give --palette potsdam or a JSON file"
                 )
             if values and all(isinstance(v, int) for v in values):
+                if max(values) > MAX_CLASS:  # 255 is ignore_index: class indices end below
+                    where = next(p for p, (_, _, vs) in scans.items() if max(values) in vs)
+                    raise RasterError(
+                        f"label value {max(values)} is not a class index (0-{MAX_CLASS}); "
+                        "give --palette, or --ignore it",
+                        where,
+                    )
                 n = max(values) + 1
                 palette = list(zip([f"class_{i}" for i in range(n)], default_colors(n)))
             elif values:
                 names = sorted(str(v) for v in values)
                 palette = list(zip(names, default_colors(len(names))))
+    if palette is not None and len(palette) > MAX_CLASS + 1:
+        raise UsageError(
+            f"{len(palette)} classes; sgma's label tiles hold at most {MAX_CLASS + 1} "
+            "(8-bit, 255 = ignore)",
+            next(iter(scans), plan.source),
+        )
     maps: dict[Path, tuple[str, dict[Any, int]]] = {}
     for path, (source, kind, values) in scans.items():
         ign = parse_ignore(list(ignore), colour=kind == "colour")
@@ -232,7 +249,11 @@ def _vector_row(scene: str, path: Path, split: str) -> PlanRow:
         raise RasterError(
             f"not a readable vector file ({str(err).splitlines()[0][:120]})", path
         ) from None
-    bounds = tuple(float(b) for b in info.get("total_bounds", (0.0, 0.0, 0.0, 0.0)))
+    if info.get("geometry_type") is None:
+        raise RasterError(
+            "has no geometry column: vector labels need polygons with a class field", path
+        )
+    bounds = tuple(float(b) for b in info.get("total_bounds") or (0.0, 0.0, 0.0, 0.0))
     return PlanRow(
         scene,
         "labels",

@@ -42,12 +42,25 @@ def list_tiles(data_dir: Path, split: str) -> list[Path]:
     return sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
 
 
-def _read(path: Path) -> tuple[np.ndarray, Any, tuple[float, ...], float | None]:
+def _read(
+    path: Path, size: int | None = None, bands: int | None = None
+) -> tuple[np.ndarray, Any, tuple[float, ...], float | None]:
+    """One tile file's pixels and georeference; ``size`` and ``bands``: the side and band
+    count it must have (checked from the header, before any array is allocated)."""
     try:
         with rasterio.open(path) as src:
+            wrong_size = size is not None and (src.height, src.width) != (size, size)
+            if wrong_size or (bands is not None and src.count != bands):
+                raise RasterError(
+                    f"tile raster is {src.count} x {src.height} x {src.width}, not the "
+                    f"dataset's {bands or '?'} x {size or '?'} x {size or '?'}: damaged, or "
+                    "not from this dataset",
+                    path,
+                )
             return src.read(), src.crs, tuple(src.transform)[:6], src.nodata
     except RasterioIOError as err:
-        raise RasterError(f"cannot read tile raster ({err})", path) from None
+        reason = " ".join(str(err).split())[:160]
+        raise RasterError(f"cannot read tile raster ({reason})", path) from None
 
 
 class TileDataset(Dataset):
@@ -102,17 +115,19 @@ class TileDataset(Dataset):
     def read_raw(self, index: int) -> RawSample:
         """The sample at ``index`` before normalisation (numpy arrays)."""
         folder = self.tiles[index]
+        size = self.manifest.tile_size
         images: dict[str, np.ndarray] = {}
         crs, transform = None, None
         for name in self.modalities:
-            images[name], crs, transform, _ = _read(folder / f"{name}.tif")
+            bands = self.manifest.modality(name).bands
+            images[name], crs, transform, _ = _read(folder / f"{name}.tif", size, bands)
             images[name] = images[name].astype(np.float32, copy=False)
-        mask_all, _, _, _ = _read(folder / "mask.tif")
+        mask_all, _, _, _ = _read(folder / "mask.tif", size, len(self.manifest.modalities))
         mask = mask_all[self._band_of].astype(bool)
         label_path = folder / "label.tif"
         height, width = mask.shape[-2:]
         if label_path.exists():
-            label = _read(label_path)[0][0].astype(np.int64)
+            label = _read(label_path, size)[0][0].astype(np.int64)
         else:
             label = np.full((height, width), self.manifest.ignore_index, dtype=np.int64)
         return {

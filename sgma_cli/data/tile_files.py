@@ -134,15 +134,27 @@ def write_tile(folder: Path, tile: TileData, modalities: list[str]) -> None:
         raise
 
 
-def read_tile(folder: Path, modalities: list[str]) -> TileData:
+def read_tile(
+    folder: Path,
+    modalities: list[str],
+    size: int | None = None,
+    bands: dict[str, int] | None = None,
+) -> TileData:
     """Read a finished tile folder back (for resumed runs' statistics and index).
 
+    Args:
+        folder: the tile folder.
+        modalities: modality names, in manifest (mask band) order.
+        size: the tile side in pixels every file must have (checked before reading).
+        bands: the band count each modality's file must have.
+
     Raises:
-        RasterError: a file of the tile is missing or damaged (named, with the fix).
+        RasterError: a file of the tile is missing, damaged or of another shape (named,
+            with the fix).
     """
     folder = Path(folder)
     try:
-        return _read_tile(folder, modalities)
+        return _read_tile(folder, modalities, size, bands or {})
     except RasterioIOError as err:
         reason = " ".join(str(err).split())[:120]
         raise RasterError(
@@ -151,19 +163,36 @@ def read_tile(folder: Path, modalities: list[str]) -> TileData:
         ) from None
 
 
-def _read_tile(folder: Path, modalities: list[str]) -> TileData:
+def _checked(src: rasterio.DatasetReader, size: int | None, count: int | None) -> None:
+    """Refuse a tile file whose header does not match the tile (before allocating for it)."""
+    shape = (src.count, src.height, src.width)
+    if (size is not None and shape[1:] != (size, size)) or (
+        count is not None and shape[0] != count
+    ):
+        expected = f"{count or '?'} x {size or '?'} x {size or '?'}"
+        raise RasterioIOError(
+            f"{Path(src.name).name} is {' x '.join(map(str, shape))}, not {expected}"
+        )
+
+
+def _read_tile(
+    folder: Path, modalities: list[str], size: int | None, bands: dict[str, int]
+) -> TileData:
     images = {}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", NotGeoreferencedWarning)
         for name in modalities:
             with rasterio.open(folder / f"{name}.tif") as src:
+                _checked(src, size, bands.get(name))
                 images[name] = src.read()
         with rasterio.open(folder / "mask.tif") as src:
+            _checked(src, size, len(modalities))
             mask = src.read()
             crs, transform = src.crs, src.transform
         label = None
         if (folder / "label.tif").exists():
             with rasterio.open(folder / "label.tif") as src:
+                _checked(src, size, None)
                 label = src.read(1)
     return TileData(images, mask, label, crs if crs else None, transform)
 

@@ -57,7 +57,7 @@ def parse_split(text: str) -> tuple[float, float, float]:
         raise UsageError(
             f"--split {text!r}: expected three fractions train,val,test, got {len(parts)}"
         )
-    if min(parts) < 0 or abs(sum(parts) - 1) > 1e-6:
+    if not all(0 <= p <= 1 for p in parts) or abs(sum(parts) - 1) > 1e-6:  # NaN fails too
         raise UsageError(
             f"--split {text!r}: fractions must be >= 0 and sum to 1 (sum is {sum(parts):g})"
         )

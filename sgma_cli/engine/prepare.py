@@ -328,7 +328,7 @@ def _tile_scene(  # noqa: PLR0913 - the loop's inputs, accumulators and tick are
         for tid, split, spec in job.tiles:
             folder = tile_dir(out, split, tid)
             if folder.exists():
-                data = read_tile(folder, names)
+                data = read_tile(folder, names, int(spec.window.width), inputs.bands)
                 report.tiles_resumed += 1
             else:
                 data = _read(spec, job, names, inputs.bands, readers, labels)

@@ -49,10 +49,16 @@ def select_subsets(
 
     Raises:
         UsageError: an unknown modality name, or no subset at all.
-        DatasetError: a named subset needs a modality in ``missing``.
+        DatasetError: a named subset needs a modality in ``missing``, or ``missing`` holds
+            every modality.
     """
     if isinstance(requested, str) and requested.strip().lower() == "all":
-        return all_subsets([n for n in modalities if n not in missing])
+        present = [n for n in modalities if n not in missing]
+        if not present:
+            raise DatasetError(
+                f"this data has none of the modalities {', '.join(modalities)}", source
+            )
+        return all_subsets(present)
     if isinstance(requested, str):
         parts = [
             (p.strip(), [n.strip() for n in p.split(",") if n.strip()])
