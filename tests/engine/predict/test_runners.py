@@ -86,7 +86,7 @@ def test_onnx_predict_matches_pytorch(modalities: list[str] | None) -> None:
     loaded = load_runner(exported("onnx").path, torch.device("cpu"), graph=True)
     onnx_blocks = _predict(loaded.runner, modalities)
     classes, ref = _stack(onnx_blocks, "classes"), _stack(torch_blocks, "classes")
-    assert len(np.unique(ref[ref != 255])) == 3  # a decisive model: the test means something
+    assert len(np.unique(ref[ref != 255])) >= 2  # not one class: the comparison means something
     assert (classes == ref).mean() >= 0.999
     np.testing.assert_array_equal(_stack(onnx_blocks, "valid"), _stack(torch_blocks, "valid"))
     for what in ("probabilities", "robustness"):
