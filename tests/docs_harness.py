@@ -27,6 +27,8 @@ also described in docs/doc-examples.md:
   overrides of :data:`TRAIN_SET` appended as ``--set KEY=VALUE``: 2 steps of one crop of
   64 px with the tiny ``test_convnext`` backbone, so a paper recipe runs in seconds on a
   CPU. A key the example sets itself keeps the example's value.
+* **Short benchmarks.** A documented ``benchmarks/*.py`` run listed in :data:`BENCH_SET`
+  gets its arguments appended (a small scene, one repeat).
 * **GPU-only lines** end with a comment holding ``[gpu]`` (``# 4 GPUs [gpu]``) and are
   not run; a line that asks for CUDA, ``--gpus`` or ``torchrun`` without the marker fails.
 * **Expected output.** Each expected line must appear in the command's output (stdout
@@ -71,6 +73,11 @@ TRAIN_SET = (
     "model.backbone=test_convnext",
     "model.head_dim=32",
 )
+#: Appended to a documented benchmark run: the same measurements on a small scene (the
+#: defaults take minutes on 2 cores; the doc's figures come from the defaults).
+BENCH_SET = {
+    "benchmarks/predict_throughput.py": "--size 512 --rss-size 256 --window 128 --repeats 1",
+}
 #: Terminal width the examples are rendered at (rich tables wrap to it).
 COLUMNS = 100
 COMMAND_TIMEOUT = 900  # s, one command
@@ -259,15 +266,21 @@ class Runner:
     # -- helpers
     def _bash(self, code: str, stdin: str | None = None, cwd: Path | None = None) -> Outcome:
         start = time.perf_counter()
-        proc = subprocess.run(
-            ["bash", "-o", "pipefail", "-c", code],
-            cwd=cwd or self.work,
-            env=self.env,
-            input=stdin,
-            capture_output=True,
-            text=True,
-            timeout=COMMAND_TIMEOUT,
-        )
+        try:
+            proc = subprocess.run(
+                ["bash", "-o", "pipefail", "-c", code],
+                cwd=cwd or self.work,
+                env=self.env,
+                input=stdin,
+                capture_output=True,
+                text=True,
+                timeout=COMMAND_TIMEOUT,
+            )
+        except subprocess.TimeoutExpired as err:
+            out = err.stdout.decode() if isinstance(err.stdout, bytes) else err.stdout or ""
+            return Outcome(
+                124, f"{out}\n(killed after {COMMAND_TIMEOUT} s)", out, None, COMMAND_TIMEOUT
+            )
         tb = proc.stderr if "Traceback (most recent call last)" in proc.stderr else None
         return Outcome(
             proc.returncode,
@@ -308,6 +321,8 @@ class Runner:
                 piped.seconds += outcome.seconds
                 outcome = piped
         else:
+            if program != "sgma" and parts.pipe is None and not parts.operators:
+                code = with_bench_overrides(code)
             if program == "sgma":
                 argv_words = shlex.split(head)[len(env_words) + 1 :]
                 extra = with_train_overrides(argv_words)[len(argv_words) :]
@@ -366,6 +381,14 @@ def with_train_overrides(argv: list[str]) -> list[str]:
     own = {argv[i + 1].split("=", 1)[0] for i, a in enumerate(argv[:-1]) if a == "--set"}
     extra = [w for kv in TRAIN_SET if kv.split("=", 1)[0] not in own for w in ("--set", kv)]
     return [*argv, *extra]
+
+
+def with_bench_overrides(code: str) -> str:
+    """``code`` with :data:`BENCH_SET`'s arguments appended when it runs a listed benchmark."""
+    for script, extra in BENCH_SET.items():
+        if re.search(rf"(^|\s|/){re.escape(script)}(\s|$)", code):
+            return f"{code} {extra}"
+    return code
 
 
 @contextlib.contextmanager
