@@ -41,9 +41,13 @@ _HELD: set[Path] = set()
 
 
 def lock_path(output: Path) -> Path:
-    """The lock file of ``output`` (a file or a folder): ``.<name>.sgma-lock`` beside it."""
+    """The lock file of ``output`` (a file or a folder): ``.<name>.sgma-lock`` beside it.
+
+    The folder is resolved (symbolic links, ``..``), so two spellings of one output share
+    one lock.
+    """
     output = Path(output).expanduser().absolute()
-    return output.with_name(f".{output.name}{LOCK_SUFFIX}")
+    return output.parent.resolve() / f".{output.name}{LOCK_SUFFIX}"
 
 
 def _proc_start(pid: int) -> str | None:

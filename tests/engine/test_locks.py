@@ -68,6 +68,14 @@ class TestOutputLock:
         assert not locks[0].exists() and lock_owner(out) is None
         assert sorted(p.name for p in tmp_path.iterdir()) == []  # nothing else left behind
 
+    def test_two_spellings_share_one_lock(self, tmp_path: Path) -> None:
+        (tmp_path / "a").mkdir()
+        (tmp_path / "link").symlink_to(tmp_path / "a")
+        with output_lock(tmp_path / "a" / "data", "sgma prepare"):
+            for other in (tmp_path / "a" / ".." / "a" / "data", tmp_path / "link" / "data"):
+                with pytest.raises(UsageError, match="is writing here"):
+                    refuse_if_locked(other)
+
     def test_released_on_error(self, tmp_path: Path) -> None:
         with pytest.raises(RuntimeError), output_lock(tmp_path / "x.tif", "sgma predict"):
             raise RuntimeError("boom")
