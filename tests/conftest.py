@@ -190,11 +190,12 @@ TINY_SCENE_ORIGIN = (500000.0, 5800000.0)
 
 
 def make_tiny_scene(root: Path, size: int = 160, seed: int = 0, dsm_hole: bool = True) -> Path:
-    """Write a scene folder for ``sgma predict``: ``rgb.tif``, ``dsm.tif``, ``sar.tif``, ``labels.tif``.
+    """Write a scene folder for ``sgma predict``: rgb, dsm, sar and labels GeoTIFFs.
 
     RGB uint8 at 0.5 m and DSM float32 at 1 m (nodata -9999, with a hole in the bottom
     right quarter, outside the SAR swath, when ``dsm_hole``) in EPSG:32633; SAR float32 dB
-    in EPSG:3857 at ~1.5 m whose swath (NaN outside) ends at the middle column of the scene. ``size`` is the
+    in EPSG:3857 at ~1.5 m whose swath (NaN outside) ends at the middle column of the scene.
+    ``size`` is the
     RGB side in pixels (even). ``labels.tif``: uint8 classes (``TINY_CLASSES``) on the RGB grid.
     """
     from rasterio.warp import Resampling, calculate_default_transform, reproject
@@ -296,5 +297,5 @@ def make_tiny_scene(root: Path, size: int = 160, seed: int = 0, dsm_hole: bool =
 
 @pytest.fixture
 def tiny_scene(tmp_path: Path) -> Path:
-    """A 160 px scene folder (rgb 0.5 m, dsm 1 m with a hole, sar in EPSG:3857, swath ends mid-scene)."""
+    """A 160 px scene: rgb 0.5 m, dsm 1 m with a hole, sar in EPSG:3857 ending mid-scene."""
     return make_tiny_scene(tmp_path / "scene")
