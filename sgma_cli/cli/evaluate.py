@@ -334,7 +334,9 @@ def command(
             f"({subset_label(best[0])}) · Last-1 {_fmt(100 * summary.last1)} mIoU %"
         )
     if out is not None:
-        err_console.print(f"report written to {out}: " + ", ".join(f.name for f in done.report))
+        err_console.print(
+            f"report written to {out}: " + ", ".join(f.name for f in done.report), soft_wrap=True
+        )
     elif not as_json:
         err_console.print(
             "add --out DIR for metrics.json, subsets.csv, report.md and plots", style="dim"

@@ -91,12 +91,16 @@ def command(
         result = run_export(job, on_step=lambda step: status.update(step))
     meta = result.meta
     shape = "B x C x H x W" if meta.size is None else f"B x C x {meta.size} x {meta.size}"
-    console.print(f"wrote {result.path} ({meta.graph_format}, {result.size_bytes / 1e6:.1f} MB)")
+    console.print(
+        f"wrote {result.path} ({meta.graph_format}, {result.size_bytes / 1e6:.1f} MB)",
+        soft_wrap=True,
+    )
     console.print(f"   inputs: {', '.join(meta.inputs)} ({shape}; mask bool B x M x H x W)")
     console.print(f"  outputs: {', '.join(meta.outputs)}")
     console.print(
         f"  classes: {len(meta.meta.classes)}; checkpoint {meta.checkpoint} "
-        f"(sha256 {meta.checkpoint_sha256[:12]}…)"
+        f"(sha256 {meta.checkpoint_sha256[:12]}…)",
+        soft_wrap=True,
     )
     console.print(
         f"  checked: max |logit difference| vs PyTorch {result.max_abs_diff:.1e}; "

@@ -108,7 +108,7 @@ def _render(result: PredictResult) -> None:
             if kind == "vectors" and result.polygons is not None
             else ""
         )
-        console.print(f"{kind:>13}: {path}{extra}")
+        console.print(f"{kind:>13}: {path}{extra}", soft_wrap=True)
     rate = total / 1e6 / max(result.seconds, 1e-9)
     console.print(
         f"{result.windows} {result.notes[-1]}; {total / 1e6:.2f} MPix in {result.seconds:.1f} s "

@@ -224,5 +224,6 @@ def command(
     console.print(
         f"wrote {report.out}: {report.tiles_written} new tiles, {report.tiles_resumed} kept "
         f"from an earlier run, {report.tiles_empty} empty skipped ({splits}); "
-        f"{report.seconds:.1f} s, {mpix_s:.3g} MPix/s"
+        f"{report.seconds:.1f} s, {mpix_s:.3g} MPix/s",
+        soft_wrap=True,
     )

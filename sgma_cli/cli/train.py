@@ -151,7 +151,7 @@ def _summary(result: TrainResult) -> None:
     files.add_row("tensorboard", f"tensorboard --logdir {result.run_dir / 'tb'}")
     console.print(files)
     if result.best_checkpoint is not None:
-        console.print(f"next: sgma evaluate {result.best_checkpoint}", style="dim")
+        console.print(f"next: sgma evaluate {result.best_checkpoint}", style="dim", soft_wrap=True)
 
 
 def command(

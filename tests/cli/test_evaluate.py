@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import rasterio
 import tomli_w
 from typer.testing import CliRunner
 
@@ -32,6 +33,20 @@ def _edit_manifest(data: Path, edit: Any) -> None:
     raw = read_toml(data / "dataset.toml", DatasetError)
     edit(raw)
     (data / "dataset.toml").write_text(tomli_w.dumps(raw))
+
+
+def _drop_last_modality(data: Path) -> None:
+    """Make ``data`` a dataset prepared without its last modality (manifest, masks, files)."""
+    raw = read_toml(data / "dataset.toml", DatasetError)
+    dropped = raw["modalities"].pop()["name"]
+    (data / "dataset.toml").write_text(tomli_w.dumps(raw))
+    for mask_path in data.glob("tiles/*/*/mask.tif"):
+        with rasterio.open(mask_path) as src:
+            profile, bands = src.profile, src.read()[:-1]
+        profile.update(count=len(bands))
+        with rasterio.open(mask_path, "w", **profile) as dst:
+            dst.write(bands)
+        (mask_path.parent / f"{dropped}.tif").unlink()
 
 
 class TestOutput:
@@ -164,7 +179,7 @@ class TestOutput:
         assert json.loads(result.stdout)["split"] == "val"
 
     def test_dataset_without_a_modality(self, tiny_checkpoint: Path, tiny_dataset: Path) -> None:
-        _edit_manifest(tiny_dataset, lambda raw: raw.update(modalities=raw["modalities"][:2]))
+        _drop_last_modality(tiny_dataset)
         result = _run(tiny_checkpoint, "--data", tiny_dataset, "--json", "--device", "cpu")
         assert result.exit_code == 0, result.output
         data = json.loads(result.stdout)

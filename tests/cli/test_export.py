@@ -58,7 +58,7 @@ class TestExport:
         ("args", "code", "message"),
         [
             (["--format", "tflite"], 2, "--format 'tflite': use onnx or exported-program"),
-            (["--size", "100"], 2, "--size 100 must be a positive multiple of 32"),
+            (["--size", "100"], 2, "--size 100 must be a positive multiple of 32, e.g. 256 or 512"),
             (["-m", "nir"], 2, "--modalities nir: not in the checkpoint; it has rgb, dsm, sar"),
         ],
     )

@@ -172,7 +172,10 @@ def onnx_session(
         options.intra_op_num_threads = threads
     try:
         session = ort.InferenceSession(str(path), sess_options=options, providers=list(providers))
-    except (RuntimeError, ValueError, OSError) as err:
+    except Exception as err:
+        # onnxruntime's own errors (InvalidProtobuf, Fail, ...) derive from Exception only
+        if not isinstance(err, (RuntimeError, ValueError, OSError)) and not _from_onnxruntime(err):
+            raise
         raise CheckpointError(f"not a readable ONNX model ({_first_line(err)})", path) from None
     text = session.get_modelmeta().custom_metadata_map.get(METADATA_KEY)
     return session, parse_export_meta(text, path)
@@ -191,6 +194,10 @@ def load_exported_program(path: Path) -> tuple[torch.export.ExportedProgram, Exp
             f"not a readable ExportedProgram archive ({_first_line(err)})", path
         ) from None
     return program, parse_export_meta(extra[EXTRA_FILE], path)
+
+
+def _from_onnxruntime(err: BaseException) -> bool:
+    return type(err).__module__.startswith("onnxruntime")
 
 
 def _first_line(err: BaseException) -> str:
