@@ -45,8 +45,16 @@ class Fuzz:
 
     def __init__(self, profile: str, nodeid: str) -> None:
         self.settings = settings(settings.get_profile(profile))
+        self.profile = profile
         self.nodeid = nodeid
         EXAMPLES[nodeid] = 0
+
+    def at_most(self, examples: int) -> Fuzz:
+        """The same, capped at ``examples`` in the quick profile (for costly targets, so
+        ``make test`` stays short; the slow profile keeps its 1,000)."""
+        if self.profile == "quick":
+            self.settings = settings(self.settings, max_examples=examples)
+        return self
 
     def __call__(self, test: Callable[..., None]) -> Callable[..., None]:
         @functools.wraps(test)
