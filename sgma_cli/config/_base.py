@@ -14,13 +14,35 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-__all__ = ["StrictModel", "read_toml", "explain_validation_error", "path_inside", "tomllib"]
+__all__ = [
+    "StrictModel",
+    "NamedClassesAndModalities",
+    "read_toml",
+    "explain_validation_error",
+    "path_inside",
+    "tomllib",
+]
 
 
 class StrictModel(BaseModel):
     """Frozen pydantic model that rejects unknown keys."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class NamedClassesAndModalities(StrictModel):
+    """A schema with ``classes`` and ``modalities`` lists of named entries (a dataset
+    manifest, a checkpoint's metadata): their names, in stored order."""
+
+    @property
+    def class_names(self) -> list[str]:
+        """Class names by index."""
+        return [c.name for c in self.classes]  # type: ignore[attr-defined]
+
+    @property
+    def modality_names(self) -> list[str]:
+        """Modality names in stored order: the model's input order, the mask's band order."""
+        return [m.name for m in self.modalities]  # type: ignore[attr-defined]
 
 
 def read_toml(path: Path, error: type[Exception]) -> dict[str, Any]:

@@ -33,7 +33,7 @@ import torch
 from pydantic import Field, ValidationError
 
 from sgma_cli import __version__
-from sgma_cli.config._base import StrictModel, explain_validation_error
+from sgma_cli.config._base import NamedClassesAndModalities, StrictModel, explain_validation_error
 from sgma_cli.config.dataset import ClassSpec
 from sgma_cli.config.model import SGMAConfig
 from sgma_cli.errors import CheckpointError
@@ -61,7 +61,7 @@ class ModalityNorm(StrictModel):
     optical: bool = False
 
 
-class CheckpointMeta(StrictModel):
+class CheckpointMeta(NamedClassesAndModalities):
     """Plain-typed description of a trained model."""
 
     format: Literal["sgma-checkpoint"] = FORMAT
@@ -82,16 +82,6 @@ class CheckpointMeta(StrictModel):
     def sgma_config(self) -> SGMAConfig:
         """The :class:`SGMAConfig` to rebuild the model."""
         return SGMAConfig.from_dict(self.model)
-
-    @property
-    def class_names(self) -> list[str]:
-        """Class names by index."""
-        return [c.name for c in self.classes]
-
-    @property
-    def modality_names(self) -> list[str]:
-        """Modality names in model order."""
-        return [m.name for m in self.modalities]
 
 
 @dataclass

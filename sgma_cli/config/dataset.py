@@ -27,7 +27,12 @@ from typing import Literal
 import tomli_w
 from pydantic import Field, ValidationError, model_validator
 
-from sgma_cli.config._base import StrictModel, explain_validation_error, read_toml
+from sgma_cli.config._base import (
+    NamedClassesAndModalities,
+    StrictModel,
+    explain_validation_error,
+    read_toml,
+)
 from sgma_cli.errors import DatasetError
 
 __all__ = [
@@ -94,7 +99,7 @@ class ModalityEntry(StrictModel):
         return self
 
 
-class DatasetManifest(StrictModel):
+class DatasetManifest(NamedClassesAndModalities):
     """Everything about a prepared dataset that is not pixels."""
 
     format_version: int = 1
@@ -122,16 +127,6 @@ class DatasetManifest(StrictModel):
         if unknown:
             raise ValueError(f"unknown split names {sorted(unknown)}; use {SPLITS}")
         return self
-
-    @property
-    def class_names(self) -> list[str]:
-        """Class names by index."""
-        return [c.name for c in self.classes]
-
-    @property
-    def modality_names(self) -> list[str]:
-        """Modality names in manifest (and mask band) order."""
-        return [m.name for m in self.modalities]
 
     def modality(self, name: str) -> ModalityEntry:
         """The entry of modality ``name`` (``KeyError`` if absent)."""
