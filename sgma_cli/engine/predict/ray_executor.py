@@ -1,0 +1,442 @@
+"""Chunks of a region on a Ray cluster: :class:`RayExecutor`, a ``ChunkExecutor``.
+
+One Ray actor per worker (one per GPU, or one per ``cpus_per_worker`` CPUs) builds its
+state once with ``setup`` (loads the checkpoint) at its first chunk and then runs
+``work(state, task)`` for every chunk it is handed. The driver keeps one chunk in flight
+per actor and hands the next chunk to whichever actor finishes first, so a slow node
+takes fewer chunks. Tasks and results are small; the actors read the sources and write
+their chunk files themselves, so nothing large passes through the driver.
+
+Failures:
+
+* an :class:`~sgma_cli.errors.SgmaError` raised by ``work`` is final: ``on_failure``, no
+  retry (bad input does not improve);
+* a worker process that dies (killed, out of memory, its node lost) is replaced by a new
+  actor and its chunk runs again, up to ``max_retries`` times per chunk; every rerun is
+  counted in :attr:`RayExecutor.retries` and reported through ``on_retry``;
+* an error in ``setup``, or any other exception in ``work`` (a bug), stops the run and is
+  raised from :meth:`RayExecutor.run` with the worker's traceback as a note.
+
+Where the cluster comes from (``address``):
+
+* ``"auto"``: the cluster named by ``RAY_ADDRESS``, else the latest one started on this
+  machine with ``ray start``, else a local cluster started for this run (on 127.0.0.1,
+  shut down at the end);
+* ``"local"``: always a local cluster started for this run;
+* ``"HOST:PORT"`` (a head node's GCS address, 6379 by default) or ``"ray://HOST:PORT"``:
+  that cluster only. An address where nothing answers within ``connect_timeout`` seconds
+  is one :class:`~sgma_cli.errors.UsageError` line, before Ray is asked (Ray itself would
+  wait for minutes).
+
+If Ray is already initialised in this process (a test, a notebook), that connection is
+used and left open. Ray is imported here only, inside functions: without the optional
+extra ``sgma-cli[ray]`` nothing else in sgma needs it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import pickle
+import socket
+import traceback
+from collections import deque
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from types import ModuleType
+from typing import Any
+
+from sgma_cli.errors import SgmaError, UsageError
+
+__all__ = [
+    "RAY_EXTRA",
+    "FORWARDED_ENV_PREFIXES",
+    "RayExecutor",
+    "forwarded_environment",
+    "require_ray",
+]
+
+#: How to install what ``--ray`` needs.
+RAY_EXTRA = "pip install 'sgma-cli[ray]'"
+#: Environment variables of the driver passed on to the workers of a cluster that this run
+#: did not start (a local cluster inherits the driver's environment anyway): object
+#: storage credentials and GDAL's network options, so ``s3://``/``gs://`` sources open.
+FORWARDED_ENV_PREFIXES = (
+    "AWS_",
+    "GS_",
+    "GOOGLE_APPLICATION_CREDENTIALS",
+    "AZURE_",
+    "GDAL_HTTP_",
+    "CPL_VSIL_",
+)
+#: Port of a head node's GCS when an address gives none (``ray start --head`` default),
+#: and of a Ray Client server (``ray://``).
+_GCS_PORT = 6379
+_CLIENT_PORT = 10001
+
+
+def require_ray(purpose: str = "--ray") -> ModuleType:
+    """Import Ray or raise one :class:`UsageError` line (exit 2) naming the extra to install."""
+    try:
+        import ray
+    except ImportError:
+        raise UsageError(
+            f"{purpose} needs the optional package ray, not installed; "
+            f"install the ray extra: {RAY_EXTRA}"
+        ) from None
+    return ray
+
+
+def forwarded_environment(environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The variables of ``environ`` (default: this process) that workers get, by prefix."""
+    environ = os.environ if environ is None else environ
+    return {
+        key: value
+        for key, value in environ.items()
+        if key.startswith(FORWARDED_ENV_PREFIXES) and value
+    }
+
+
+def _host_port(address: str) -> tuple[str, int]:
+    """``(host, port)`` of a ``HOST[:PORT]`` or ``ray://HOST[:PORT]`` address."""
+    client = address.startswith("ray://")
+    rest = address.removeprefix("ray://").rstrip("/")
+    host, sep, port = rest.rpartition(":")
+    if not sep or not port.isdigit():
+        host, port = rest, str(_CLIENT_PORT if client else _GCS_PORT)
+    return host.strip("[]") or "127.0.0.1", int(port)
+
+
+#: What an HTTP/2 client sends first; a gRPC server (Ray's GCS, a Ray Client server)
+#: answers with a SETTINGS frame (type 4) without waiting for more.
+_HTTP2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"
+
+
+def _probe(address: str, timeout: float) -> str | None:
+    """None when a gRPC server (as Ray's are) answers at ``address``, else the reason.
+
+    Ray's own connection attempt waits for minutes at an address where nothing, or
+    something else, listens; this check takes at most ``timeout`` seconds.
+    """
+    try:
+        host, port = _host_port(address)
+    except ValueError:
+        return "not HOST:PORT"
+    try:
+        with socket.create_connection((host, port), timeout=timeout) as conn:
+            conn.settimeout(timeout)
+            conn.sendall(_HTTP2_PREFACE)
+            header = b""
+            while len(header) < 9:
+                more = conn.recv(9 - len(header))
+                if not more:
+                    break
+                header += more
+    except TimeoutError:
+        return f"no answer within {timeout:g} s"
+    except OSError as error:
+        return error.strerror or type(error).__name__
+    if len(header) < 9 or header[3] != 4:
+        return "something answers there, but not a Ray (gRPC) server"
+    return None
+
+
+def _latest_local_cluster() -> str | None:
+    """The GCS address of the latest ``ray start`` on this machine, if Ray recorded one."""
+    try:
+        from ray._private.services import find_bootstrap_address
+
+        found = find_bootstrap_address(None)
+    except Exception:  # a private helper of Ray: without it, no auto-detection
+        return None
+    return str(found) if found else None
+
+
+def _portable(error: BaseException) -> BaseException:
+    """``error`` if it survives pickling, else an equivalent that does (same message)."""
+    try:
+        pickle.loads(pickle.dumps(error))
+    except Exception:
+        kind = SgmaError if isinstance(error, SgmaError) else RuntimeError
+        substitute = kind(f"{type(error).__name__}: {error}")
+        if isinstance(error, SgmaError):
+            substitute.exit_code = error.exit_code
+        return substitute
+    return error
+
+
+@dataclass(frozen=True)
+class _Outcome:
+    """What an actor sends back for one task: ``value``, or an error and its traceback."""
+
+    kind: str  # "ok", "failed" (SgmaError in work), "setup" (error in setup), "bug"
+    value: Any = None
+    error: BaseException | None = None
+    trace: str = ""
+
+
+class _Worker:
+    """The actor: ``setup`` once (at the first task), then ``work`` per task."""
+
+    def __init__(self, setup: Callable[[], Any], work: Callable[[Any, Any], Any]) -> None:
+        self._setup = setup
+        self._work = work
+        self._ready = False
+        self._state: Any = None
+
+    def run(self, task: Any) -> _Outcome:
+        """Compute one task; errors come back as outcomes, never as Ray task errors."""
+        if not self._ready:
+            try:
+                self._state = self._setup()
+            except BaseException as error:
+                return _Outcome("setup", error=_portable(error), trace=traceback.format_exc())
+            self._ready = True
+        try:
+            return _Outcome("ok", value=self._work(self._state, task))
+        except SgmaError as error:
+            return _Outcome("failed", error=_portable(error))
+        except Exception as error:
+            return _Outcome("bug", error=_portable(error), trace=traceback.format_exc())
+
+
+def _raise_remote(outcome: _Outcome) -> None:
+    """Raise an actor's setup error or bug on the driver, its remote traceback as a note."""
+    error = outcome.error or RuntimeError("a Ray worker failed without an error")
+    if outcome.trace and not isinstance(error, SgmaError):
+        error.add_note(f"in the Ray worker:\n{outcome.trace.rstrip()}")
+    raise error
+
+
+class RayExecutor:
+    """Run the chunks of a region on a Ray cluster, one actor per worker.
+
+    Args:
+        address: ``"auto"``, ``"local"`` or a cluster address (see the module docstring).
+        workers: how many actors; default: as many as the cluster's nodes hold at
+            ``cpus_per_worker``/``gpus_per_worker`` each, at most one per task.
+        cpus_per_worker: CPUs each actor reserves (Ray sets its thread count from it).
+        gpus_per_worker: GPUs each actor reserves; ``None``: one when the cluster has
+            GPUs, else none (a CPU worker).
+        max_retries: how many times a chunk runs again after its worker process died.
+        connect_timeout: seconds to wait for an explicit address to answer.
+        env: variables set in every actor's environment; default: those of this process
+            named by :data:`FORWARDED_ENV_PREFIXES`, for clusters this run did not start.
+        on_retry: called on the driver with a task and its attempt number (2, 3, ...)
+            when the task is handed out again after its worker died.
+    """
+
+    def __init__(
+        self,
+        address: str = "auto",
+        *,
+        workers: int | None = None,
+        cpus_per_worker: float = 1.0,
+        gpus_per_worker: float | None = None,
+        max_retries: int = 3,
+        connect_timeout: float = 5.0,
+        env: Mapping[str, str] | None = None,
+        on_retry: Callable[[Any, int], None] | None = None,
+    ) -> None:
+        if workers is not None and workers < 1:
+            raise UsageError(f"workers {workers}: give at least 1")
+        if cpus_per_worker <= 0:
+            raise UsageError(f"--cpus-per-worker {cpus_per_worker:g}: give a number above 0")
+        if gpus_per_worker is not None and gpus_per_worker < 0:
+            raise UsageError(f"gpus per worker {gpus_per_worker:g}: give 0 or more")
+        if max_retries < 0:
+            raise UsageError(f"max retries {max_retries}: give 0 or more")
+        self.address = address.strip() or "auto"
+        self.workers = workers
+        self.cpus_per_worker = float(cpus_per_worker)
+        self.gpus_per_worker = gpus_per_worker
+        self.max_retries = max_retries
+        self.connect_timeout = connect_timeout
+        self.env = dict(env) if env is not None else None
+        self.on_retry = on_retry
+        #: Chunks handed out again after their worker died, over this executor's runs.
+        self.retries = 0
+        #: Where the last run ran: the cluster address, or "local" for one it started.
+        self.cluster: str | None = None
+        #: Actors (workers) the last run used at once, and their GPUs each.
+        self.actors = 0
+        self.gpus_each = 0.0
+
+    # -- the cluster -------------------------------------------------------------------
+
+    def _connect(self, ray: ModuleType) -> bool:
+        """Connect to (or start) the cluster; True when this call must shut Ray down."""
+        if ray.is_initialized():
+            self.cluster = "this process's Ray"
+            return False
+        target: str | None
+        origin = f"--ray {self.address}"
+        if self.address == "local":
+            target = None
+        elif self.address == "auto":
+            target = os.environ.get("RAY_ADDRESS") or None
+            origin = "RAY_ADDRESS" if target else "the cluster of the latest `ray start`"
+            if target is None:
+                target = _latest_local_cluster()
+        else:
+            target = self.address
+        quiet: dict[str, Any] = {
+            "log_to_driver": False,
+            "logging_level": logging.ERROR,
+        }
+        if target is None:
+            ray.init(
+                address="local",
+                include_dashboard=False,
+                _node_ip_address="127.0.0.1",
+                **quiet,
+            )
+            self.cluster = "local"
+            return True
+        if target in ("auto", "local"):
+            raise UsageError(f"{origin} is {target!r}: give a cluster address HOST:PORT")
+        reason = _probe(target, self.connect_timeout)
+        if reason is not None:
+            raise UsageError(
+                f"{origin}: no Ray cluster answers at {target} ({reason}); start one "
+                "(`ray start --head`) or give the head node's address HOST:PORT"
+            )
+        try:
+            ray.init(address=target, **quiet)
+        except (ConnectionError, RuntimeError, ValueError) as error:
+            first = str(error).strip().splitlines()[0] if str(error).strip() else ""
+            raise UsageError(
+                f"{origin}: could not join the Ray cluster at {target}: "
+                f"{first or type(error).__name__}"
+            ) from None
+        self.cluster = target
+        if self.env is None:
+            self.env = forwarded_environment()
+        return True
+
+    def _plan_workers(self, ray: ModuleType, tasks: int) -> tuple[int, float]:
+        """How many actors to start and the GPUs each reserves, from the live nodes."""
+        nodes = [node.get("Resources", {}) for node in ray.nodes() if node.get("Alive")]
+        gpus_each = self.gpus_per_worker
+        if gpus_each is None:
+            gpus_each = 1.0 if any(r.get("GPU", 0) >= 1 for r in nodes) else 0.0
+        fits = 0
+        for resources in nodes:
+            by_cpu = int(resources.get("CPU", 0) // self.cpus_per_worker)
+            by_gpu = int(resources.get("GPU", 0) // gpus_each) if gpus_each > 0 else by_cpu
+            fits += min(by_cpu, by_gpu)
+        if fits == 0 and self.workers is None:
+            most_cpu = max((r.get("CPU", 0) for r in nodes), default=0)
+            most_gpu = max((r.get("GPU", 0) for r in nodes), default=0)
+            raise UsageError(
+                f"no node of the Ray cluster ({self.cluster}) holds a worker of "
+                f"{self.cpus_per_worker:g} CPU(s) and {gpus_each:g} GPU(s) (largest node: "
+                f"{most_cpu:g} CPUs, {most_gpu:g} GPUs); lower --cpus-per-worker"
+            )
+        return max(1, min(self.workers or fits, tasks)), gpus_each
+
+    # -- the run -----------------------------------------------------------------------
+
+    def run(
+        self,
+        tasks: Sequence[Any],
+        setup: Callable[[], Any],
+        work: Callable[[Any, Any], Any],
+        on_result: Callable[[Any, Any], None],
+        on_failure: Callable[[Any, BaseException], None],
+    ) -> None:
+        """Run every task on the cluster; see ``ChunkExecutor.run``.
+
+        Raises:
+            UsageError: Ray is not installed, the address does not answer, or no node
+                holds one worker.
+            BaseException: an error of ``setup``, or a non-sgma error of ``work`` (a bug).
+        """
+        ray = require_ray()
+        if not tasks:
+            return
+        owned = self._connect(ray)
+        actors: list[Any] = []
+        try:
+            count, gpus_each = self._plan_workers(ray, len(tasks))
+            self.actors, self.gpus_each = count, gpus_each
+            options: dict[str, Any] = {
+                "num_cpus": self.cpus_per_worker,
+                "num_gpus": gpus_each,
+                "max_restarts": 0,  # a dead actor is replaced by a fresh one below
+                "max_task_retries": 0,
+            }
+            if self.env:
+                options["runtime_env"] = {"env_vars": dict(self.env)}
+            actor_class = ray.remote(_Worker).options(**options)
+
+            def spawn() -> Any:
+                actor = actor_class.remote(setup, work)
+                actors.append(actor)
+                return actor
+
+            idle = [spawn() for _ in range(count)]
+            self._dispatch(ray, tasks, idle, spawn, on_result, on_failure)
+        finally:
+            for actor in actors:
+                try:
+                    ray.kill(actor, no_restart=True)
+                except Exception:  # already gone, or the cluster went away
+                    pass
+            if owned:
+                ray.shutdown()
+
+    def _dispatch(
+        self,
+        ray: ModuleType,
+        tasks: Sequence[Any],
+        idle: list[Any],
+        spawn: Callable[[], Any],
+        on_result: Callable[[Any, Any], None],
+        on_failure: Callable[[Any, BaseException], None],
+    ) -> None:
+        """Keep one task in flight per actor; the first actor free takes the next task."""
+        from ray.exceptions import RayActorError, WorkerCrashedError
+
+        died = (RayActorError, WorkerCrashedError)
+        pending = deque(range(len(tasks)))
+        attempts = [0] * len(tasks)
+        in_flight: dict[Any, tuple[Any, int]] = {}
+        while pending or in_flight:
+            while idle and pending:
+                actor, index = idle.pop(), pending.popleft()
+                attempts[index] += 1
+                in_flight[actor.run.remote(tasks[index])] = (actor, index)
+            (ref,), _ = ray.wait(list(in_flight), num_returns=1)
+            actor, index = in_flight.pop(ref)
+            task = tasks[index]
+            try:
+                outcome: _Outcome = ray.get(ref)
+            except died as error:
+                try:
+                    ray.kill(actor, no_restart=True)
+                except Exception:
+                    pass
+                idle.append(spawn())
+                if attempts[index] > self.max_retries:
+                    on_failure(
+                        task,
+                        SgmaError(
+                            f"the worker process died on each of {attempts[index]} "
+                            f"attempts ({type(error).__name__})"
+                        ),
+                    )
+                    continue
+                self.retries += 1
+                pending.appendleft(index)
+                if self.on_retry is not None:
+                    self.on_retry(task, attempts[index] + 1)
+                continue
+            if outcome.kind == "ok":
+                idle.append(actor)
+                on_result(task, outcome.value)
+            elif outcome.kind == "failed":
+                idle.append(actor)
+                on_failure(task, outcome.error or SgmaError("the chunk failed"))
+            else:
+                _raise_remote(outcome)

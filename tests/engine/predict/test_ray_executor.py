@@ -1,0 +1,230 @@
+"""RayExecutor on a local Ray cluster (127.0.0.1, 2 CPUs, started once for the module).
+
+Toy ``setup``/``work`` functions record what ran where in files under ``tmp_path``: every
+task runs once, ``setup`` once per actor, a free actor takes the next task, a worker killed
+mid-task is replaced and its task rerun, an sgma error is final, a setup error or a bug
+stops the run. Missing Ray and an unreachable address are one line each.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import socket
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from sgma_cli.engine.predict.executors import LocalExecutor
+from sgma_cli.engine.predict.ray_executor import (
+    RayExecutor,
+    _host_port,
+    forwarded_environment,
+    require_ray,
+)
+from sgma_cli.errors import CheckpointError, RasterError, UsageError
+
+ray = pytest.importorskip("ray")
+
+
+@dataclass(frozen=True)
+class Task:
+    id: int
+    sleep: float = 0.0
+
+
+@dataclass(frozen=True)
+class Result:
+    id: int
+    square: int
+    pid: int
+
+
+def _setup(folder: str) -> dict[str, Any]:
+    with open(os.path.join(folder, "setup.txt"), "a") as log:
+        log.write(f"{os.getpid()}\n")
+    return {"pid": os.getpid(), "folder": folder}
+
+
+def _broken_setup(folder: str) -> None:
+    raise CheckpointError("not an sgma checkpoint", path=os.path.join(folder, "best.pt"))
+
+
+def _work(state: dict[str, Any], task: Task) -> Result:
+    folder = state["folder"]
+    with open(os.path.join(folder, f"attempt-{task.id}-{os.getpid()}-{time.time_ns()}"), "w"):
+        pass
+    if task.sleep:
+        time.sleep(task.sleep)
+    if task.id == 1 and "die" in folder and not os.path.exists(os.path.join(folder, "died")):
+        open(os.path.join(folder, "died"), "w").close()
+        os._exit(1)  # the worker process dies mid-task, on the first attempt only
+    if task.id == 2 and "bad" in folder:
+        raise RasterError("band count 3, expected 4", path=os.path.join(folder, "tile.tif"))
+    if task.id == 3 and "bug" in folder:
+        raise ZeroDivisionError("a bug in work")
+    return Result(task.id, task.id**2, os.getpid())
+
+
+def _attempts(folder: Path, task_id: int) -> int:
+    return len(list(folder.glob(f"attempt-{task_id}-*")))
+
+
+def _setups(folder: Path) -> list[str]:
+    return (folder / "setup.txt").read_text().split()
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Any:
+    """A local Ray cluster of 2 CPUs on 127.0.0.1, for this module only."""
+    ray.init(
+        num_cpus=2,
+        include_dashboard=False,
+        log_to_driver=False,
+        logging_level=logging.ERROR,
+        _node_ip_address="127.0.0.1",
+    )
+    yield ray
+    ray.shutdown()
+
+
+def _run(executor: Any, tasks: list[Task], folder: Path, setup: Any = _setup) -> dict[str, Any]:
+    results: dict[int, Result] = {}
+    failures: dict[int, BaseException] = {}
+    order: list[int] = []
+
+    def on_result(task: Task, result: Result) -> None:
+        results[task.id] = result
+        order.append(task.id)
+
+    def on_failure(task: Task, error: BaseException) -> None:
+        failures[task.id] = error
+
+    executor.run(tasks, functools.partial(setup, str(folder)), _work, on_result, on_failure)
+    return {"results": results, "failures": failures, "order": order}
+
+
+def test_every_task_once_setup_once_per_actor_free_actor_takes_next(
+    cluster: Any, tmp_path: Path
+) -> None:
+    tasks = [Task(0, sleep=1.0)] + [Task(i) for i in range(1, 7)]
+    executor = RayExecutor()
+    out = _run(executor, tasks, tmp_path)
+    assert {i: r.square for i, r in out["results"].items()} == {i: i * i for i in range(7)}
+    assert out["failures"] == {}
+    assert [_attempts(tmp_path, i) for i in range(7)] == [1] * 7
+    assert executor.actors == 2 and executor.retries == 0
+    setups = _setups(tmp_path)
+    assert len(setups) == 2 and len(set(setups)) == 2  # one setup per actor
+    # the slow task held one actor; the other, free, took every other task
+    slow_pid = out["results"][0].pid
+    assert {out["results"][i].pid for i in range(1, 7)} == {int(p) for p in setups} - {slow_pid}
+    assert out["order"][-1] == 0
+    # the same tasks on the local executor give the same results
+    (tmp_path / "local").mkdir()
+    local = _run(LocalExecutor(), tasks[1:], tmp_path / "local")
+    assert {i: r.square for i, r in local["results"].items()} == {i: i * i for i in range(1, 7)}
+
+
+def test_killed_worker_task_is_rerun(cluster: Any, tmp_path: Path) -> None:
+    folder = tmp_path / "die"
+    folder.mkdir()
+    retried: list[tuple[int, int]] = []
+    executor = RayExecutor(on_retry=lambda task, attempt: retried.append((task.id, attempt)))
+    out = _run(executor, [Task(i) for i in range(4)], folder)
+    assert sorted(out["results"]) == [0, 1, 2, 3] and out["failures"] == {}
+    assert out["results"][1].square == 1
+    assert (folder / "died").exists() and _attempts(folder, 1) == 2
+    assert executor.retries == 1 and retried == [(1, 2)]
+    assert len(_setups(folder)) == 3  # two actors, then one fresh actor for the dead one
+
+
+def test_sgma_error_is_final_not_retried(cluster: Any, tmp_path: Path) -> None:
+    folder = tmp_path / "bad"
+    folder.mkdir()
+    executor = RayExecutor()
+    out = _run(executor, [Task(i) for i in range(4)], folder)
+    assert sorted(out["results"]) == [0, 1, 3]
+    error = out["failures"][2]
+    assert isinstance(error, RasterError)
+    assert str(error) == f"{folder / 'tile.tif'}: band count 3, expected 4"
+    assert _attempts(folder, 2) == 1 and executor.retries == 0
+
+
+def test_setup_error_and_bug_stop_the_run(cluster: Any, tmp_path: Path) -> None:
+    with pytest.raises(CheckpointError, match="best.pt: not an sgma checkpoint"):
+        _run(RayExecutor(), [Task(0), Task(1)], tmp_path, setup=_broken_setup)
+    folder = tmp_path / "bug"
+    folder.mkdir()
+    with pytest.raises(ZeroDivisionError, match="a bug in work") as caught:
+        _run(RayExecutor(workers=1), [Task(3)], folder)
+    assert any("in the Ray worker" in note for note in caught.value.__notes__)
+    assert ray.is_initialized()  # the module's cluster stays up: it was not ours to stop
+
+
+def test_missing_ray_is_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "ray", None)
+    with pytest.raises(UsageError) as caught:
+        require_ray()
+    assert str(caught.value) == (
+        "--ray needs the optional package ray, not installed; "
+        "install the ray extra: pip install 'sgma-cli[ray]'"
+    )
+    assert caught.value.exit_code == 2
+    with pytest.raises(UsageError, match="sgma-cli\\[ray\\]"):
+        RayExecutor().run([Task(0)], lambda: None, _work, print, print)
+
+
+def _closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_unreachable_address_is_one_line_and_quick(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)  # as in a fresh `sgma` process
+    init = []
+    monkeypatch.setattr(ray, "init", lambda *a, **k: init.append(a))
+    port = _closed_port()
+    start = time.monotonic()
+    with pytest.raises(UsageError) as caught:
+        RayExecutor(f"127.0.0.1:{port}").run([Task(0)], lambda: None, _work, print, print)
+    assert str(caught.value) == (
+        f"--ray 127.0.0.1:{port}: no Ray cluster answers at 127.0.0.1:{port} "
+        "(Connection refused); start one (`ray start --head`) or give the head node's "
+        "address HOST:PORT"
+    )
+    monkeypatch.setenv("RAY_ADDRESS", f"127.0.0.1:{port}")
+    with pytest.raises(
+        UsageError, match=f"^RAY_ADDRESS: no Ray cluster answers at 127.0.0.1:{port}"
+    ):
+        RayExecutor("auto").run([Task(0)], lambda: None, _work, print, print)
+    # something listens, but it is not Ray: refused within the timeout, Ray never asked
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(1)
+        address = f"127.0.0.1:{listener.getsockname()[1]}"
+        with pytest.raises(UsageError, match="no answer within 0.5 s"):
+            RayExecutor(address, connect_timeout=0.5).run([Task(0)], print, _work, print, print)
+    assert init == [] and time.monotonic() - start < 5
+
+
+def test_addresses_and_forwarded_environment() -> None:
+    assert _host_port("10.0.0.5:6380") == ("10.0.0.5", 6380)
+    assert _host_port("head") == ("head", 6379)
+    assert _host_port("ray://head") == ("head", 10001)
+    assert _host_port("ray://[::1]:10002") == ("::1", 10002)
+    env = {"AWS_SECRET_ACCESS_KEY": "s", "GS_NO_SIGN_REQUEST": "YES", "HOME": "/h", "AWS_X": ""}
+    assert forwarded_environment(env) == {"AWS_SECRET_ACCESS_KEY": "s", "GS_NO_SIGN_REQUEST": "YES"}
+    with pytest.raises(UsageError, match="--cpus-per-worker 0"):
+        RayExecutor(cpus_per_worker=0)
+
+
+def test_worker_that_does_not_fit_is_one_line(cluster: Any, tmp_path: Path) -> None:
+    with pytest.raises(UsageError, match="no node of the Ray cluster .* holds a worker of 3 CPU"):
+        _run(RayExecutor(cpus_per_worker=3), [Task(0)], tmp_path)
