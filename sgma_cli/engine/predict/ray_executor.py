@@ -20,8 +20,8 @@ Failures:
 Where the cluster comes from (``address``):
 
 * ``"auto"``: the cluster named by ``RAY_ADDRESS``, else the latest one started on this
-  machine with ``ray start``, else a local cluster started for this run (on 127.0.0.1,
-  shut down at the end);
+  machine with ``ray start``, else a local cluster started for this run (on this
+  machine, shut down at the end);
 * ``"local"``: always a local cluster started for this run;
 * ``"HOST:PORT"`` (a head node's GCS address, 6379 by default) or ``"ray://HOST:PORT"``:
   that cluster only. An address where nothing answers within ``connect_timeout`` seconds
@@ -35,13 +35,14 @@ extra ``sgma-cli[ray]`` nothing else in sgma needs it.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import pickle
 import socket
 import traceback
 from collections import deque
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
@@ -184,6 +185,10 @@ class _Worker:
         self._ready = False
         self._state: Any = None
 
+    def ping(self) -> int:
+        """Answer once the actor is up (its process id): then it can take tasks."""
+        return os.getpid()
+
     def run(self, task: Any) -> _Outcome:
         """Compute one task; errors come back as outcomes, never as Ray task errors."""
         if not self._ready:
@@ -224,9 +229,12 @@ class RayExecutor:
             named by :data:`FORWARDED_ENV_PREFIXES`, for clusters this run did not start.
         on_retry: called on the driver with a task and its attempt number (2, 3, ...)
             when the task is handed out again after its worker died.
+        on_start: called on the driver with this executor once the cluster is joined and
+            the number of workers known (:attr:`cluster`, :attr:`actors`,
+            :attr:`gpus_each`), before any worker starts.
     """
 
-    def __init__(
+    def __init__(  # noqa: PLR0913 - keyword-only options, each with a default
         self,
         address: str = "auto",
         *,
@@ -237,6 +245,7 @@ class RayExecutor:
         connect_timeout: float = 5.0,
         env: Mapping[str, str] | None = None,
         on_retry: Callable[[Any, int], None] | None = None,
+        on_start: Callable[[RayExecutor], None] | None = None,
     ) -> None:
         if workers is not None and workers < 1:
             raise UsageError(f"workers {workers}: give at least 1")
@@ -254,6 +263,7 @@ class RayExecutor:
         self.connect_timeout = connect_timeout
         self.env = dict(env) if env is not None else None
         self.on_retry = on_retry
+        self.on_start = on_start
         #: Chunks handed out again after their worker died, over this executor's runs.
         self.retries = 0
         #: Where the last run ran: the cluster address, or "local" for one it started.
@@ -285,12 +295,7 @@ class RayExecutor:
             "logging_level": logging.ERROR,
         }
         if target is None:
-            ray.init(
-                address="local",
-                include_dashboard=False,
-                _node_ip_address="127.0.0.1",
-                **quiet,
-            )
+            ray.init(address="local", include_dashboard=False, **quiet)
             self.cluster = "local"
             return True
         if target in ("auto", "local"):
@@ -350,6 +355,8 @@ class RayExecutor:
         Raises:
             UsageError: Ray is not installed, the address does not answer, or no node
                 holds one worker.
+            SgmaError: the workers die before they take a task, again and again (sgma
+                not installed on the nodes, a node without the memory to start).
             BaseException: an error of ``setup``, or a non-sgma error of ``work`` (a bug).
         """
         ray = require_ray()
@@ -360,10 +367,12 @@ class RayExecutor:
         try:
             count, gpus_each = self._plan_workers(ray, len(tasks))
             self.actors, self.gpus_each = count, gpus_each
+            if self.on_start is not None:
+                self.on_start(self)
             options: dict[str, Any] = {
                 "num_cpus": self.cpus_per_worker,
                 "num_gpus": gpus_each,
-                "max_restarts": 0,  # a dead actor is replaced by a fresh one below
+                "max_restarts": 0,  # a dead actor is replaced by a fresh one (_Dispatch)
                 "max_task_retries": 0,
             }
             if self.env:
@@ -375,8 +384,8 @@ class RayExecutor:
                 actors.append(actor)
                 return actor
 
-            idle = [spawn() for _ in range(count)]
-            self._dispatch(ray, tasks, idle, spawn, on_result, on_failure)
+            with _without_worker_died_notices():
+                _Dispatch(self, ray, tasks, spawn, on_result, on_failure).run(count)
         finally:
             for actor in actors:
                 try:
@@ -386,57 +395,152 @@ class RayExecutor:
             if owned:
                 ray.shutdown()
 
-    def _dispatch(
+
+#: The start of the paragraph Ray's driver prints on stdout when a worker process dies;
+#: :class:`RayExecutor` reports that itself (``on_retry``, ``on_failure``), in one line.
+_WORKER_DIED_NOTICE = "A worker died or was killed while executing"
+
+
+@contextlib.contextmanager
+def _without_worker_died_notices() -> Iterator[None]:
+    """Leave out Ray's worker-died paragraphs on stdout; other cluster notices still show.
+
+    Ray prints them from a thread of the driver through ``print_to_stdstream`` (an
+    internal function, looked up at each call); without it this does nothing.
+    """
+    try:
+        from ray._private import worker as ray_worker
+    except ImportError:
+        yield
+        return
+    original = getattr(ray_worker, "print_to_stdstream", None)
+    if original is None:
+        yield
+        return
+
+    def filtered(data: dict[str, Any], *args: Any, **kwargs: Any) -> None:
+        lines = data.get("lines") or []
+        if data.get("pid") == "raylet" and any(_WORKER_DIED_NOTICE in str(x) for x in lines):
+            return
+        original(data, *args, **kwargs)
+
+    ray_worker.print_to_stdstream = filtered
+    try:
+        yield
+    finally:
+        ray_worker.print_to_stdstream = original
+
+
+def _died_reason(error: BaseException) -> str:
+    """One line on why a Ray actor died: the last line that names an error, if any."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    named = [line for line in lines if "Error" in line.split(":")[0]]
+    text = named[-1] if named else (lines[0] if lines else type(error).__name__)
+    return text if len(text) <= 200 else text[:197] + "..."
+
+
+class _Dispatch:
+    """One run's bookkeeping on the driver: actors starting, idle and busy; tasks to do.
+
+    A new actor is first asked to answer (``ping``) and only then handed a task, so a
+    task never waits behind an actor that is still being placed (or never will be, on an
+    autoscaling cluster that cannot grow); each idle actor takes the next task.
+    """
+
+    def __init__(
         self,
+        executor: RayExecutor,
         ray: ModuleType,
         tasks: Sequence[Any],
-        idle: list[Any],
         spawn: Callable[[], Any],
         on_result: Callable[[Any, Any], None],
         on_failure: Callable[[Any, BaseException], None],
     ) -> None:
-        """Keep one task in flight per actor; the first actor free takes the next task."""
         from ray.exceptions import RayActorError, WorkerCrashedError
 
-        died = (RayActorError, WorkerCrashedError)
-        pending = deque(range(len(tasks)))
-        attempts = [0] * len(tasks)
-        in_flight: dict[Any, tuple[Any, int]] = {}
-        while pending or in_flight:
-            while idle and pending:
-                actor, index = idle.pop(), pending.popleft()
-                attempts[index] += 1
-                in_flight[actor.run.remote(tasks[index])] = (actor, index)
-            (ref,), _ = ray.wait(list(in_flight), num_returns=1)
-            actor, index = in_flight.pop(ref)
-            task = tasks[index]
-            try:
-                outcome: _Outcome = ray.get(ref)
-            except died as error:
-                try:
-                    ray.kill(actor, no_restart=True)
-                except Exception:
-                    pass
-                idle.append(spawn())
-                if attempts[index] > self.max_retries:
-                    on_failure(
-                        task,
-                        SgmaError(
-                            f"the worker process died on each of {attempts[index]} "
-                            f"attempts ({type(error).__name__})"
-                        ),
-                    )
-                    continue
-                self.retries += 1
-                pending.appendleft(index)
-                if self.on_retry is not None:
-                    self.on_retry(task, attempts[index] + 1)
-                continue
-            if outcome.kind == "ok":
-                idle.append(actor)
-                on_result(task, outcome.value)
-            elif outcome.kind == "failed":
-                idle.append(actor)
-                on_failure(task, outcome.error or SgmaError("the chunk failed"))
+        self.executor, self.ray, self.tasks = executor, ray, tasks
+        self.spawn, self.on_result, self.on_failure = spawn, on_result, on_failure
+        self.died = (RayActorError, WorkerCrashedError)
+        self.pending = deque(range(len(tasks)))
+        self.attempts = [0] * len(tasks)
+        self.starting: dict[Any, Any] = {}  # ping ref -> actor
+        self.busy: dict[Any, tuple[Any, int]] = {}  # run ref -> (actor, task index)
+        self.idle: list[Any] = []
+        self.started = 0  # actors that answered
+        self.stillborn = 0  # actors that died before answering, in a row
+
+    def _start(self) -> None:
+        actor = self.spawn()
+        self.starting[actor.ping.remote()] = actor
+
+    def _kill(self, actor: Any) -> None:
+        try:
+            self.ray.kill(actor, no_restart=True)
+        except Exception:
+            pass
+
+    def run(self, count: int) -> None:
+        """Start ``count`` actors and run every task; see :meth:`RayExecutor.run`."""
+        for _ in range(count):
+            self._start()
+        while self.pending or self.busy:
+            while self.idle and self.pending:
+                actor, index = self.idle.pop(), self.pending.popleft()
+                self.attempts[index] += 1
+                self.busy[actor.run.remote(self.tasks[index])] = (actor, index)
+            (ref,), _ = self.ray.wait([*self.busy, *self.starting], num_returns=1)
+            if ref in self.starting:
+                self._answered(ref)
             else:
-                _raise_remote(outcome)
+                self._finished(ref)
+
+    def _answered(self, ref: Any) -> None:
+        actor = self.starting.pop(ref)
+        try:
+            self.ray.get(ref)
+        except self.died as error:
+            self._kill(actor)
+            self.stillborn += 1
+            if self.stillborn > self.executor.max_retries:
+                raise SgmaError(
+                    f"the Ray workers die before they start ({self.stillborn} in a row): "
+                    f"{_died_reason(error)}; is the same sgma-cli[ray] installed on every "
+                    "node, with the memory for one worker?"
+                ) from None
+            self._start()
+            return
+        self.stillborn = 0
+        self.started += 1
+        self.idle.append(actor)
+
+    def _finished(self, ref: Any) -> None:
+        actor, index = self.busy.pop(ref)
+        task = self.tasks[index]
+        try:
+            outcome: _Outcome = self.ray.get(ref)
+        except self.died as error:
+            self._kill(actor)
+            self._start()
+            attempts = self.attempts[index]
+            if attempts > self.executor.max_retries:
+                self.on_failure(
+                    task,
+                    SgmaError(
+                        f"its worker process died on each of {attempts} attempts "
+                        f"({_died_reason(error)})"
+                    ),
+                )
+                return
+            self.executor.retries += 1
+            self.pending.appendleft(index)
+            if self.executor.on_retry is not None:
+                self.executor.on_retry(task, attempts + 1)
+            return
+        if outcome.kind == "ok":
+            self.idle.append(actor)
+            self.on_result(task, outcome.value)
+        elif outcome.kind == "failed":
+            self.idle.append(actor)
+            self.on_failure(task, outcome.error or SgmaError("the chunk failed"))
+        else:
+            _raise_remote(outcome)

@@ -1,4 +1,4 @@
-"""RayExecutor on a local Ray cluster (127.0.0.1, 2 CPUs, started once for the module).
+"""RayExecutor on a local Ray cluster (this machine, 2 CPUs, started once for the module).
 
 Toy ``setup``/``work`` functions record what ran where in files under ``tmp_path``: every
 task runs once, ``setup`` once per actor, a free actor takes the next task, a worker killed
@@ -27,7 +27,7 @@ from sgma_cli.engine.predict.ray_executor import (
     forwarded_environment,
     require_ray,
 )
-from sgma_cli.errors import CheckpointError, RasterError, UsageError
+from sgma_cli.errors import CheckpointError, RasterError, SgmaError, UsageError
 
 ray = pytest.importorskip("ray")
 
@@ -62,7 +62,8 @@ def _work(state: dict[str, Any], task: Task) -> Result:
     if task.sleep:
         time.sleep(task.sleep)
     if task.id == 1 and "die" in folder and not os.path.exists(os.path.join(folder, "died")):
-        open(os.path.join(folder, "died"), "w").close()
+        with open(os.path.join(folder, "died"), "w") as died:
+            died.write(str(os.getpid()))
         os._exit(1)  # the worker process dies mid-task, on the first attempt only
     if task.id == 2 and "bad" in folder:
         raise RasterError("band count 3, expected 4", path=os.path.join(folder, "tile.tif"))
@@ -81,13 +82,12 @@ def _setups(folder: Path) -> list[str]:
 
 @pytest.fixture(scope="module")
 def cluster() -> Any:
-    """A local Ray cluster of 2 CPUs on 127.0.0.1, for this module only."""
+    """A local Ray cluster of 2 CPUs on this machine, for this module only."""
     ray.init(
         num_cpus=2,
         include_dashboard=False,
         log_to_driver=False,
         logging_level=logging.ERROR,
-        _node_ip_address="127.0.0.1",
     )
     yield ray
     ray.shutdown()
@@ -141,7 +141,9 @@ def test_killed_worker_task_is_rerun(cluster: Any, tmp_path: Path) -> None:
     assert out["results"][1].square == 1
     assert (folder / "died").exists() and _attempts(folder, 1) == 2
     assert executor.retries == 1 and retried == [(1, 2)]
-    assert len(_setups(folder)) == 3  # two actors, then one fresh actor for the dead one
+    dead = int((folder / "died").read_text())
+    assert out["results"][1].pid != dead  # rerun by another worker process
+    assert str(dead) in _setups(folder) and len(_setups(folder)) <= 3  # + the dead one's heir
 
 
 def test_sgma_error_is_final_not_retried(cluster: Any, tmp_path: Path) -> None:
@@ -228,3 +230,19 @@ def test_addresses_and_forwarded_environment() -> None:
 def test_worker_that_does_not_fit_is_one_line(cluster: Any, tmp_path: Path) -> None:
     with pytest.raises(UsageError, match="no node of the Ray cluster .* holds a worker of 3 CPU"):
         _run(RayExecutor(cpus_per_worker=3), [Task(0)], tmp_path)
+
+
+def test_workers_that_cannot_start_are_one_line(
+    cluster: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A setup the workers cannot import (as when sgma is missing on the nodes)."""
+    (tmp_path / "only_on_the_driver.py").write_text("def setup():\n    return None\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import only_on_the_driver  # type: ignore[import-not-found]
+
+    executor = RayExecutor(workers=1, max_retries=1)
+    with pytest.raises(SgmaError) as caught:
+        executor.run([Task(0)], only_on_the_driver.setup, _work, print, print)
+    message = str(caught.value)
+    assert message.startswith("the Ray workers die before they start (2 in a row): ")
+    assert "only_on_the_driver" in message and "\n" not in message
