@@ -33,8 +33,13 @@ class SgmaError(Exception):
 
     exit_code: int = 1
 
-    def __init__(self, message: str, path: str | Path | None = None) -> None:
-        self.path = Path(path) if path is not None else None
+    def __init__(self, message: str, path: str | Path | object | None = None) -> None:
+        # a URL ("https://...") or a raster source keeps its own text: Path() would fold "//"
+        self.path: Path | str | object | None = (
+            Path(path)
+            if isinstance(path, Path) or (isinstance(path, str) and "://" not in path)
+            else path
+        )
         self.message = message
         super().__init__(f"{self.path}: {message}" if self.path is not None else message)
 

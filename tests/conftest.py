@@ -7,7 +7,7 @@ the DSM, and the SAR swath ends mid-tile in some tiles (partial availability).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +28,7 @@ from sgma_cli.config.dataset import (
 )
 from sgma_cli.config.model import ModalitySpec, SGMAConfig
 from sgma_cli.engine.weights import build_model
+from tests.tiled_region import RangeServer, TiledRegion, make_tiled_region, serve
 
 torch.set_num_threads(min(2, torch.get_num_threads()))
 
@@ -299,3 +300,18 @@ def make_tiny_scene(root: Path, size: int = 160, seed: int = 0, dsm_hole: bool =
 def tiny_scene(tmp_path: Path) -> Path:
     """A 160 px scene: rgb 0.5 m, dsm 1 m with a hole, sar in EPSG:3857 ending mid-scene."""
     return make_tiny_scene(tmp_path / "scene")
+
+
+# ------------------------------------------------ sensor sources: tiled region, HTTP ranges
+@pytest.fixture
+def tiled_region(tmp_path: Path) -> TiledRegion:
+    """The tiny scene as single files (``merged/``) and as tilings: 3x3 RGB COGs, a 2x2
+    DSM tiling in EPSG:3857 with a gap (see ``tests/tiled_region.py``)."""
+    return make_tiled_region(tmp_path / "region")
+
+
+@pytest.fixture
+def range_server(tiled_region: TiledRegion) -> Iterator[RangeServer]:
+    """``tiled_region.root`` served on 127.0.0.1 with HTTP range requests (bytes counted)."""
+    with serve(tiled_region.root) as server:
+        yield server

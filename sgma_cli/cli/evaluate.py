@@ -26,11 +26,23 @@ from rich.table import Table
 from rich.text import Text
 
 from sgma_cli.cli.console import console, err_console, warn
-from sgma_cli.cli.options import AsJson, BatchSize, DataDir, Device, LabelField, Overlap, Window
+from sgma_cli.cli.options import (
+    AsJson,
+    Asset,
+    BatchSize,
+    DataDir,
+    Device,
+    LabelField,
+    Overlap,
+    Stac,
+    Window,
+    stac_option,
+)
 from sgma_cli.cli.progress import counting_bar
 from sgma_cli.errors import UsageError
 
 if TYPE_CHECKING:
+    from sgma_cli.data.sources import RasterSource
     from sgma_cli.engine.evaluate.job import CheckpointEvaluation
     from sgma_cli.engine.evaluate.scoring import Progress as ProgressCallback
 
@@ -273,11 +285,22 @@ def command(
             dir_okay=False,
         ),
     ] = None,
+    modality: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--modality",
+            help="NAME=WHERE of one sensor of the scene: a raster, tiles read as one (glob in "
+            "quotes, folder, list file, .vrt) or a URL; repeatable, wins over --scene.",
+        ),
+    ] = None,
+    stac: Stac = None,
+    asset: Asset = None,
     label_field: LabelField = "class",
     window: Window = None,
     overlap: Overlap = 0.25,
 ) -> None:
     """Evaluate a checkpoint on every modality subset."""
+    from sgma_cli.data.discovery import parse_modality_option
     from sgma_cli.engine.evaluate.compare import evaluate_and_compare
     from sgma_cli.engine.evaluate.job import EvaluateOptions
     from sgma_cli.engine.evaluate.report import report_json
@@ -286,15 +309,30 @@ def command(
 
     if split not in ("train", "val", "test"):
         raise UsageError(f"--split {split!r}: use train, val or test")
-    if (scene is None) != (labels is None):
-        raise UsageError("--scene and --labels go together: the scene folder and its labels")
-    if scene is not None and data is not None:
+    files: dict[str, str | RasterSource] = {}
+    for text in modality or []:
+        name, where = parse_modality_option(text)
+        if name in files:
+            raise UsageError(f"--modality {name!r} given twice")
+        files[name] = where
+    found = stac_option(stac, asset)
+    if found is not None:
+        files = {**found.sources, **files}
+    given = scene is not None or bool(files)
+    if given != (labels is not None):
+        raise UsageError(
+            "--scene and --labels go together: the scene (a folder, or --modality/--stac "
+            "sensors) and its labels"
+        )
+    if given and data is not None:
         raise UsageError(
             "give either --data (tiles of a prepared split) or --scene/--labels (a whole scene)"
         )
     source = None
-    if scene is not None and labels is not None:
-        source = SceneSource(scene, labels, label_field, window=window, overlap=overlap)
+    if given and labels is not None:
+        source = SceneSource(
+            scene, labels, label_field, window=window, overlap=overlap, files=files
+        )
     done = evaluate_and_compare(
         checkpoint,
         compare or [],

@@ -18,8 +18,10 @@ from sgma_cli.errors import UsageError
 
 if TYPE_CHECKING:
     from sgma_cli.config.model import ModalitySpec
+    from sgma_cli.data.stac import StacSources
 
 __all__ = [
+    "Asset",
     "AsJson",
     "BatchSize",
     "DataDir",
@@ -30,9 +32,11 @@ __all__ = [
     "Nproc",
     "Overlap",
     "Seed",
+    "Stac",
     "Window",
     "parse_device",
     "parse_modalities",
+    "stac_option",
 ]
 
 _DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?")
@@ -112,6 +116,49 @@ AsJson = Annotated[
 Seed = Annotated[
     int, typer.Option("--seed", help="Random seed: the same seed gives the same result.")
 ]
+Stac = Annotated[
+    str | None,
+    typer.Option(
+        "--stac",
+        metavar="ITEMS",
+        show_default=False,
+        help="STAC ItemCollection, item, catalog or collection (file or URL); --asset maps its "
+        "asset keys to sensors.",
+    ),
+]
+Asset = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--asset",
+        metavar="NAME=KEY",
+        show_default=False,
+        help="Sensor NAME from STAC asset KEY, e.g. rgb=visual (repeatable; with --stac).",
+    ),
+]
+
+
+def stac_option(stac: str | None, asset: list[str] | None) -> StacSources | None:
+    """Read ``--stac`` with its ``--asset`` pairs and print the items (the plan's part).
+
+    Returns ``None`` without ``--stac``. Raises :class:`UsageError` for ``--asset`` without
+    ``--stac`` (and the other way round); STAC errors come from
+    :func:`sgma_cli.data.stac.read_stac`.
+    """
+    if stac is None:
+        if asset:
+            raise UsageError("--asset maps STAC asset keys: give --stac ITEMS too")
+        return None
+    from sgma_cli.cli.console import err_console
+    from sgma_cli.data.stac import parse_asset_option, read_stac
+
+    found = read_stac(stac, parse_asset_option(asset or []))
+    err_console.print(f"stac: {len(found.items)} item(s) from {found.href}", soft_wrap=True)
+    for item in found.items:
+        err_console.print(f"  {item.describe()}", style="dim", soft_wrap=True)
+    for name, source in found.sources.items():
+        err_console.print(f"  {name}: {source.label}", style="dim", soft_wrap=True)
+    return found
+
 
 #: Band counts assumed for common sensor names when ``--modalities`` gives none.
 KNOWN_BANDS = {

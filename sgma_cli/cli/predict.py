@@ -10,6 +10,8 @@ Examples:
   sgma predict demo/scene -c demo/run/checkpoints/best.pt -o map.tif
   sgma predict demo/scene -c best.pt -m dsm,sar -o dsm_sar.tif --robustness
   sgma predict -c best.pt --modality rgb=ortho.tif --modality sar=s1.tif
+  sgma predict -c best.pt --modality rgb='ortho/*.tif' --modality dsm=https://host/dsm.tif
+  sgma predict -c best.pt --stac items.json --asset rgb=visual --asset dsm=dsm
   sgma predict scene/ -c best.pt --gpus 4 --batch-size 16
   sgma predict demo/scene --model model.onnx -o map.tif   # ONNX Runtime
 """
@@ -27,12 +29,23 @@ from rich.table import Table
 from rich.text import Text
 
 from sgma_cli.cli.console import console, err_console
-from sgma_cli.cli.options import BatchSize, Device, Gpus, Nproc, Overlap, Window
+from sgma_cli.cli.options import (
+    Asset,
+    BatchSize,
+    Device,
+    Gpus,
+    Nproc,
+    Overlap,
+    Stac,
+    Window,
+    stac_option,
+)
 from sgma_cli.cli.progress import Rate, progress_bar
 from sgma_cli.errors import UsageError
 
 if TYPE_CHECKING:
     from sgma_cli.data.scene import Scene
+    from sgma_cli.data.sources import RasterSource
     from sgma_cli.engine.predict.inference import Progress as PredictProgress
     from sgma_cli.engine.predict.job import PredictResult
 
@@ -60,15 +73,16 @@ def _progress_bar() -> Iterator[Callable[[PredictProgress], None]]:
         yield update
 
 
-def _parse_pairs(pairs: list[str]) -> dict[str, Path]:
+def _parse_pairs(pairs: list[str]) -> dict[str, str]:
+    """``NAME=WHERE`` pairs; WHERE stays text (a file, glob, folder, list or URL)."""
     from sgma_cli.data.discovery import parse_modality_option
 
-    files: dict[str, Path] = {}
+    files: dict[str, str] = {}
     for text in pairs:
         name, where = parse_modality_option(text)
         if name in files:
             raise UsageError(f"--modality {name!r} given twice")
-        files[name] = Path(where)
+        files[name] = where
     return files
 
 
@@ -83,6 +97,11 @@ def _describe_scene(scene: Scene) -> None:
         f"scene: {g.width} x {g.height} px at {g.resolution[0]:g} ({crs}), "
         f"sensors: {', '.join(scene.names)} (grid of {scene.reference})"
     )
+    from sgma_cli.data.sources import RasterSource
+
+    for sensor in scene.sensors:  # mosaics and URLs: say what is read
+        if isinstance(sensor.path, RasterSource):
+            err_console.print(f"  {sensor.name}: {sensor.path.label}", style="dim", soft_wrap=True)
     for note in scene.notes[1:]:
         err_console.print(f"  {note}", style="dim")
 
@@ -150,9 +169,14 @@ def command(
     modality: Annotated[
         list[str] | None,
         typer.Option(
-            "--modality", help="NAME=PATH of one sensor raster (repeatable; wins over SCENE_DIR)."
+            "--modality",
+            help="NAME=WHERE of one sensor: a raster, or tiles read as one (glob in quotes, "
+            "folder, list file, .vrt), or a URL (https://, s3://, gs://); repeatable, wins "
+            "over SCENE_DIR and --stac.",
         ),
     ] = None,
+    stac: Stac = None,
+    asset: Asset = None,
     out: Annotated[
         Path | None,
         typer.Option(
@@ -211,7 +235,10 @@ def command(
     """Segment a whole scene with whichever of the checkpoint's sensors you have."""
     from sgma_cli.engine.predict.job import PredictJob, run_predict
 
-    files = _parse_pairs(modality or [])
+    files: dict[str, str | RasterSource] = dict(_parse_pairs(modality or []))
+    found = stac_option(stac, asset)
+    if found is not None:
+        files = {**found.sources, **files}
     if extent not in ("reference", "union"):
         raise UsageError(f"--extent {extent!r}: use reference or union")
     if precision not in ("auto", "bf16", "fp32"):

@@ -26,7 +26,7 @@ from rich import box
 from rich.table import Table
 
 from sgma_cli.cli.console import console, warn
-from sgma_cli.cli.options import LabelField, Seed
+from sgma_cli.cli.options import Asset, LabelField, Seed, Stac
 from sgma_cli.cli.progress import Rate, progress_bar
 from sgma_cli.engine.prepare import PrepareOptions, PrepareReport, prepare
 
@@ -110,9 +110,14 @@ def command(
     modality: Annotated[
         list[str] | None,
         typer.Option(
-            "--modality", "-m", help="NAME=PATH_OR_GLOB, repeatable; defines the modalities."
+            "--modality",
+            "-m",
+            help="NAME=PATH_OR_GLOB (a glob: one file per scene), or NAME=FOLDER|LIST|URL (tiles "
+            "read as one raster); repeatable; defines the modalities.",
         ),
     ] = None,
+    stac: Stac = None,
+    asset: Asset = None,
     labels: Annotated[
         str | None, typer.Option("--labels", help="Label raster or vector (path or glob).")
     ] = None,
@@ -181,6 +186,8 @@ def command(
         out=out,
         preset=preset.value if preset else None,
         modality=tuple(modality or ()),
+        stac=stac,
+        asset=tuple(asset or ()),
         labels=labels,
         label_field=label_field,
         palette=palette,

@@ -24,6 +24,7 @@ from rasterio.warp import calculate_default_transform, transform_bounds
 from rasterio.windows import Window
 
 from sgma_cli.data.raster import GDAL_ERRORS, MAX_PIXELS, Grid, RasterInfo, open_raster
+from sgma_cli.data.sources import RasterSource, remote_error, source_env
 from sgma_cli.errors import RasterError, UsageError
 
 __all__ = ["Grid", "reference_grid", "check_overlap", "AlignedReader", "RESAMPLING"]
@@ -210,7 +211,7 @@ class AlignedReader:
         """
         ds = self._vrt if self._vrt is not None else self._src
         try:
-            with warnings.catch_warnings():
+            with warnings.catch_warnings(), source_env(self.info.path):
                 warnings.simplefilter("ignore", NotGeoreferencedWarning)
                 if self._direct:
                     data = ds.read(self.bands, window=window, boundless=False)
@@ -223,6 +224,8 @@ class AlignedReader:
                         else ds.read_masks(1, window=window)[None]
                     )
         except RasterioIOError as err:
+            if isinstance(self.info.path, RasterSource) and self.info.path.remote:
+                raise remote_error(err, self.info.path.label, "cannot read pixels") from None
             raise RasterError(
                 f"cannot read pixels ({str(err).strip()[:160]})", self.info.path
             ) from None

@@ -24,6 +24,7 @@ from sgma_cli.data.labels import label_source_for
 from sgma_cli.data.palettes import POTSDAM, Palette
 from sgma_cli.data.plan import NAME_RE, OPTICAL, ModalitySource, Plan, Scene, scene_key
 from sgma_cli.data.presets import PRESET_READERS, PRESETS
+from sgma_cli.data.sources import LIST_SUFFIXES, RasterSource, is_url, resolve_source
 from sgma_cli.data.synthetic import SAMPLE_MARKER
 from sgma_cli.errors import RasterError, UsageError
 
@@ -54,14 +55,42 @@ def _expand(src: Path, pattern: str, what: str) -> list[Path]:
     )
 
 
+def _is_mosaic(src: Path, where: str) -> bool:
+    """A URL, a folder, a list file or an ``s3://``-style address: one raster of many tiles.
+
+    A glob keeps its meaning of one file per scene (files matched across modalities).
+    """
+    if is_url(where):
+        return True
+    path = Path(where) if Path(where).is_absolute() else src / where
+    if not path.exists():
+        path = Path(where)
+    return path.is_dir() or (path.is_file() and path.suffix.lower() in LIST_SUFFIXES)
+
+
 def _from_options(
-    src: Path, modality: list[str], labels: str | None, label_field: str, palette: Palette | None
+    src: Path,
+    modality: list[str],
+    labels: str | None,
+    label_field: str,
+    palette: Palette | None,
+    sources: dict[str, RasterSource] | None = None,
 ) -> Plan:
     parsed = [parse_modality_option(m) for m in modality]
     names = [n for n, _ in parsed]
     if len(set(names)) != len(names):
         raise UsageError(f"--modality names repeat: {names}")
-    files = {n: _expand(src, where, f"--modality {n}") for n, where in parsed}
+    mosaics: dict[str, Path | RasterSource] = dict(sources or {})
+    for n, where in parsed:
+        if _is_mosaic(src, where):
+            base = src if (src / where).exists() else Path.cwd()
+            mosaics[n] = resolve_source(where, base)
+    files: dict[str, list[Path | RasterSource]] = {}
+    for n, where in parsed:
+        files[n] = [mosaics[n]] if n in mosaics else list(_expand(src, where, f"--modality {n}"))
+    for n, source in mosaics.items():
+        files.setdefault(n, [source])
+    names = list(files)
     label_files = _expand(src, labels, "--labels") if labels else []
     if all(len(f) == 1 for f in files.values()) and len(label_files) <= 1:
         scene = Scene(
@@ -75,7 +104,7 @@ def _from_options(
     several = any(len(f) > 1 for f in files.values())
     shared = {n: f[0] for n, f in files.items() if len(f) == 1 and several}
     per_scene = [n for n in names if n not in shared]
-    keyed = {n: {scene_key(p, n): p for p in files[n]} for n in per_scene}
+    keyed = {n: {scene_key(Path(str(p)), n): p for p in files[n]} for n in per_scene}
     scene_keys = sorted(keyed[per_scene[0]])
     unmatched = [n for n in per_scene if not set(keyed[n]) & set(scene_keys)]
     if unmatched:
@@ -217,16 +246,21 @@ def discover(
     labels: str | None = None,
     label_field: str = "class",
     palette: Palette | None = None,
+    sources: dict[str, RasterSource] | None = None,
 ) -> Plan:
     """Find scenes, modalities and labels under ``src``.
 
     Args:
         src: the source folder.
         preset: ``potsdam``, ``dfc2023``, ``deliver`` or ``None``.
-        modality: ``NAME=PATH_OR_GLOB`` entries; when given, they define the modalities.
+        modality: ``NAME=WHERE`` entries; when given, they define the modalities. WHERE is
+            a file or glob (one file per scene), or one raster of many tiles: a folder, a
+            list file or a URL (:func:`~sgma_cli.data.sources.resolve_source`).
         labels: label raster/vector path or glob (with ``modality``, or to override).
         label_field: class attribute of vector labels.
         palette: class palette from ``--palette`` (overrides the layout's).
+        sources: sensors read elsewhere (``--stac``), each one raster covering every scene;
+            ``--modality`` wins for a name given in both.
 
     Raises:
         UsageError: empty or missing folder, unknown preset, bad option syntax.
@@ -236,8 +270,8 @@ def discover(
         raise UsageError("source folder not found", src)
     if not any(src.iterdir()):
         raise UsageError("source folder is empty", src)
-    if modality:
-        plan = _from_options(src, modality, labels, label_field, palette)
+    if modality or sources:
+        plan = _from_options(src, list(modality or []), labels, label_field, palette, sources)
     elif preset:
         if preset.lower() not in PRESET_READERS:
             raise UsageError(f"unknown --preset {preset!r}; use one of {', '.join(PRESET_READERS)}")

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from sgma_cli.data.labels import LabelSource
 from sgma_cli.data.palettes import Palette
+from sgma_cli.data.sources import RasterSource
 
 __all__ = ["ModalitySource", "Scene", "Plan", "scene_key", "RASTER_EXT", "OPTICAL", "NAME_RE"]
 
@@ -26,14 +27,15 @@ class ModalitySource:
 
     Attributes:
         name: modality name (``rgb``, ``dsm``...).
-        path: the raster file.
+        path: the raster file, or a :class:`~sgma_cli.data.sources.RasterSource` (a mosaic
+            of tiles, a URL, STAC assets).
         bands: 1-based bands to take, ``None`` for all.
         same_grid_as_reference: a raster without CRS known (by its preset) to share the
             reference's pixel grid, e.g. Potsdam's nDSM JPEGs.
     """
 
     name: str
-    path: Path
+    path: Path | RasterSource
     bands: tuple[int, ...] | None = None
     same_grid_as_reference: bool = False
 

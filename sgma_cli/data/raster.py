@@ -22,6 +22,7 @@ from rasterio.crs import CRS
 from rasterio.errors import NotGeoreferencedWarning, RasterioError, RasterioIOError
 from rasterio.windows import Window
 
+from sgma_cli.data.sources import RasterSource, remote_error, source_env
 from sgma_cli.errors import RasterError
 
 __all__ = [
@@ -80,7 +81,8 @@ class RasterInfo:
     """What sgma needs to know about one raster file (no pixels).
 
     Attributes:
-        path: the file.
+        path: the file, or the :class:`~sgma_cli.data.sources.RasterSource` it was read
+            from (a URL or a mosaic: ``path.name`` and ``str(path)`` name it alike).
         crs: its CRS, ``None`` for plain images (PNG, JPEG, GeoTIFF without CRS).
         transform: pixel -> world affine (identity-like for plain images).
         width: pixels per row.
@@ -91,7 +93,7 @@ class RasterInfo:
         has_colormap: band 1 carries a palette (a paletted class raster).
     """
 
-    path: Path
+    path: Path | RasterSource
     crs: CRS | None
     transform: Affine
     width: int
@@ -130,8 +132,26 @@ class RasterInfo:
         return f"EPSG:{epsg}" if epsg else self.crs.to_wkt()
 
 
-def open_raster(path: Path) -> rasterio.DatasetReader:
-    """``rasterio.open`` whose failures become :class:`RasterError` naming the file."""
+def open_raster(path: Path | RasterSource) -> rasterio.DatasetReader:
+    """``rasterio.open`` whose failures become :class:`RasterError` naming the file.
+
+    ``path`` is a local file or a :class:`~sgma_cli.data.sources.RasterSource` (a URL or
+    a mosaic); a remote one is opened with :data:`~sgma_cli.data.sources.REMOTE_OPTIONS`
+    (reads from it run in :func:`~sgma_cli.data.sources.source_env` too).
+    """
+    if isinstance(path, RasterSource):
+        if not path.remote and not path.is_mosaic and not Path(path.gdal_path).exists():
+            raise RasterError("file not found", path)
+        with source_env(path):
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", NotGeoreferencedWarning)
+                    return rasterio.open(path.gdal_path)
+            except GDAL_ERRORS as err:
+                if path.remote:
+                    raise remote_error(err, path.label) from None
+                reason = str(err).split(":")[-1].strip() or "unreadable"
+                raise RasterError(f"not a readable raster ({reason})", path) from None
     path = Path(path)
     if not path.exists():
         raise RasterError("file not found", path)
@@ -144,14 +164,17 @@ def open_raster(path: Path) -> rasterio.DatasetReader:
         raise RasterError(f"not a readable raster ({reason})", path) from None
 
 
-def inspect_raster(path: Path) -> RasterInfo:
+def inspect_raster(path: Path | RasterSource) -> RasterInfo:
     """Read the header of ``path`` (and one pixel, to catch truncated files).
 
+    ``path`` is a file or a :class:`~sgma_cli.data.sources.RasterSource` (a URL or a
+    mosaic); :attr:`RasterInfo.path` is then that source.
+
     Raises:
-        RasterError: missing, unreadable or empty raster.
+        RasterError: missing, unreadable or empty raster; a URL that cannot be read.
     """
-    path = Path(path)
-    with open_raster(path) as src:
+    path = path if isinstance(path, RasterSource) else Path(path)
+    with source_env(path), open_raster(path) as src:
         if src.width == 0 or src.height == 0 or src.count == 0:
             raise RasterError("raster has no pixels", path)
         t = src.transform
@@ -169,7 +192,9 @@ def inspect_raster(path: Path) -> RasterInfo:
             )
         try:
             src.read(1, window=Window(src.width - 1, src.height - 1, 1, 1))
-        except RasterioIOError as err:
+        except GDAL_ERRORS as err:
+            if isinstance(path, RasterSource) and path.remote:
+                raise remote_error(err, path.label, "cannot read pixels") from None
             raise RasterError(f"corrupt raster data ({str(err).strip()[:120]})", path) from None
         nodata = src.nodata
         if nodata is not None and not math.isfinite(nodata) and not math.isnan(nodata):

@@ -26,6 +26,7 @@ are ``False`` in the availability mask.
 
 from __future__ import annotations
 
+import glob
 import json
 import math
 from collections.abc import Mapping, Sequence
@@ -43,6 +44,7 @@ from rasterio.windows import Window
 from sgma_cli.config._base import path_inside
 from sgma_cli.data.align import AlignedReader, Grid, check_overlap
 from sgma_cli.data.raster import MAX_PIXELS, RasterInfo, inspect_raster
+from sgma_cli.data.sources import LIST_SUFFIXES, RasterSource, is_url, resolve_source
 from sgma_cli.errors import RasterError, UsageError
 
 __all__ = [
@@ -63,10 +65,14 @@ _SAMPLE_MARKER = "sample.json"
 
 @dataclass(frozen=True)
 class SceneSensor:
-    """A chosen sensor of the scene: checkpoint name, file and header."""
+    """A chosen sensor of the scene: checkpoint name, file (or source) and header.
+
+    ``path`` is a local file, or a :class:`~sgma_cli.data.sources.RasterSource` (a mosaic
+    of tiles, a URL, a STAC asset) that every reader opens alike.
+    """
 
     name: str
-    path: Path
+    path: Path | RasterSource
     info: RasterInfo
 
 
@@ -122,17 +128,21 @@ def _same_unit(a: CRS, b: CRS) -> bool:
 
 
 def find_sensor_files(
-    scene_dir: Path | None, names: Sequence[str], explicit: Mapping[str, Path] | None = None
-) -> dict[str, Path]:
+    scene_dir: Path | None,
+    names: Sequence[str],
+    explicit: Mapping[str, Path | str | RasterSource] | None = None,
+) -> dict[str, Path | RasterSource]:
     """Files of the sensors a checkpoint knows, from ``scene_dir`` and/or ``explicit`` pairs.
 
     In ``scene_dir`` a sensor is ``<name>.tif`` (or ``.tiff``, ``.vrt``, ``.img``, ``.jp2``,
     case-insensitive); a ``sample.json`` written by ``sgma sample`` names them itself.
-    Explicit pairs win over the folder.
+    Explicit pairs win over the folder. An explicit value is a file, or anything
+    :func:`~sgma_cli.data.sources.resolve_source` reads (a glob, a folder or list of
+    tiles, a URL), or a ready :class:`~sgma_cli.data.sources.RasterSource`.
 
     Raises:
         UsageError: an explicit name the checkpoint does not know.
-        RasterError: a missing folder or explicit file.
+        RasterError: a missing folder or explicit file, unreadable tiles or URLs.
     """
     explicit = dict(explicit or {})
     unknown = [n for n in explicit if n not in names]
@@ -140,7 +150,7 @@ def find_sensor_files(
         raise UsageError(
             f"sensor {unknown[0]!r} is not in the checkpoint, which knows {', '.join(names)}"
         )
-    found: dict[str, Path] = {}
+    found: dict[str, Path | RasterSource] = {}
     if scene_dir is not None:
         scene_dir = Path(scene_dir)
         if not scene_dir.is_dir():
@@ -165,11 +175,23 @@ def find_sensor_files(
                     continue
             if name.lower() in by_stem:
                 found[name] = by_stem[name.lower()]
-    for name, path in explicit.items():
-        if not Path(path).is_file():
-            raise RasterError(f"file for sensor {name!r} not found", path)
-        found[name] = Path(path)
+    for name, spec in explicit.items():
+        found[name] = _explicit_source(name, spec)
     return {n: found[n] for n in names if n in found}
+
+
+def _explicit_source(name: str, spec: Path | str | RasterSource) -> Path | RasterSource:
+    """A plain file stays a ``Path``; globs, folders, lists and URLs become sources."""
+    if isinstance(spec, RasterSource):
+        return spec
+    text = str(spec)
+    if not is_url(text) and not glob.has_magic(text):
+        path = Path(text)
+        if path.is_file() and path.suffix.lower() not in LIST_SUFFIXES:
+            return path
+        if not path.exists():
+            raise RasterError(f"file for sensor {name!r} not found", path)
+    return resolve_source(text)
 
 
 def scene_grid(
@@ -255,7 +277,7 @@ def scene_grid(
 
 
 def open_scene(
-    files: Mapping[str, Path],
+    files: Mapping[str, Path | RasterSource],
     bands: Mapping[str, int],
     *,
     modalities: Sequence[str] | None = None,

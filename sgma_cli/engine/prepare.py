@@ -50,6 +50,7 @@ from sgma_cli.data.discovery import Plan, discover
 from sgma_cli.data.labels import LabelReader
 from sgma_cli.data.palettes import PALETTES, Palette, load_palette
 from sgma_cli.data.scene_jobs import PlanRow, SceneJob, cut_tiles, inspect_plan, resolve_palette
+from sgma_cli.data.stac import StacSources, parse_asset_option, read_stac
 from sgma_cli.data.stats import BandAccumulator, ClassCounter
 from sgma_cli.data.tile_files import (
     TileData,
@@ -77,6 +78,8 @@ class PrepareOptions:
     out: Path
     preset: str | None = None
     modality: tuple[str, ...] = ()
+    stac: str | None = None
+    asset: tuple[str, ...] = ()
     labels: str | None = None
     label_field: str = "class"
     palette: str | None = None
@@ -115,6 +118,15 @@ class PrepareReport:
     megapixels: float = 0.0
     seconds: float = 0.0
     manifest: DatasetManifest | None = None
+
+
+def _stac(options: PrepareOptions) -> StacSources | None:
+    """``--stac`` with its ``--asset`` pairs: a mosaic per modality, or ``None``."""
+    if options.stac is None:
+        if options.asset:
+            raise UsageError("--asset maps STAC asset keys: give --stac ITEMS too")
+        return None
+    return read_stac(options.stac, parse_asset_option(options.asset))
 
 
 def _palette_option(options: PrepareOptions) -> Palette | None:
@@ -213,6 +225,7 @@ def prepare(
         )
     if options.split is not None:
         parse_split(options.split)
+    stac = _stac(options)
     plan = discover(
         options.src,
         options.preset,
@@ -220,7 +233,11 @@ def prepare(
         options.labels,
         options.label_field,
         _palette_option(options),
+        sources=stac.sources if stac is not None else None,
     )
+    if stac is not None:
+        plan.notes.append(f"stac: {len(stac.items)} item(s) from {stac.href}")
+        plan.notes += [f"  {item.describe()}" for item in stac.items]
     tile, stride = _tiling(options, plan)
     reference = options.reference or ("rgb" if "rgb" in plan.modalities else plan.modalities[0])
     if reference not in plan.modalities:
@@ -416,7 +433,9 @@ def _source_text(plan: Plan, modality: str) -> str:
         return ""
     if len(paths) == 1:
         return str(paths[0])
-    return f"{os.path.commonpath([str(p.parent) for p in paths])} ({len(paths)} files)"
+    if not all(isinstance(p, Path) for p in paths):
+        return ", ".join(str(p) for p in paths)
+    return f"{os.path.commonpath([str(Path(p).parent) for p in paths])} ({len(paths)} files)"
 
 
 def _read(

@@ -342,3 +342,21 @@ class TestScene:
         (scene / "labels.tif").write_bytes(b"")
         result = _run(tiny_checkpoint, *(a.format(scene=scene) for a in args))
         assert result.exit_code == 2 and message in result.output
+
+    def test_scene_from_tiles_and_stac_scores_like_the_merged_files(
+        self, tiled_region: Any, tiny_checkpoint: Path
+    ) -> None:
+        from tests.tiled_region import write_stac_items
+
+        region = tiled_region
+        common = ("--labels", region.merged / "labels.tif", "--json", "--device", "cpu",
+                  "--subsets", "rgb,dsm,sar;dsm", "--window", "160")  # fmt: skip
+        merged = _run(tiny_checkpoint, "--scene", region.merged, *common)
+        assert merged.exit_code == 0, merged.output
+        items = write_stac_items(region.root / "items.json", region.rgb_tiles)
+        tiled = _run(tiny_checkpoint, "--stac", items, "--asset", "rgb=visual", "--modality",
+                     f"dsm={region.dsm_dir}", "--modality", f"sar={region.merged}/sar.tif",
+                     *common)  # fmt: skip
+        assert tiled.exit_code == 0, tiled.output
+        a, b = json.loads(merged.stdout), json.loads(tiled.stdout)
+        assert a["subsets"] == b["subsets"] and len(a["subsets"]) == 2

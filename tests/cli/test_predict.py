@@ -231,3 +231,130 @@ class TestBadInput:
             "--gpus 2",
             "0 GPU",
         )
+
+
+class TestSources:
+    """Tiles read as one raster, URLs and STAC give the map of the same data in single files."""
+
+    @staticmethod
+    def _maps(checkpoint: Path, out: Path, *args: Any) -> tuple[np.ndarray, np.ndarray, str]:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        result = _run(*args, "-c", checkpoint, "--device", "cpu", "-o", out, "--probabilities")
+        assert result.exit_code == 0, result.output
+        with (
+            rasterio.open(out) as classes,
+            rasterio.open(out.with_name(f"{out.stem}.probabilities.tif")) as probs,
+        ):
+            return classes.read(), probs.read(), result.output
+
+    def test_mosaics_urls_and_stac_give_the_map_of_the_merged_files(
+        self, tiled_region: Any, range_server: Any, tmp_path: Path
+    ) -> None:
+        from tests.tiled_region import make_textured_checkpoint, write_stac_items
+
+        region, ck = tiled_region, make_textured_checkpoint(tmp_path / "textured.pt")
+        classes, probs, _ = self._maps(ck, tmp_path / "merged" / "map.tif", region.merged)
+        # the scaled classifier makes the map follow its inputs: +3 on 10x10 RGB pixels, or
+        # +0.5 m on 2x2 DSM pixels, changes it (measured), so equality below means something
+        assert len(np.unique(probs)) > 10
+
+        def same(name: str, *args: Any) -> str:
+            c, p, output = self._maps(ck, tmp_path / name / "map.tif", *args)
+            np.testing.assert_array_equal(c, classes)
+            np.testing.assert_array_equal(p, probs)
+            return output
+
+        sar = f"sar={region.merged / 'sar.tif'}"
+        output = same(
+            "mosaic",
+            "--modality",
+            f"rgb={region.root}/tiles/rgb/*.tif",
+            "--modality",
+            f"dsm={region.dsm_dir}",
+            "--modality",
+            sar,
+        )
+        assert "rgb: " in output and "tiles/rgb/*.tif (9 files)" in output
+        assert "(3 files)" in output
+        urls = tmp_path / "rgb_urls.txt"
+        urls.write_text("\n".join(range_server.url(p) for p in region.rgb_tiles))
+        range_server.reset()
+        same(
+            "http",
+            "--modality",
+            f"rgb={urls}",
+            "--modality",
+            f"dsm={range_server.url(region.merged / 'dsm.tif')}",
+            "--modality",
+            f"sar={range_server.url(region.merged / 'sar.tif')}",
+        )
+        assert range_server.ranged > 0 and range_server.sent["rgb_r0c0.tif"] > 0
+        items = write_stac_items(region.root / "items.json", region.rgb_tiles)
+        dsm = f"dsm={region.dsm_dir}"
+        output = same("stac", "--stac", items, "--asset", "rgb=visual", "--modality", dsm,
+                      "--modality", sar)  # fmt: skip
+        assert "stac: 9 item(s)" in output and "rgb_r2c2" in output
+        assert "2024-06-09T10:30:00+00:00" in output
+        same("stac_http", "--stac", range_server.url(items), "--asset", "rgb=visual",
+             "--modality", dsm, "--modality", sar)  # fmt: skip
+
+
+class TestSourceErrors:
+    """Bad sources: one line naming the source, exit != 0, nothing written."""
+
+    _fails = TestBadInput._fails
+
+    @pytest.fixture
+    def out(self, tmp_path: Path) -> Path:
+        (tmp_path / "o").mkdir()
+        return tmp_path / "o" / "map.tif"
+
+    def test_url_not_found(
+        self, tiled_region: Any, range_server: Any, tiny_checkpoint: Path, out: Path
+    ) -> None:
+        url = range_server.url("tiles/rgb/missing.tif")
+        result = _run(tiled_region.merged, "-c", tiny_checkpoint, "-o", out, "--device", "cpu",
+                      "--modality", f"rgb={url}")  # fmt: skip
+        self._fails(result, out, url, "HTTP 404")
+
+    def test_url_that_stalls(
+        self, tiled_region: Any, tiny_checkpoint: Path, out: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        from tests.tiled_region import serve
+
+        monkeypatch.setenv("GDAL_HTTP_TIMEOUT", "1")
+        monkeypatch.setenv("GDAL_HTTP_MAX_RETRY", "0")
+        with serve(tiled_region.root, stall=4) as server:
+            url = server.url(tiled_region.merged / "dsm.tif")
+            result = _run(tiled_region.merged, "-c", tiny_checkpoint, "-o", out, "--device",
+                          "cpu", "--modality", f"dsm={url}")  # fmt: skip
+        self._fails(result, out, url, "timed out")
+
+    def test_stac_item_without_the_asset(
+        self, tiled_region: Any, tiny_checkpoint: Path, out: Path
+    ) -> None:
+        from tests.tiled_region import write_stac_items
+
+        items = write_stac_items(
+            tiled_region.root / "items.json", tiled_region.rgb_tiles, drop={"rgb_r0c2": "visual"}
+        )
+        result = _run(tiled_region.merged, "-c", tiny_checkpoint, "-o", out, "--stac", items,
+                      "--asset", "rgb=visual")  # fmt: skip
+        self._fails(result, out, str(items), "'rgb_r0c2'", "'visual'", "thumbnail")
+
+    def test_tiles_with_different_band_counts(
+        self, tiled_region: Any, tiny_checkpoint: Path, out: Path
+    ) -> None:
+        with rasterio.open(tiled_region.rgb_tiles[4]) as src:
+            profile, data = src.profile, src.read()
+        tiled_region.rgb_tiles[4].unlink()
+        profile.update(count=4)
+        with rasterio.open(tiled_region.rgb_tiles[4], "w", **profile) as dst:
+            dst.write(np.concatenate([data, data[:1]]))
+        result = _run(tiled_region.merged, "-c", tiny_checkpoint, "-o", out, "--modality",
+                      f"rgb={tiled_region.rgb_dir}")  # fmt: skip
+        self._fails(result, out, "rgb_r1c1.tif", "rgb_r0c0.tif", "has 4 band(s) but")
+
+    def test_asset_without_stac(self, tiled_region: Any, tiny_checkpoint: Path, out: Path) -> None:
+        result = _run(tiled_region.merged, "-c", tiny_checkpoint, "-o", out, "--asset", "rgb=x")
+        self._fails(result, out, "--stac", code=2)

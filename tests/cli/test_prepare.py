@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 from typer.testing import CliRunner
@@ -104,3 +105,43 @@ def test_unwritable_output_before_the_plan(sample_dir: Path, tmp_path: Path) -> 
     assert result.output.strip().splitlines() == [
         f"error: {tmp_path / 'file' / 'd'}: output folder is not writable (Not a directory)"
     ]  # one line: no plan table before it
+
+
+def test_tiles_cut_from_mosaics_and_stac_equal_those_of_the_merged_files(
+    tiled_region: Any, tmp_path: Path
+) -> None:
+    """Folder / list of tiles and STAC assets as modalities: the same training tiles."""
+    import numpy as np
+    import rasterio
+
+    from tests.tiled_region import write_stac_items
+
+    region = tiled_region
+    labels = ["--labels", str(region.merged / "labels.tif"), "--tile", "64", "--split", "1,0,0"]
+    # --stac modalities come after the --modality ones (the mask bands' order)
+    merged = [f"--modality={m}={region.merged / m}.tif" for m in ("dsm", "sar", "rgb")]
+    result = runner.invoke(app, ["prepare", str(region.root), "-o", str(tmp_path / "a"),
+                                 *merged, *labels])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    dsm_list = region.root / "dsm.txt"
+    dsm_list.write_text("\n".join(p.name for p in region.dsm_tiles))
+    (region.root / "dsm.txt").rename(region.dsm_dir / "dsm.txt")
+    items = write_stac_items(region.root / "items.json", region.rgb_tiles)
+    tiled = [
+        "--stac",
+        str(items),
+        "--asset",
+        "rgb=visual",
+        f"--modality=dsm={region.dsm_dir / 'dsm.txt'}",
+        f"--modality=sar={region.merged / 'sar.tif'}",
+    ]
+    result = runner.invoke(app, ["prepare", str(region.root), "-o", str(tmp_path / "b"),
+                                 *tiled, *labels])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "stac: 9 item(s)" in result.output and "rgb_r0c0" in result.output
+    a_files = sorted(p.relative_to(tmp_path / "a") for p in (tmp_path / "a").rglob("*.tif"))
+    b_files = sorted(p.relative_to(tmp_path / "b") for p in (tmp_path / "b").rglob("*.tif"))
+    assert a_files == b_files and len(a_files) > 8
+    for rel in a_files:
+        with rasterio.open(tmp_path / "a" / rel) as x, rasterio.open(tmp_path / "b" / rel) as y:
+            np.testing.assert_array_equal(x.read(), y.read())

@@ -13,8 +13,8 @@ rows is scored against the labels read on the same grid. Memory: one band of row
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -34,6 +34,7 @@ from sgma_cli.errors import UsageError
 if TYPE_CHECKING:
     from sgma_cli.data.labels import LabelReader
     from sgma_cli.data.raster import Grid
+    from sgma_cli.data.sources import RasterSource
 
 __all__ = ["SceneSource", "evaluate_scene"]
 
@@ -43,18 +44,28 @@ class SceneSource:
     """A labelled scene and how to cut it into windows.
 
     Attributes:
-        folder: folder of ``<modality>.tif`` files (``sgma sample`` layout).
+        folder: folder of ``<modality>.tif`` files (``sgma sample`` layout), or ``None``
+            when ``files`` names every sensor.
         labels: colour or class-index raster, or polygons (``label_field``) of the scene.
         label_field: class attribute of vector labels.
         window: window side (default: the checkpoint's tile size, as ``predict``).
         overlap: window overlap fraction.
+        files: sensors given one by one (``--modality NAME=WHERE``, ``--stac``): a file,
+            glob, folder or list of tiles, URL, or a ready ``RasterSource``; they win over
+            the folder's.
     """
 
-    folder: Path
+    folder: Path | None
     labels: Path
     label_field: str = "class"
     window: int | None = None
     overlap: float = 0.25
+    files: Mapping[str, Path | str | RasterSource] = field(default_factory=dict)
+
+    @property
+    def where(self) -> Path:
+        """The folder that names the scene: ``folder``, else the labels' folder."""
+        return Path(self.folder) if self.folder is not None else Path(self.labels).parent
 
 
 def _label_reader(scene: SceneSource, meta: CheckpointMeta, grid: Grid) -> LabelReader:
@@ -68,7 +79,7 @@ def _label_reader(scene: SceneSource, meta: CheckpointMeta, grid: Grid) -> Label
     ignore = {meta.ignore_index} if kind == "index" else set()
     mapping = resolve_classes(kind, values, palette, ignore, labels)  # type: ignore[arg-type]
     return LabelReader(
-        source, grid, mapping, kind, scene=Path(scene.folder).name, ignore_index=meta.ignore_index
+        source, grid, mapping, kind, scene=scene.where.name, ignore_index=meta.ignore_index
     )
 
 
@@ -143,12 +154,12 @@ def evaluate_scene(
     from sgma_cli.engine.predict.inference import batches_of, read_batches
     from sgma_cli.engine.predict.job import default_window
 
-    checkpoint, folder = Path(checkpoint), Path(scene.folder)
+    checkpoint, folder = Path(checkpoint), scene.where
     options = options or EvaluateOptions()
     model, meta, dev = load_for_evaluation(checkpoint, options, like)
     names = meta.modality_names
     opened = open_scene(
-        find_sensor_files(folder, names),
+        find_sensor_files(scene.folder, names, scene.files),
         {m.name: m.bands for m in meta.modalities},
         resolution=meta.resolution[0] if meta.resolution else None,
         resolution_crs=meta.crs,

@@ -26,6 +26,7 @@ import torch
 from sgma_cli.config.checkpoint import CheckpointMeta, load_checkpoint
 from sgma_cli.data.atomic import publish, remove_quietly, temp_path
 from sgma_cli.data.scene import Extent, Scene, find_sensor_files, open_scene
+from sgma_cli.data.sources import RasterSource
 from sgma_cli.data.window_grid import SIZE_MULTIPLE, window_grid
 from sgma_cli.data.writers import (
     CLASS_NODATA,
@@ -141,7 +142,8 @@ class PredictJob:
             ``model``).
         scene_dir: folder of ``<modality>.tif`` files, or ``None`` with ``files``.
         out: class map GeoTIFF.
-        files: explicit ``{name: path}`` sensors (``--modality NAME=PATH``).
+        files: explicit ``{name: where}`` sensors (``--modality NAME=WHERE``, ``--stac``): a
+            file, glob, folder, list file or URL, or a ready ``RasterSource``.
         modalities: sensors to use (``None``: every checkpoint sensor found).
         window: window side (multiple of 32); ``None``: the checkpoint's training tile size
             rounded up to a multiple of 32 (SGMA's prototypes sum over the window, so the
@@ -166,7 +168,7 @@ class PredictJob:
     checkpoint: Path | None
     scene_dir: Path | None
     out: Path
-    files: dict[str, Path] = field(default_factory=dict)
+    files: dict[str, Path | str | RasterSource] = field(default_factory=dict)
     modalities: list[str] | None = None
     window: int | None = None
     overlap: float = 0.25
