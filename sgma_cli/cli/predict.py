@@ -14,6 +14,11 @@ Examples:
   sgma predict -c best.pt --stac items.json --asset rgb=visual --asset dsm=dsm
   sgma predict scene/ -c best.pt --gpus 4 --batch-size 16
   sgma predict demo/scene --model model.onnx -o map.tif   # ONNX Runtime
+  sgma predict -c best.pt --modality rgb='ortho/*.tif' -o city/ --aoi city.gpkg  # a region
+  sgma predict -c best.pt --modality rgb='s3://bucket/ortho/*.tif' -o city/ --ray auto
+
+--out ending in .tif writes one GeoTIFF; any other --out is a folder and the region is
+predicted in chunks (--chunk), resumably: a rerun skips the chunks already there.
 """
 
 from __future__ import annotations
@@ -48,6 +53,7 @@ if TYPE_CHECKING:
     from sgma_cli.data.sources import RasterSource
     from sgma_cli.engine.predict.inference import Progress as PredictProgress
     from sgma_cli.engine.predict.job import PredictResult
+    from sgma_cli.engine.predict.ray_executor import RayExecutor
 
 __all__ = ["command"]
 
@@ -84,6 +90,59 @@ def _parse_pairs(pairs: list[str]) -> dict[str, str]:
             raise UsageError(f"--modality {name!r} given twice")
         files[name] = where
     return files
+
+
+def _ray_executor(
+    address: str | None,
+    cpus_per_worker: float,
+    workers: int | None,
+    device: str,
+    *,
+    region: bool,
+) -> RayExecutor | None:
+    """The Ray executor of ``--ray`` (None without it), its start and retries on stderr."""
+    if address is None:
+        if cpus_per_worker != 1.0 or workers is not None:
+            raise UsageError("--cpus-per-worker and --ray-workers go with --ray")
+        return None
+    from sgma_cli.engine.predict.ray_executor import RayExecutor, require_ray
+
+    require_ray()  # before anything else: without the extra, --ray is one line
+    if not region:
+        raise UsageError("--ray runs the chunks of a region: give --out DIR (a folder, no .tif)")
+    if device.startswith("cuda:"):
+        raise UsageError(
+            f"--device {device} with --ray: Ray gives each worker its own GPU; "
+            "use --device cuda (or auto)"
+        )
+
+    def started(executor: RayExecutor) -> None:
+        where = "a local Ray cluster" if executor.cluster == "local" else executor.cluster
+        gpus = f" and {executor.gpus_each:g} GPU" if executor.gpus_each else ""
+        err_console.print(
+            f"ray: {executor.actors} worker(s) of {executor.cpus_per_worker:g} CPU{gpus} "
+            f"on {where}",
+            soft_wrap=True,
+        )
+
+    def retried(task: object, attempt: int) -> None:
+        name = getattr(task, "id", task)
+        err_console.print(
+            f"ray: chunk {name}: its worker died; running it again (attempt {attempt})",
+            style="yellow",
+            soft_wrap=True,
+        )
+
+    executor = RayExecutor(
+        address,
+        workers=workers,
+        cpus_per_worker=cpus_per_worker,
+        gpus_per_worker=0.0 if device == "cpu" else (1.0 if device == "cuda" else None),
+        on_start=started,
+        on_retry=retried,
+    )
+    executor.check()  # an address where no Ray answers: one line before anything is written
+    return executor
 
 
 def _describe_scene(scene: Scene) -> None:
@@ -180,7 +239,73 @@ def command(
     out: Annotated[
         Path | None,
         typer.Option(
-            "--out", "-o", help="Class map GeoTIFF (default: ./<SCENE_DIR name>_prediction.tif)."
+            "--out",
+            "-o",
+            help="Class map GeoTIFF (default: ./<SCENE_DIR name>_prediction.tif); a path "
+            "without .tif is a folder: the region is predicted in chunks, resumably.",
+        ),
+    ] = None,
+    aoi: Annotated[
+        str | None,
+        typer.Option(
+            "--aoi",
+            help="Area to map: a GeoPackage/GeoJSON polygon file, or a box "
+            "minx,miny,maxx,maxy[,CRS] (default: the reference sensor's coverage).",
+        ),
+    ] = None,
+    like: Annotated[
+        Path | None,
+        typer.Option(
+            "--like", help="Write on this raster's grid (CRS, transform, size), e.g. a map."
+        ),
+    ] = None,
+    chunk: Annotated[
+        int | None,
+        typer.Option(
+            "--chunk",
+            help="Chunk side in pixels with --out DIR (default 4096, rounded down to a "
+            "multiple of the window stride).",
+            show_default=False,
+        ),
+    ] = None,
+    merge: Annotated[
+        bool,
+        typer.Option("--merge", help="With --out DIR: also write the mosaics as single COGs."),
+    ] = False,
+    overwrite: Annotated[
+        bool,
+        typer.Option(
+            "--overwrite", help="With --out DIR: start over if DIR holds a run with other options."
+        ),
+    ] = False,
+    ray: Annotated[
+        str | None,
+        typer.Option(
+            "--ray",
+            metavar="auto|local|HOST:PORT",
+            help="With --out DIR: run the chunks on a Ray cluster. auto: RAY_ADDRESS, else the "
+            "cluster `ray start` began on this machine, else a local one; local: a local one "
+            "for this run; HOST:PORT: the head node. Needs pip install 'sgma-cli[ray]'.",
+            show_default=False,
+        ),
+    ] = None,
+    cpus_per_worker: Annotated[
+        float,
+        typer.Option(
+            "--cpus-per-worker",
+            min=0.01,
+            help="With --ray: CPUs (and threads) of each worker; one worker per GPU on a "
+            "cluster with GPUs, else one per this many CPUs.",
+        ),
+    ] = 1.0,
+    ray_workers: Annotated[
+        int | None,
+        typer.Option(
+            "--ray-workers",
+            min=1,
+            help="With --ray: this many workers (default: as many as the cluster's nodes "
+            "hold now; more wait for an autoscaler to add nodes).",
+            show_default=False,
         ),
     ] = None,
     window: Window = None,
@@ -248,7 +373,13 @@ def command(
         raise UsageError("--modalities is empty; give sensor names such as rgb,sar")
     if out is None:
         out = Path(f"{(scene_dir.resolve().name if scene_dir else 'scene')}_prediction.tif")
-    job = PredictJob(
+    from sgma_cli.engine.predict.region import RegionJob, is_region_out
+
+    region = is_region_out(out)
+    if not region and (chunk is not None or merge or overwrite):
+        raise UsageError("--chunk, --merge and --overwrite need --out DIR (a folder, no .tif)")
+    executor = _ray_executor(ray, cpus_per_worker, ray_workers, device, region=region)
+    job = (RegionJob if region else PredictJob)(
         checkpoint=checkpoint,
         scene_dir=scene_dir,
         out=out,
@@ -269,7 +400,15 @@ def command(
         resolution=resolution,  # checked (and parsed) by the job
         extent=extent,  # type: ignore[arg-type]
         model=model,
+        aoi=aoi,
+        like=like,
     )
+    if isinstance(job, RegionJob):
+        from sgma_cli.cli.predict_region import run_region_command
+
+        job.chunk, job.merge, job.overwrite = chunk, merge, overwrite
+        run_region_command(job, executor)
+        return
     with _progress_bar() as update:
         result = run_predict(job, progress=update, on_scene=_describe_scene)
     _render(result)

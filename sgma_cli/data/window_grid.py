@@ -25,6 +25,8 @@ __all__ = [
     "SIZE_MULTIPLE",
     "WindowSpec",
     "window_grid",
+    "windows_touching",
+    "window_stride",
     "positions",
     "blend_weights",
     "RowAccumulator",
@@ -83,13 +85,43 @@ def window_grid(height: int, width: int, size: int, overlap: float) -> list[Wind
         raise ValueError(f"overlap {overlap} is outside [0, 0.9]")
     if height <= 0 or width <= 0:
         raise ValueError(f"scene of {height}x{width} pixels has no pixels")
-    stride = max(1, size - int(round(size * overlap)))
+    stride = window_stride(size, overlap)
     rows, cols = positions(height, size, stride), positions(width, size, stride)
     return [
         WindowSpec(i * len(cols) + j, r, c, size)
         for i, r in enumerate(rows)
         for j, c in enumerate(cols)
     ]
+
+
+def window_stride(size: int, overlap: float) -> int:
+    """Pixels between the starts of neighbouring windows of :func:`window_grid`."""
+    return max(1, size - int(round(size * overlap)))
+
+
+def windows_touching(
+    height: int, width: int, size: int, overlap: float, rows: range, cols: range
+) -> list[WindowSpec]:
+    """The windows of ``window_grid(height, width, size, overlap)`` that touch a box.
+
+    The same windows (index, offsets) as the full grid, in its row-major order, without
+    listing the whole grid: a chunk of a region finds its windows in time independent of
+    the region's size.
+
+    Args:
+        height: scene rows.
+        width: scene columns.
+        size: window side.
+        overlap: window overlap fraction.
+        rows: the box's rows, e.g. ``range(4096, 8192)``.
+        cols: the box's columns.
+    """
+    window_grid(1, 1, size, overlap)  # the same checks
+    stride = window_stride(size, overlap)
+    starts_r, starts_c = positions(height, size, stride), positions(width, size, stride)
+    pick_r = [(i, r) for i, r in enumerate(starts_r) if r < rows.stop and r + size > rows.start]
+    pick_c = [(j, c) for j, c in enumerate(starts_c) if c < cols.stop and c + size > cols.start]
+    return [WindowSpec(i * len(starts_c) + j, r, c, size) for i, r in pick_r for j, c in pick_c]
 
 
 def blend_weights(size: int, floor: float = 0.01) -> np.ndarray:

@@ -13,6 +13,7 @@ output is there and a failed rename leaves none of them.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import time
 from collections.abc import Callable, Iterator
@@ -25,6 +26,7 @@ import torch
 
 from sgma_cli.config.checkpoint import CheckpointMeta, load_checkpoint
 from sgma_cli.data.atomic import publish, remove_quietly, temp_path
+from sgma_cli.data.region import Region, inside_mask, like_grid, parse_aoi, region_grid
 from sgma_cli.data.scene import Extent, Scene, find_sensor_files, open_scene
 from sgma_cli.data.sources import RasterSource
 from sgma_cli.data.window_grid import SIZE_MULTIPLE, window_grid
@@ -60,6 +62,7 @@ __all__ = [
     "PredictResult",
     "output_paths",
     "default_window",
+    "open_job_scene",
     "run_predict",
 ]
 
@@ -163,6 +166,9 @@ class PredictJob:
         extent: ``"reference"`` or ``"union"``.
         model: instead of ``checkpoint``, a ``.onnx`` or ``.pt2`` file written by
             ``sgma export``, run by ONNX Runtime or ``torch.export`` (float32).
+        aoi: ``--aoi``: a polygon file or ``minx,miny,maxx,maxy[,CRS]`` (see
+            :mod:`sgma_cli.data.region`); ``None``: the reference sensor's coverage.
+        like: ``--like``: write on this raster's grid.
     """
 
     checkpoint: Path | None
@@ -185,6 +191,8 @@ class PredictJob:
     resolution: str | float = "checkpoint"
     extent: Extent = "reference"
     model: Path | None = None
+    aoi: str | None = None
+    like: Path | None = None
 
 
 @dataclass
@@ -230,6 +238,16 @@ def output_paths(job: PredictJob) -> dict[str, Path]:
 
 
 def _check_job(job: PredictJob) -> None:
+    check_options(job)
+    paths = output_paths(job)
+    if len(set(paths.values())) != len(paths):
+        raise UsageError("two outputs would share one path; choose another --out or --vectorize")
+    for path in paths.values():
+        check_writable(path)
+
+
+def check_options(job: PredictJob) -> None:
+    """Refuse option values no prediction can honour (outputs are checked by the caller)."""
     if job.window is not None and (job.window <= 0 or job.window % SIZE_MULTIPLE):
         raise UsageError(
             f"--window {job.window} must be a positive multiple of {SIZE_MULTIPLE}, e.g. 256 or 512"
@@ -248,11 +266,6 @@ def _check_job(job: PredictJob) -> None:
         raise UsageError("give either --checkpoint (a .pt) or --model (an exported .onnx/.pt2)")
     if job.model is not None and job.precision == "bf16":
         raise UsageError("--precision bf16 is for --checkpoint; an exported --model runs in fp32")
-    paths = output_paths(job)
-    if len(set(paths.values())) != len(paths):
-        raise UsageError("two outputs would share one path; choose another --out or --vectorize")
-    for path in paths.values():
-        check_writable(path)
 
 
 def _workers_for(job: PredictJob) -> tuple[torch.device, WorkerPlan | None]:
@@ -301,7 +314,7 @@ def _open_model(
     return None, LoadedRunner(None, meta, meta.modality_names)
 
 
-def _check_fit(job: PredictJob, loaded: LoadedRunner) -> int:
+def check_fit(job: PredictJob, loaded: LoadedRunner) -> int:
     """Refuse what an exported graph cannot do; return the window size."""
     name = _source(job).name
     unknown = [m for m in job.modalities or [] if m not in loaded.modalities]
@@ -385,6 +398,54 @@ def _specs(
     return specs
 
 
+def open_job_scene(job: PredictJob, loaded: LoadedRunner) -> tuple[Scene, Region]:
+    """Find and open the job's sensors; the scene's grid is the region's (``--aoi``/``--like``).
+
+    Returns the scene, whose ``grid`` is the output grid, and the region (the AOI polygon
+    whose outside is nodata, if any).
+    """
+    meta = loaded.meta
+    bands = {m.name: m.bands for m in meta.modalities}
+    files = find_sensor_files(job.scene_dir, loaded.modalities, job.files)
+    res, res_crs = _resolution(job, meta)
+    scene = open_scene(
+        files,
+        bands,
+        modalities=job.modalities,
+        resolution=res,
+        resolution_crs=res_crs,
+        extent=job.extent,
+        source=job.scene_dir,
+    )
+    if job.aoi is None and job.like is None:
+        return scene, Region(scene.grid)
+    aoi = parse_aoi(job.aoi) if job.aoi is not None else None
+    like = like_grid(job.like) if job.like is not None else None
+    region = region_grid(
+        scene.grid,
+        [s.info for s in scene.sensors],
+        aoi=aoi,
+        like=like,
+        like_source=str(job.like) if job.like is not None else None,
+    )
+    g = region.grid
+    notes = [
+        f"output grid: {g.width}x{g.height} px at {g.resolution[0]:g}",
+        *scene.notes[1:],
+        *region.notes,
+    ]
+    return dataclasses.replace(scene, grid=region.grid, notes=[scene.notes[0], *notes]), region
+
+
+def _clip_to_region(block: PredictionBlock, region: Region) -> None:
+    """Set the pixels of ``block`` outside the AOI polygon to nodata (in place)."""
+    inside = inside_mask(region, block.row, 0, *block.classes.shape)
+    if inside is None:
+        return
+    block.valid &= inside
+    block.classes[~inside] = CLASS_NODATA
+
+
 def run_predict(
     job: PredictJob,
     progress: ProgressFn | None = None,
@@ -421,19 +482,8 @@ def _run_predict(
     device, plan = _workers_for(job)
     runner, loaded = _open_model(job, device, plan)
     meta = loaded.meta
-    window = _check_fit(job, loaded)
-    bands = {m.name: m.bands for m in meta.modalities}
-    files = find_sensor_files(job.scene_dir, loaded.modalities, job.files)
-    res, res_crs = _resolution(job, meta)
-    scene = open_scene(
-        files,
-        bands,
-        modalities=job.modalities,
-        resolution=res,
-        resolution_crs=res_crs,
-        extent=job.extent,
-        source=job.scene_dir,
-    )
+    window = check_fit(job, loaded)
+    scene, region = open_job_scene(job, loaded)
     if on_scene is not None:
         on_scene(scene)
     specs = _specs(job, meta, scene, paths)
@@ -457,6 +507,7 @@ def _run_predict(
             workers=plan,
         )
         for block in blocks:
+            _clip_to_region(block, region)
             writers["classes"].write_rows(block.row, block.classes[None])
             counts += np.bincount(np.where(block.valid, block.classes, K).ravel(), minlength=K + 1)[
                 : K + 1
