@@ -711,6 +711,7 @@ SETUPS: dict[str, Callable[[Fixtures, Path, Path], None]] = {
     "docs/train.md": _setup_train,
     "docs/evaluate.md": _setup_evaluate,
     "docs/predict.md": _setup_predict,
+    "docs/cluster.md": _setup_predict,
     "docs/export.md": _setup_export,
 }
 

@@ -274,38 +274,56 @@ class RayExecutor:
 
     # -- the cluster -------------------------------------------------------------------
 
-    def _connect(self, ray: ModuleType) -> bool:
-        """Connect to (or start) the cluster; True when this call must shut Ray down."""
-        if ray.is_initialized():
-            self.cluster = "this process's Ray"
-            return False
-        target: str | None
-        origin = f"--ray {self.address}"
+    def _target(self) -> tuple[str | None, str]:
+        """The address to join (None: start a local cluster) and where it came from."""
         if self.address == "local":
-            target = None
-        elif self.address == "auto":
-            target = os.environ.get("RAY_ADDRESS") or None
-            origin = "RAY_ADDRESS" if target else "the cluster of the latest `ray start`"
-            if target is None:
-                target = _latest_local_cluster()
-        else:
-            target = self.address
-        quiet: dict[str, Any] = {
-            "log_to_driver": False,
-            "logging_level": logging.ERROR,
-        }
-        if target is None:
-            ray.init(address="local", include_dashboard=False, **quiet)
-            self.cluster = "local"
-            return True
-        if target in ("auto", "local"):
-            raise UsageError(f"{origin} is {target!r}: give a cluster address HOST:PORT")
+            return None, "--ray local"
+        if self.address != "auto":
+            return self.address, f"--ray {self.address}"
+        target = os.environ.get("RAY_ADDRESS") or None
+        if target is not None and target != "auto":
+            return target, "RAY_ADDRESS"
+        found = _latest_local_cluster()
+        if found is None and target == "auto":
+            raise UsageError(
+                "RAY_ADDRESS is 'auto' but no cluster was started on this machine with "
+                "`ray start`; give the head node's address HOST:PORT"
+            )
+        return found, "the cluster of the latest `ray start` on this machine"
+
+    def _check_reachable(self, target: str, origin: str) -> None:
         reason = _probe(target, self.connect_timeout)
         if reason is not None:
             raise UsageError(
                 f"{origin}: no Ray cluster answers at {target} ({reason}); start one "
                 "(`ray start --head`) or give the head node's address HOST:PORT"
             )
+
+    def check(self) -> None:
+        """Fail early, in one line, on what :meth:`run` would fail on before any chunk.
+
+        Ray not installed, or a cluster address where no Ray answers; nothing is started
+        or joined, so a command can call this before it plans (and writes) anything.
+        """
+        ray = require_ray()
+        if ray.is_initialized():
+            return
+        target, origin = self._target()
+        if target is not None:
+            self._check_reachable(target, origin)
+
+    def _connect(self, ray: ModuleType) -> bool:
+        """Connect to (or start) the cluster; True when this call must shut Ray down."""
+        if ray.is_initialized():
+            self.cluster = "this process's Ray"
+            return False
+        target, origin = self._target()
+        quiet: dict[str, Any] = {"log_to_driver": False, "logging_level": logging.ERROR}
+        if target is None:
+            ray.init(address="local", include_dashboard=False, **quiet)
+            self.cluster = "local"
+            return True
+        self._check_reachable(target, origin)
         try:
             ray.init(address=target, **quiet)
         except (ConnectionError, RuntimeError, ValueError) as error:

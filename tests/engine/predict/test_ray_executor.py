@@ -246,3 +246,167 @@ def test_workers_that_cannot_start_are_one_line(
     message = str(caught.value)
     assert message.startswith("the Ray workers die before they start (2 in a row): ")
     assert "only_on_the_driver" in message and "\n" not in message
+
+
+# ------------------------------------------------------------------ the region job on Ray
+def _region(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    from tests.conftest import make_tiny_checkpoint, make_tiny_scene
+
+    root = tmp_path_factory.mktemp("ray-region")
+    return make_tiny_scene(root / "scene", size=96), make_tiny_checkpoint(root / "tiny.pt")
+
+
+@pytest.fixture(scope="module")
+def region(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """(a 96 px scene folder, a tiny checkpoint): 4 chunks of 48 px."""
+    return _region(tmp_path_factory)
+
+
+def _region_job(region: tuple[Path, Path], out: Path) -> Any:
+    from sgma_cli.engine.predict.region import RegionJob
+
+    scene_dir, checkpoint = region
+    return RegionJob(
+        checkpoint=checkpoint,
+        scene_dir=scene_dir,
+        out=out,
+        device="cpu",
+        chunk=48,
+        probabilities=True,
+    )
+
+
+def _read(path: Path) -> Any:
+    import rasterio
+
+    with rasterio.open(path) as src:
+        return src.read()
+
+
+def test_region_map_on_ray_equals_local_executor(
+    cluster: Any, region: tuple[Path, Path], tmp_path: Path
+) -> None:
+    import numpy as np
+
+    from sgma_cli.engine.predict.region import run_region
+
+    local = run_region(_region_job(region, tmp_path / "local"), executor=LocalExecutor())
+    executor = RayExecutor()
+    on_ray = run_region(_region_job(region, tmp_path / "ray"), executor=executor)
+    assert on_ray.chunks_computed == local.chunks_computed == 4 and executor.actors == 2
+    for name in ("map.vrt", "probabilities.vrt"):
+        assert np.array_equal(_read(tmp_path / "ray" / name), _read(tmp_path / "local" / name))
+    assert on_ray.class_pixels == local.class_pixels
+
+
+def test_cli_ray_errors_are_one_line_and_write_nothing(
+    region: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from typer.testing import CliRunner
+
+    from sgma_cli.cli.app import app
+
+    scene_dir, checkpoint = region
+    out = tmp_path / "map"
+
+    def sgma(*args: object) -> Any:
+        base = ["predict", str(scene_dir), "-c", str(checkpoint), "-o", str(out)]
+        return CliRunner().invoke(app, [*base, *(str(a) for a in args)])
+
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)  # as in a fresh process
+    port = _closed_port()
+    result = sgma("--ray", f"127.0.0.1:{port}")
+    assert result.exit_code == 2
+    assert result.output.strip().splitlines() == [
+        f"error: --ray 127.0.0.1:{port}: no Ray cluster answers at 127.0.0.1:{port} "
+        "(Connection refused); start one (`ray start --head`) or give the head node's "
+        "address HOST:PORT"
+    ]
+    result = sgma("--cpus-per-worker", "2")
+    assert result.exit_code == 2 and "--cpus-per-worker and --ray-workers go with --ray" in (
+        result.output
+    )
+    monkeypatch.setitem(sys.modules, "ray", None)
+    result = sgma("--ray", "auto")
+    assert result.exit_code == 2
+    assert result.output.strip().splitlines() == [
+        "error: --ray needs the optional package ray, not installed; install the ray extra: "
+        "pip install 'sgma-cli[ray]'"
+    ]
+    assert not out.exists()
+
+
+def _descendants(pid: int) -> dict[int, str]:
+    """``{pid: start time}`` of every live descendant of ``pid`` (Linux ``/proc``)."""
+    children: dict[int, list[int]] = {}
+    starts: dict[int, str] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        child = int(stat.parent.name)
+        children.setdefault(int(fields[1]), []).append(child)
+        starts[child] = fields[19]
+    found: dict[int, str] = {}
+    todo = [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found[child] = starts[child]
+            todo.append(child)
+    return found
+
+
+def _kill_leftovers(processes: dict[int, str]) -> None:
+    """SIGKILL those of ``processes`` still alive (same pid and start time): Ray's agents
+    outlive a driver killed with SIGKILL."""
+    import signal
+
+    for pid, start in processes.items():
+        try:
+            if Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19] == start:
+                os.kill(pid, signal.SIGKILL)
+        except (OSError, IndexError):
+            pass
+
+
+@pytest.mark.slow
+def test_killed_driver_then_rerun_gives_the_same_map(
+    cluster: Any, region: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """``sgma predict --ray local`` SIGKILLed after its first chunk; the rerun completes."""
+    import signal
+    import subprocess
+
+    import numpy as np
+
+    from sgma_cli.engine.predict.region import run_region
+
+    scene_dir, checkpoint = region
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "sgma_cli", "predict", str(scene_dir), "-c", str(checkpoint)]
+    cmd += ["-o", str(out), "--chunk", "48", "--device", "cpu", "--probabilities"]
+    cmd += ["--ray", "local", "--ray-workers", "1"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    started: dict[int, str] = {}
+    try:
+        deadline = time.time() + 240
+        while time.time() < deadline and not list((out / "chunks").glob("*/chunk.json")):
+            started.update(_descendants(proc.pid))
+            time.sleep(0.02)
+        started.update(_descendants(proc.pid))
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+    finally:
+        time.sleep(1)
+        _kill_leftovers(started)
+    done = [p for p in (out / "chunks").iterdir() if not p.name.startswith(".")]
+    assert 1 <= len(done) < 4 and all((p / "chunk.json").is_file() for p in done)
+    assert not (out / "map.vrt").exists()
+    result = run_region(_region_job(region, out), executor=RayExecutor())  # the module's Ray
+    assert result.chunks_skipped == len(done) and result.chunks_computed == 4 - len(done)
+    local = run_region(_region_job(region, tmp_path / "local"))
+    for name in ("map.vrt", "probabilities.vrt"):
+        assert np.array_equal(_read(out / name), _read(tmp_path / "local" / name))
+    assert [p.name for p in (out / "chunks").iterdir() if p.name.startswith(".")] == []
+    assert local.chunks_computed == 4
