@@ -263,8 +263,8 @@ def command(
         int | None,
         typer.Option(
             "--chunk",
-            help="Chunk side in pixels with --out DIR (default 4096, rounded down to a "
-            "multiple of the window stride).",
+            help="Chunk side in pixels with --out DIR (default 4096, or 16 windows; rounded "
+            "up to a multiple of the window stride).",
             show_default=False,
         ),
     ] = None,

@@ -95,7 +95,7 @@ __all__ = [
     "run_region",
 ]
 
-#: Default chunk side in pixels (rounded down to a multiple of the window stride).
+#: Default chunk side in pixels (at least 16 windows; rounded up to the window stride).
 DEFAULT_CHUNK = 4096
 _RASTER_SUFFIXES = (".tif", ".tiff")
 _FORMAT = "sgma-region/1"
@@ -111,8 +111,8 @@ class RegionJob(PredictJob):
     """A region prediction: a :class:`PredictJob` whose ``out`` is a folder.
 
     Attributes:
-        chunk: chunk side in pixels (``None``: :data:`DEFAULT_CHUNK`); rounded down to a
-            multiple of the window stride, so one window crosses each chunk border.
+        chunk: chunk side in pixels (``None``: :func:`chunk_side`'s default); rounded up
+            to a multiple of the window stride (the fewest windows cross chunk borders).
         merge: also write the mosaics as single COGs (``map.tif``, ...).
         overwrite: start over when ``DIR`` holds a run with other options.
     """
@@ -245,11 +245,15 @@ class RegionResult:
 
 # ------------------------------------------------------------------------ planning
 def chunk_side(requested: int | None, window: int, overlap: float) -> int:
-    """The chunk side: ``requested`` (or :data:`DEFAULT_CHUNK`) rounded down to a multiple
-    of the window stride (at least one stride)."""
+    """The chunk side: ``requested`` rounded up to a multiple of the window stride.
+
+    Default: :data:`DEFAULT_CHUNK`, or 16 windows where that is more (each chunk border
+    costs about one extra row or column of windows, the halo: about ``stride / side`` per
+    axis). On a multiple of the stride the fewest windows cross each chunk border.
+    """
     stride = window_stride(window, overlap)
-    side = DEFAULT_CHUNK if requested is None else requested
-    return max(stride, side // stride * stride)
+    side = max(DEFAULT_CHUNK, 16 * window) if requested is None else requested
+    return max(stride, -(-side // stride) * stride)
 
 
 def plan_chunks(grid: Grid, side: int, region: Region | None = None) -> list[ChunkTask]:

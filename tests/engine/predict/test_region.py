@@ -141,8 +141,9 @@ def test_windows_touching_is_the_grid_restricted_to_a_box() -> None:
 
 
 def test_chunk_side_and_plan() -> None:
-    assert chunk_side(None, 512, 0.25) == 4224 - 384  # 4096 rounded down to the 384 px stride
-    assert chunk_side(10, 64, 0.25) == 48
+    assert chunk_side(None, 128, 0.25) == 4128  # 4096 rounded up to the 96 px stride
+    assert chunk_side(None, 512, 0.25) == 8448  # 16 windows of 512, rounded up to 384
+    assert chunk_side(10, 64, 0.25) == 48 and chunk_side(100, 64, 0.5) == 128
     assert is_region_out(Path("out")) and not is_region_out(Path("map.TIF"))
     from affine import Affine
 
