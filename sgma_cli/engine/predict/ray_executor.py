@@ -177,9 +177,18 @@ class _Outcome:
 
 
 class _Worker:
-    """The actor: ``setup`` once (at the first task), then ``work`` per task."""
+    """The actor: ``setup`` once (at the first task), then ``work`` per task.
 
-    def __init__(self, setup: Callable[[], Any], work: Callable[[Any, Any], Any]) -> None:
+    It moves into the driver's working directory ``cwd`` when its node has that folder (a
+    shared file system mounted at the same path), so relative paths in tasks mean there
+    what they mean to the driver; elsewhere it stays where Ray started it.
+    """
+
+    def __init__(
+        self, setup: Callable[[], Any], work: Callable[[Any, Any], Any], cwd: str = ""
+    ) -> None:
+        if cwd and os.path.isdir(cwd):
+            os.chdir(cwd)
         self._setup = setup
         self._work = work
         self._ready = False
@@ -398,7 +407,7 @@ class RayExecutor:
             actor_class = ray.remote(_Worker).options(**options)
 
             def spawn() -> Any:
-                actor = actor_class.remote(setup, work)
+                actor = actor_class.remote(setup, work, os.getcwd())
                 actors.append(actor)
                 return actor
 

@@ -48,6 +48,8 @@ class Result:
 def _setup(folder: str) -> dict[str, Any]:
     with open(os.path.join(folder, "setup.txt"), "a") as log:
         log.write(f"{os.getpid()}\n")
+    with open(os.path.join(folder, "cwd.txt"), "w") as cwd:
+        cwd.write(os.getcwd())
     return {"pid": os.getpid(), "folder": folder}
 
 
@@ -110,11 +112,13 @@ def _run(executor: Any, tasks: list[Task], folder: Path, setup: Any = _setup) ->
 
 
 def test_every_task_once_setup_once_per_actor_free_actor_takes_next(
-    cluster: Any, tmp_path: Path
+    cluster: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     tasks = [Task(0, sleep=1.0)] + [Task(i) for i in range(1, 7)]
     executor = RayExecutor()
+    monkeypatch.chdir(tmp_path)  # workers move into the driver's working directory
     out = _run(executor, tasks, tmp_path)
+    assert (tmp_path / "cwd.txt").read_text() == str(tmp_path)
     assert {i: r.square for i, r in out["results"].items()} == {i: i * i for i in range(7)}
     assert out["failures"] == {}
     assert [_attempts(tmp_path, i) for i in range(7)] == [1] * 7
