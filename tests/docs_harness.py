@@ -700,6 +700,19 @@ def _setup_predict(fx: Fixtures, work: Path, home: Path) -> None:
     _copy(scene, work / "big_scene")
 
 
+def _setup_sources(fx: Fixtures, work: Path, home: Path) -> None:
+    """The sample scene and checkpoint, with its RGB and DSM cut into 2 x 2 COG tiles."""
+    from tests.tiled_region import write_stac_items, write_tiles
+
+    run = fx.sample_run()
+    scene = fx.sample_scene()
+    _copy(scene, work / "scene")
+    _copy(run / "run" / "checkpoints" / "best.pt", work / "best.pt")
+    ortho = write_tiles(scene / "rgb.tif", work / "ortho", "ortho", 2, set(), blocksize=256)
+    write_tiles(scene / "dsm.tif", work / "dsm", "dsm", 2, set(), blocksize=256)
+    write_stac_items(work / "items.json", tuple(ortho))
+
+
 def _setup_export(fx: Fixtures, work: Path, home: Path) -> None:
     _setup_predict(fx, work, home)
 
@@ -713,6 +726,7 @@ SETUPS: dict[str, Callable[[Fixtures, Path, Path], None]] = {
     "docs/predict.md": _setup_predict,
     "docs/cluster.md": _setup_predict,
     "docs/export.md": _setup_export,
+    "docs/sources.md": _setup_sources,
 }
 
 

@@ -41,6 +41,7 @@ __all__ = [
     "TiledRegion",
     "make_tiled_region",
     "make_textured_checkpoint",
+    "write_tiles",
     "write_stac_items",
     "RangeServer",
     "serve",
@@ -87,9 +88,10 @@ def _cuts(n: int, parts: int) -> list[int]:
     return cuts
 
 
-def _write_tiles(
+def write_tiles(
     src_path: Path, out_dir: Path, stem: str, parts: int, skip: set[tuple[int, int]], **cog: object
 ) -> list[Path]:
+    """Cut ``src_path`` into ``parts`` x ``parts`` COG tiles ``<stem>_rIcJ.tif`` but ``skip``."""
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
     with rasterio.open(src_path) as src:
@@ -156,8 +158,8 @@ def make_tiled_region(root: Path, size: int = 160, seed: int = 0) -> TiledRegion
     }
     with rasterio.open(merged / "dsm.tif", "w", **profile) as dst:
         dst.write(dsm)
-    rgb_tiles = _write_tiles(merged / "rgb.tif", root / "tiles" / "rgb", "rgb", 3, set())
-    dsm_tiles = _write_tiles(merged / "dsm.tif", root / "tiles" / "dsm", "dsm", 2, {(0, 1)})
+    rgb_tiles = write_tiles(merged / "rgb.tif", root / "tiles" / "rgb", "rgb", 3, set())
+    dsm_tiles = write_tiles(merged / "dsm.tif", root / "tiles" / "dsm", "dsm", 2, {(0, 1)})
     return TiledRegion(root, merged, tuple(rgb_tiles), tuple(dsm_tiles))
 
 

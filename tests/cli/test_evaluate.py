@@ -344,13 +344,13 @@ class TestScene:
         assert result.exit_code == 2 and message in result.output
 
     def test_scene_from_tiles_and_stac_scores_like_the_merged_files(
-        self, tiled_region: Any, tiny_checkpoint: Path
+        self, tmp_path: Path, tiny_checkpoint: Path
     ) -> None:
-        from tests.tiled_region import write_stac_items
+        from tests.tiled_region import make_tiled_region, write_stac_items
 
-        region = tiled_region
+        region = make_tiled_region(tmp_path / "region", size=96)  # one 96 px window
         common = ("--labels", region.merged / "labels.tif", "--json", "--device", "cpu",
-                  "--subsets", "rgb,dsm,sar;dsm", "--window", "160")  # fmt: skip
+                  "--subsets", "rgb,dsm,sar;dsm", "--window", "96")  # fmt: skip
         merged = _run(tiny_checkpoint, "--scene", region.merged, *common)
         assert merged.exit_code == 0, merged.output
         items = write_stac_items(region.root / "items.json", region.rgb_tiles)

@@ -239,7 +239,8 @@ class TestSources:
     @staticmethod
     def _maps(checkpoint: Path, out: Path, *args: Any) -> tuple[np.ndarray, np.ndarray, str]:
         out.parent.mkdir(parents=True, exist_ok=True)
-        result = _run(*args, "-c", checkpoint, "--device", "cpu", "-o", out, "--probabilities")
+        result = _run(*args, "-c", checkpoint, "--device", "cpu", "-o", out, "--probabilities",
+                      "--window", "96")  # fmt: skip
         assert result.exit_code == 0, result.output
         with (
             rasterio.open(out) as classes,
@@ -247,12 +248,23 @@ class TestSources:
         ):
             return classes.read(), probs.read(), result.output
 
-    def test_mosaics_urls_and_stac_give_the_map_of_the_merged_files(
-        self, tiled_region: Any, range_server: Any, tmp_path: Path
-    ) -> None:
-        from tests.tiled_region import make_textured_checkpoint, write_stac_items
+    def test_mosaics_urls_and_stac_give_the_map_of_the_merged_files(self, tmp_path: Path) -> None:
+        from tests.tiled_region import (
+            make_textured_checkpoint,
+            make_tiled_region,
+            serve,
+            write_stac_items,
+        )
 
-        region, ck = tiled_region, make_textured_checkpoint(tmp_path / "textured.pt")
+        # the fixture region at 96 px (one 96 px window): the same layout, a quarter the compute
+        region = make_tiled_region(tmp_path / "region", size=96)
+        ck = make_textured_checkpoint(tmp_path / "textured.pt")
+        with serve(region.root) as range_server:
+            self._compare(region, ck, range_server, write_stac_items, tmp_path)
+
+    def _compare(
+        self, region: Any, ck: Path, range_server: Any, write_stac_items: Any, tmp_path: Path
+    ) -> None:
         classes, probs, _ = self._maps(ck, tmp_path / "merged" / "map.tif", region.merged)
         # the scaled classifier makes the map follow its inputs: +3 on 10x10 RGB pixels, or
         # +0.5 m on 2x2 DSM pixels, changes it (measured), so equality below means something
@@ -289,14 +301,14 @@ class TestSources:
             f"sar={range_server.url(region.merged / 'sar.tif')}",
         )
         assert range_server.ranged > 0 and range_server.sent["rgb_r0c0.tif"] > 0
+        # STAC over http (its relative hrefs read over http too), then from the file
         items = write_stac_items(region.root / "items.json", region.rgb_tiles)
-        dsm = f"dsm={region.dsm_dir}"
-        output = same("stac", "--stac", items, "--asset", "rgb=visual", "--modality", dsm,
-                      "--modality", sar)  # fmt: skip
+        output = same("stac", "--stac", range_server.url(items), "--asset", "rgb=visual",
+                      "--modality", f"dsm={region.dsm_dir}", "--modality", sar)  # fmt: skip
         assert "stac: 9 item(s)" in output and "rgb_r2c2" in output
         assert "2024-06-09T10:30:00+00:00" in output
-        same("stac_http", "--stac", range_server.url(items), "--asset", "rgb=visual",
-             "--modality", dsm, "--modality", sar)  # fmt: skip
+        same("stac_local", "--stac", items, "--asset", "rgb=visual",
+             "--modality", f"dsm={region.dsm_dir}", "--modality", sar)  # fmt: skip
 
 
 class TestSourceErrors:
