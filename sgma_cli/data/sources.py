@@ -142,10 +142,6 @@ class RasterSource:
     def __str__(self) -> str:
         return self.label
 
-    def __fspath__(self) -> str:
-        """Local single files can be handed to code that wants a path."""
-        return self.gdal_path
-
 
 @contextlib.contextmanager
 def source_env(source: object) -> Iterator[None]:
