@@ -41,6 +41,7 @@ import math
 import os
 import warnings
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from xml.sax.saxutils import escape
@@ -346,6 +347,20 @@ def mosaic_vrt(headers: Sequence[_Header]) -> tuple[str, list[tuple[float, float
     return "".join(parts), boxes
 
 
+def _headers(members: Sequence[str]) -> list[_Header]:
+    """Every member's header; remote ones 8 at a time (each costs a round trip or two)."""
+
+    def one(member: str) -> _Header:
+        remote = is_url(member)
+        with source_env(RasterSource(member, "", (member,), remote=remote)):
+            return _header(member, remote)
+
+    if sum(is_url(m) for m in members) > 1:
+        with ThreadPoolExecutor(max_workers=min(8, len(members))) as pool:
+            return list(pool.map(one, members))  # the first failing member's error, in order
+    return [one(m) for m in members]
+
+
 def source_from_members(members: Sequence[str], label: str) -> RasterSource:
     """A :class:`RasterSource` over ``members`` (local paths or URLs): one, or a mosaic.
 
@@ -358,8 +373,7 @@ def source_from_members(members: Sequence[str], label: str) -> RasterSource:
     remote = any(is_url(m) for m in members)
     if len(members) == 1:
         return RasterSource(label, gdal_path_of(members[0]), members, remote=remote)
-    with source_env(RasterSource(label, "", members, remote=remote)):
-        headers = [_header(m, is_url(m)) for m in members]
+    headers = _headers(members)
     xml, boxes = mosaic_vrt(headers)
     return RasterSource(label, xml, members, tuple(boxes), remote=remote)
 
