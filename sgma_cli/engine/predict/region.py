@@ -394,8 +394,12 @@ def _check_region_job(job: RegionJob) -> Path:
         raise UsageError(f"--out {out}: a file is there; region mode (--out DIR) needs a folder")
     if not out.parent.is_dir():
         raise UsageError(f"--out {out}: its parent folder does not exist")
-    if job.vectorize is not None and Path(job.vectorize).suffix.lower() != ".gpkg":
-        raise UsageError(f"--vectorize {job.vectorize}: give a .gpkg path")
+    if job.vectorize is not None:
+        vectors = Path(job.vectorize)
+        if vectors.suffix.lower() != ".gpkg":
+            raise UsageError(f"--vectorize {vectors}: give a .gpkg path")
+        if not vectors.parent.is_dir() and vectors.parent.resolve() != out.resolve():
+            raise UsageError(f"--vectorize {vectors}: its folder does not exist")
     return out
 
 
