@@ -39,6 +39,7 @@ import contextlib
 import glob
 import math
 import os
+import re
 import warnings
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -155,10 +156,10 @@ def source_env(source: object) -> Iterator[None]:
         yield
 
 
+_DENIED = "access denied (HTTP {}); check the credentials in the environment"
+_HTTP_CODE = re.compile(r"(?:response|error) code:?\s*(\d{3})")
 _REMOTE_REASONS = (
-    ("404", "not found (HTTP 404)"),
-    ("403", "access denied (HTTP 403); check the credentials in the environment"),
-    ("401", "access denied (HTTP 401); check the credentials in the environment"),
+    ("access denied", _DENIED.format(403)),
     ("timed out", "timed out (GDAL_HTTP_TIMEOUT)"),
     ("timeout", "timed out (GDAL_HTTP_TIMEOUT)"),
     ("could not resolve", "unknown host (DNS)"),
@@ -182,9 +183,15 @@ def remote_error(err: BaseException, where: str, action: str = "cannot open") ->
     """One line for a failed remote read: ``URL: cannot open (not found (HTTP 404))``."""
     text = " ".join(str(err).split())
     low = text.lower()
-    reason = next((r for key, r in _REMOTE_REASONS if key in low), None)
-    if reason is None:
-        reason = text[:160] or type(err).__name__
+    code = _HTTP_CODE.search(low)  # GDAL: "HTTP response code: 404" (not digits in a name)
+    status = code.group(1) if code else ""
+    if status == "404":
+        reason = "not found (HTTP 404)"
+    elif status in ("401", "403"):
+        reason = _DENIED.format(status)
+    else:
+        found = next((r for key, r in _REMOTE_REASONS if key in low), None)
+        reason = found or text[:160] or type(err).__name__
     return RasterError(f"{action} ({reason})", where)
 
 

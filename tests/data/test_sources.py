@@ -13,7 +13,13 @@ from rasterio.windows import Window
 
 from sgma_cli.data.align import AlignedReader
 from sgma_cli.data.raster import inspect_raster
-from sgma_cli.data.sources import RasterSource, gdal_path_of, is_url, resolve_source
+from sgma_cli.data.sources import (
+    RasterSource,
+    gdal_path_of,
+    is_url,
+    remote_error,
+    resolve_source,
+)
 from sgma_cli.errors import RasterError
 from tests.tiled_region import RangeServer, TiledRegion, serve
 
@@ -142,6 +148,35 @@ class TestUrls:
     def test_schemes_map_to_gdal_file_systems(self, url: str, gdal: str) -> None:
         assert gdal_path_of(url) == gdal
         assert is_url(url) == (url != "/data/e.tif")
+
+    @pytest.mark.parametrize(
+        ("gdal_says", "line"),
+        [
+            ("HTTP response code: 404", "cannot open (not found (HTTP 404))"),
+            ("Could not resolve host: tiles.example", "cannot open (unknown host (DNS))"),
+            (
+                "HTTP response code: 403",
+                "cannot open (access denied (HTTP 403); check the credentials in the environment)",
+            ),
+            (
+                "AWS_SECRET_ACCESS_KEY and AWS_NO_SIGN_REQUEST configuration options not defined",
+                "cannot open (no credentials: set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, or "
+                "AWS_NO_SIGN_REQUEST=YES for a public bucket)",
+            ),
+            (
+                "Operation timed out after 1000 milliseconds",
+                "cannot open (timed out (GDAL_HTTP_TIMEOUT))",
+            ),
+            ("tile_404.tif: Operation timed out", "cannot open (timed out (GDAL_HTTP_TIMEOUT))"),
+            (
+                "HTTP error code: 401",
+                "cannot open (access denied (HTTP 401); check the credentials in the environment)",
+            ),
+        ],
+    )
+    def test_remote_failures_read_as_one_line(self, gdal_says: str, line: str) -> None:
+        err = remote_error(OSError(f"/vsis3/b/k.tif: {gdal_says}"), "s3://b/k.tif")
+        assert str(err) == f"s3://b/k.tif: {line}"
 
     def test_http_reads_equal_local_reads(
         self, tiled_region: TiledRegion, range_server: RangeServer
