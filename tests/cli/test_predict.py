@@ -370,3 +370,25 @@ class TestSourceErrors:
     def test_asset_without_stac(self, tiled_region: Any, tiny_checkpoint: Path, out: Path) -> None:
         result = _run(tiled_region.merged, "-c", tiny_checkpoint, "-o", out, "--asset", "rgb=x")
         self._fails(result, out, "--stac", code=2)
+
+
+@pytest.mark.slow  # starts worker processes (~10 s on 2 cores)
+def test_worker_processes_read_remote_mosaics_themselves(tmp_path: Path) -> None:
+    """--nproc 2 over a list of URLs: each worker opens the mosaic (its VRT travels as text)."""
+    from tests.tiled_region import make_textured_checkpoint, make_tiled_region, serve
+
+    region = make_tiled_region(tmp_path / "region", size=96)
+    ck = make_textured_checkpoint(tmp_path / "textured.pt")
+    maps = []
+    with serve(region.root) as server:
+        urls = tmp_path / "rgb_urls.txt"
+        urls.write_text("\n".join(server.url(p) for p in region.rgb_tiles))
+        for nproc in ("1", "2"):
+            out = tmp_path / f"map{nproc}.tif"
+            result = _run("-c", ck, "--device", "cpu", "--nproc", nproc, "--window", "64", "-o",
+                          out, "--modality", f"rgb={urls}", "--modality",
+                          f"dsm={region.dsm_dir}")  # fmt: skip
+            assert result.exit_code == 0, result.output
+            with rasterio.open(out) as src:
+                maps.append(src.read())
+    np.testing.assert_array_equal(maps[0], maps[1])
