@@ -15,7 +15,12 @@ Failures:
   actor and its chunk runs again, up to ``max_retries`` times per chunk; every rerun is
   counted in :attr:`RayExecutor.retries` and reported through ``on_retry``;
 * an error in ``setup``, or any other exception in ``work`` (a bug), stops the run and is
-  raised from :meth:`RayExecutor.run` with the worker's traceback as a note.
+  raised from :meth:`RayExecutor.run` with the worker's traceback as a note;
+* actors that die before they answer, ``max_retries + 1`` times in a row (sgma not
+  installed on the nodes), stop the run with one line.
+
+Each actor moves into the driver's working directory when its node has that folder, so
+relative paths mean the same on a shared project folder.
 
 Where the cluster comes from (``address``):
 
@@ -23,10 +28,10 @@ Where the cluster comes from (``address``):
   machine with ``ray start``, else a local cluster started for this run (on this
   machine, shut down at the end);
 * ``"local"``: always a local cluster started for this run;
-* ``"HOST:PORT"`` (a head node's GCS address, 6379 by default) or ``"ray://HOST:PORT"``:
-  that cluster only. An address where nothing answers within ``connect_timeout`` seconds
-  is one :class:`~sgma_cli.errors.UsageError` line, before Ray is asked (Ray itself would
-  wait for minutes).
+* ``"HOST:PORT"`` (a head node's GCS address, 6379 by default): that cluster only. An
+  address where no gRPC server answers within ``connect_timeout`` seconds is one
+  :class:`~sgma_cli.errors.UsageError` line, before Ray is asked (Ray itself would wait
+  for minutes).
 
 If Ray is already initialised in this process (a test, a notebook), that connection is
 used and left open. Ray is imported here only, inside functions: without the optional
