@@ -283,11 +283,10 @@ def plan_chunks(grid: Grid, side: int, region: Region | None = None) -> list[Chu
     return tasks
 
 
-def _digest(path: Path, graph: bool) -> str:
-    if not graph:
-        digest = load_checkpoint(path).digest
-        if digest:
-            return str(digest)
+def _digest(path: Path, known: str | None) -> str:
+    """The checkpoint's content digest (``sha256:…``), else the SHA-256 of the file."""
+    if known:
+        return known
     sha = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
@@ -370,14 +369,16 @@ def _start_over(out: Path) -> None:
     remove_quietly(out / MANIFEST)
 
 
-def _loaded_meta(job: RegionJob) -> LoadedRunner:
-    """What the model can do, read on the driver without building it (checkpoints)."""
+def _loaded_meta(job: RegionJob) -> tuple[LoadedRunner, str | None]:
+    """What the model can do, read on the driver without building it (checkpoints), and
+    the checkpoint's content digest (``None`` for a graph or an old checkpoint)."""
     if job.model is not None:
-        return load_runner(Path(job.model), torch.device("cpu"), graph=True)
+        return load_runner(Path(job.model), torch.device("cpu"), graph=True), None
     if job.checkpoint is None:
         raise UsageError("give either --checkpoint (a .pt) or --model (an exported .onnx/.pt2)")
-    meta = load_checkpoint(Path(job.checkpoint)).meta
-    return LoadedRunner(None, meta, meta.modality_names)
+    checkpoint = load_checkpoint(Path(job.checkpoint))
+    meta = checkpoint.meta
+    return LoadedRunner(None, meta, meta.modality_names), checkpoint.digest
 
 
 def _check_region_job(job: RegionJob) -> Path:
@@ -590,19 +591,22 @@ def run_region(
     """
     out = _check_region_job(job)
     with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB):
-        loaded = _loaded_meta(job)
+        loaded, digest = _loaded_meta(job)
         window = check_fit(job, loaded)
         scene, region = open_job_scene(job, loaded)
         with write_errors(out):
             out.mkdir(exist_ok=True)
         with output_lock([out / MANIFEST], "sgma predict"):
-            return _run_locked(job, out, loaded, window, scene, region, executor, progress, on_plan)
+            return _run_locked(
+                job, out, loaded, digest, window, scene, region, executor, progress, on_plan
+            )
 
 
 def _run_locked(  # noqa: PLR0913 - the pieces run_region prepared
     job: RegionJob,
     out: Path,
     loaded: LoadedRunner,
+    digest: str | None,
     window: int,
     scene: Scene,
     region: Region,
@@ -616,7 +620,7 @@ def _run_locked(  # noqa: PLR0913 - the pieces run_region prepared
     source = Path(job.model if graph else job.checkpoint)  # type: ignore[arg-type]
     side = chunk_side(job.chunk, window, job.overlap)
     tasks = plan_chunks(scene.grid, side, region)
-    manifest = _manifest(job, scene, side, window, _digest(source, graph))
+    manifest = _manifest(job, scene, side, window, _digest(source, digest))
     old = _read_manifest(out / MANIFEST)
     if old is not None:
         diffs = _differences(old, manifest)
