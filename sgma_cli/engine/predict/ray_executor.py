@@ -118,6 +118,12 @@ def _host_port(address: str) -> tuple[str, int]:
 _HTTP2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"
 
 
+def _first_line(error: BaseException) -> str:
+    """The first line of an error's text, or its type's name."""
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
 def _probe(address: str, timeout: float) -> str | None:
     """None when a gRPC server (as Ray's are) answers at ``address``, else the reason.
 
@@ -303,6 +309,8 @@ class RayExecutor:
                 "RAY_ADDRESS is 'auto' but no cluster was started on this machine with "
                 "`ray start`; give the head node's address HOST:PORT"
             )
+        if found is None:
+            return None, "--ray auto"
         return found, "the cluster of the latest `ray start` on this machine"
 
     def _check_reachable(self, target: str, origin: str) -> None:
@@ -334,17 +342,20 @@ class RayExecutor:
         target, origin = self._target()
         quiet: dict[str, Any] = {"log_to_driver": False, "logging_level": logging.ERROR}
         if target is None:
-            ray.init(address="local", include_dashboard=False, **quiet)
+            try:
+                ray.init(address="local", include_dashboard=False, **quiet)
+            except (ConnectionError, RuntimeError, ValueError, OSError) as error:
+                raise SgmaError(
+                    f"{origin}: could not start a local Ray cluster: {_first_line(error)}"
+                ) from None
             self.cluster = "local"
             return True
         self._check_reachable(target, origin)
         try:
             ray.init(address=target, **quiet)
         except (ConnectionError, RuntimeError, ValueError) as error:
-            first = str(error).strip().splitlines()[0] if str(error).strip() else ""
             raise UsageError(
-                f"{origin}: could not join the Ray cluster at {target}: "
-                f"{first or type(error).__name__}"
+                f"{origin}: could not join the Ray cluster at {target}: {_first_line(error)}"
             ) from None
         self.cluster = target
         if self.env is None:

@@ -414,3 +414,22 @@ def test_killed_driver_then_rerun_gives_the_same_map(
         assert np.array_equal(_read(out / name), _read(tmp_path / "local" / name))
     assert [p.name for p in (out / "chunks").iterdir() if p.name.startswith(".")] == []
     assert local.chunks_computed == 4
+
+
+def test_which_cluster(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``auto``: RAY_ADDRESS, else the latest ``ray start`` here, else a local cluster."""
+    import sgma_cli.engine.predict.ray_executor as module
+
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    monkeypatch.setattr(module, "_latest_local_cluster", lambda: None)
+    assert RayExecutor("auto")._target() == (None, "--ray auto")
+    assert RayExecutor("local")._target() == (None, "--ray local")
+    assert RayExecutor("head:6379")._target() == ("head:6379", "--ray head:6379")
+    monkeypatch.setattr(module, "_latest_local_cluster", lambda: "10.0.0.7:6379")
+    assert RayExecutor()._target()[0] == "10.0.0.7:6379"
+    monkeypatch.setenv("RAY_ADDRESS", "10.0.0.9:6379")
+    assert RayExecutor()._target() == ("10.0.0.9:6379", "RAY_ADDRESS")
+    monkeypatch.setenv("RAY_ADDRESS", "auto")
+    monkeypatch.setattr(module, "_latest_local_cluster", lambda: None)
+    with pytest.raises(UsageError, match="RAY_ADDRESS is 'auto' but no cluster"):
+        RayExecutor()._target()
