@@ -326,6 +326,11 @@ def test_cli_ray_errors_are_one_line_and_write_nothing(
         "(Connection refused); start one (`ray start --head`) or give the head node's "
         "address HOST:PORT"
     ]
+    result = sgma("--ray", "local", "--device", "cuda:1")
+    assert result.exit_code == 2 and result.output.strip().splitlines() == [
+        "error: --device cuda:1 with --ray: Ray gives each worker its own GPU; use --device "
+        "cuda (or auto)"
+    ]
     result = sgma("--cpus-per-worker", "2")
     assert result.exit_code == 2 and "--cpus-per-worker and --ray-workers go with --ray" in (
         result.output
