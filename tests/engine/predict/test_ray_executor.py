@@ -438,3 +438,27 @@ def test_which_cluster(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(module, "_latest_local_cluster", lambda: None)
     with pytest.raises(UsageError, match="RAY_ADDRESS is 'auto' but no cluster"):
         RayExecutor()._target()
+
+
+class _FakeRay:
+    """What ``_plan_workers`` reads of Ray: the live nodes and their resources."""
+
+    def __init__(self, *resources: dict[str, float]) -> None:
+        self._nodes = [{"Alive": True, "Resources": r} for r in resources]
+        self._nodes.append({"Alive": False, "Resources": {"CPU": 64.0, "GPU": 8.0}})
+
+    def nodes(self) -> list[dict[str, Any]]:
+        return self._nodes
+
+
+def test_workers_per_gpu_or_per_cpus() -> None:
+    gpu_nodes = _FakeRay({"CPU": 16.0, "GPU": 2.0}, {"CPU": 16.0, "GPU": 2.0}, {"CPU": 4.0})
+    assert RayExecutor()._plan_workers(gpu_nodes, 100) == (4, 1.0)  # one per GPU (dead: none)
+    assert RayExecutor(cpus_per_worker=10)._plan_workers(gpu_nodes, 100) == (2, 1.0)
+    assert RayExecutor(gpus_per_worker=0.0)._plan_workers(gpu_nodes, 100) == (36, 0.0)
+    assert RayExecutor()._plan_workers(gpu_nodes, 3) == (3, 1.0)  # at most one per task
+    cpu_nodes = _FakeRay({"CPU": 8.0}, {"CPU": 6.0})
+    assert RayExecutor(cpus_per_worker=4)._plan_workers(cpu_nodes, 100) == (3, 0.0)
+    assert RayExecutor(workers=7, cpus_per_worker=4)._plan_workers(cpu_nodes, 100) == (7, 0.0)
+    with pytest.raises(UsageError, match=r"holds a worker of 1 CPU\(s\) and 1 GPU\(s\)"):
+        RayExecutor(gpus_per_worker=1.0)._plan_workers(cpu_nodes, 10)
