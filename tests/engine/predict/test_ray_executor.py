@@ -67,6 +67,9 @@ def _work(state: dict[str, Any], task: Task) -> Result:
         with open(os.path.join(folder, "died"), "w") as died:
             died.write(str(os.getpid()))
         os._exit(1)  # the worker process dies mid-task, on the first attempt only
+    if "bad" in folder:  # what the worker's environment holds (RayExecutor env=)
+        with open(os.path.join(folder, "region.txt"), "w") as env:
+            env.write(os.environ.get("AWS_REGION", ""))
     if task.id == 2 and "bad" in folder:
         raise RasterError("band count 3, expected 4", path=os.path.join(folder, "tile.tif"))
     if task.id == 3 and "bug" in folder:
@@ -153,8 +156,9 @@ def test_killed_worker_task_is_rerun(cluster: Any, tmp_path: Path) -> None:
 def test_sgma_error_is_final_not_retried(cluster: Any, tmp_path: Path) -> None:
     folder = tmp_path / "bad"
     folder.mkdir()
-    executor = RayExecutor()
+    executor = RayExecutor(env={"AWS_REGION": "eu-test-1"})  # set in the workers' environment
     out = _run(executor, [Task(i) for i in range(4)], folder)
+    assert (folder / "region.txt").read_text() == "eu-test-1"
     assert sorted(out["results"]) == [0, 1, 3]
     error = out["failures"][2]
     assert isinstance(error, RasterError)
