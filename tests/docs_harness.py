@@ -77,6 +77,7 @@ TRAIN_SET = (
 #: defaults take minutes on 2 cores; the doc's figures come from the defaults).
 BENCH_SET = {
     "benchmarks/predict_throughput.py": "--size 512 --rss-size 256 --window 128 --repeats 1",
+    "benchmarks/region_scaling.py": "--size 128 --tile 64",
 }
 #: Terminal width the examples are rendered at (rich tables wrap to it).
 COLUMNS = 100
@@ -713,6 +714,17 @@ def _setup_sources(fx: Fixtures, work: Path, home: Path) -> None:
     write_stac_items(work / "items.json", tuple(ortho))
 
 
+def _setup_regions(fx: Fixtures, work: Path, home: Path) -> None:
+    """docs/sources.md's inputs plus ``aoi.geojson``, a polygon over part of the scene."""
+    import geopandas as gpd
+    from shapely.geometry import Polygon
+
+    _setup_sources(fx, work, home)
+    x0, y0 = 368000.0, 5808000.0  # the sample scene's top-left corner (EPSG:32633)
+    field = Polygon([(x0 + 40, y0 - 20), (x0 + 400, y0 - 60), (x0 + 300, y0 - 380)])
+    gpd.GeoDataFrame(geometry=[field], crs="EPSG:32633").to_file(work / "aoi.geojson")
+
+
 def _setup_export(fx: Fixtures, work: Path, home: Path) -> None:
     _setup_predict(fx, work, home)
 
@@ -727,6 +739,7 @@ SETUPS: dict[str, Callable[[Fixtures, Path, Path], None]] = {
     "docs/cluster.md": _setup_predict,
     "docs/export.md": _setup_export,
     "docs/sources.md": _setup_sources,
+    "docs/regions.md": _setup_regions,
 }
 
 
