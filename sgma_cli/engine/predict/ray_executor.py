@@ -44,7 +44,9 @@ import contextlib
 import logging
 import os
 import pickle
+import signal
 import socket
+import threading
 import traceback
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -405,7 +407,10 @@ class RayExecutor:
         ray = require_ray()
         if not tasks:
             return
+        before = _sigterm_handler()
         owned = self._connect(ray)
+        if owned:  # ray.init put its own SIGTERM handler in place: a crash report, an abort
+            _set_sigterm(_exit_on_sigterm)
         actors: list[Any] = []
         try:
             count, gpus_each = self._plan_workers(ray, len(tasks))
@@ -437,6 +442,26 @@ class RayExecutor:
                     pass
             if owned:
                 ray.shutdown()
+                _set_sigterm(before)
+
+
+def _sigterm_handler() -> Any:
+    """This process's SIGTERM handler (None off the main thread: it cannot be changed)."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    return signal.getsignal(signal.SIGTERM)
+
+
+def _set_sigterm(handler: Any) -> None:
+    """Install ``handler`` for SIGTERM, on the main thread only."""
+    if handler is not None and threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, handler)
+
+
+def _exit_on_sigterm(signum: int, frame: Any) -> None:
+    """SIGTERM (a batch system's time limit, ``kill``): leave as for any other exit, so the
+    workers are stopped and a cluster this run started is shut down; exit code 143."""
+    raise SystemExit(128 + signum)
 
 
 #: The start of the paragraph Ray's driver prints on stdout when a worker process dies;

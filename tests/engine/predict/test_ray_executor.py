@@ -23,6 +23,7 @@ import pytest
 from sgma_cli.engine.predict.executors import LocalExecutor
 from sgma_cli.engine.predict.ray_executor import (
     RayExecutor,
+    _exit_on_sigterm,
     _host_port,
     forwarded_environment,
     require_ray,
@@ -233,6 +234,11 @@ def test_addresses_and_forwarded_environment() -> None:
     assert forwarded_environment(env) == {"AWS_SECRET_ACCESS_KEY": "s", "GS_NO_SIGN_REQUEST": "YES"}
     with pytest.raises(UsageError, match="--cpus-per-worker 0"):
         RayExecutor(cpus_per_worker=0)
+    # SIGTERM during a run on a cluster it started: an ordinary exit (143), so the workers
+    # and the cluster are stopped (Ray's own handler prints a crash report and aborts)
+    with pytest.raises(SystemExit) as exited:
+        _exit_on_sigterm(15, None)
+    assert exited.value.code == 143
 
 
 def test_worker_that_does_not_fit_is_one_line(cluster: Any, tmp_path: Path) -> None:
