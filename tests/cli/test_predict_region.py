@@ -11,9 +11,12 @@ import rasterio
 from typer.testing import CliRunner
 
 from sgma_cli.cli.app import app
+from tests.conftest import make_tiny_scene
 
 runner = CliRunner()
-FAST = ("--device", "cpu", "--window", "32", "--batch-size", "16")
+# windows of 64 px (stride 48): a 96 px scene in 2 x 2 chunks of 48 px computes 16 windows,
+# a 160 px one in 2 x 2 chunks of 96 px too
+FAST = ("--device", "cpu", "--window", "64", "--batch-size", "16")
 
 
 def _run(*args: Any) -> Any:
@@ -29,15 +32,14 @@ def _one_line(result: Any, *needles: str) -> str:
     return lines[0]
 
 
-def test_region_run_plan_resume_and_refusal(
-    tiny_scene: Path, tiny_checkpoint: Path, tmp_path: Path
-) -> None:
+def test_region_run_plan_resume_and_refusal(tiny_checkpoint: Path, tmp_path: Path) -> None:
+    scene = make_tiny_scene(tmp_path / "scene", size=96)
     out = tmp_path / "region"
-    args = (tiny_scene, "-c", tiny_checkpoint, "-o", out, "--chunk", "96", *FAST)
+    args = (scene, "-c", tiny_checkpoint, "-o", out, "--chunk", "48", *FAST)
     first = _run(*args, "--merge")
     assert first.exit_code == 0, first.output
-    assert "region: 160 x 160 px" in first.output
-    assert "chunks: 4 of 96 px, 0 already done, 4 to compute" in first.output
+    assert "region: 96 x 96 px" in first.output
+    assert "chunks: 4 of 48 px, 0 already done, 4 to compute" in first.output
     assert "map.vrt" in first.stdout and "4 computed, 0 done before" in first.stdout
     assert sorted(p.name for p in out.iterdir()) == [
         "chunks",
@@ -50,7 +52,9 @@ def test_region_run_plan_resume_and_refusal(
     assert again.exit_code == 0, again.output
     assert "4 already done, 0 to compute" in again.output
     other = _run(*args, "--overlap", "0.5")
-    _one_line(other, "run.json", "other options (overlap 0.25 -> 0.5)", "--overwrite")
+    _one_line(
+        other, "run.json", "other options (overlap 0.25 -> 0.5, chunk 48 -> 64)", "--overwrite"
+    )
     assert other.exit_code == 2
 
 

@@ -285,10 +285,11 @@ def test_overwrite_starts_over(trained: tuple[Path, Path], tmp_path: Path) -> No
     (out / "notes.txt").write_text("mine")
     (out / "run.json").write_text('{"format": "sgma-region/1", "options": {}}')
     (out / "chunks" / "r009_c009").mkdir(parents=True)
+    corner = "500000,5799984,500016,5800000"  # 32 x 32 px: one window
     with pytest.raises(UsageError, match="--overwrite"):
-        run_region(_job(trained, out, chunk=96))
+        run_region(_job(trained, out, chunk=96, aoi=corner))
     executor = CountingExecutor()
-    run_region(_job(trained, out, chunk=96, overwrite=True), executor=executor)
+    run_region(_job(trained, out, chunk=96, aoi=corner, overwrite=True), executor=executor)
     assert executor.ran == ["r000_c000"]
     assert sorted(p.name for p in (out / "chunks").iterdir()) == ["r000_c000"]
     assert (out / "notes.txt").read_text() == "mine"  # only what sgma wrote is removed
