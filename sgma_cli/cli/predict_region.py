@@ -71,7 +71,7 @@ def _chunk_bar() -> Iterator[Callable[[RegionProgress], None]]:
         def update(p: RegionProgress) -> None:
             bar.update(
                 task,
-                completed=p.chunks_done + p.chunks_failed,
+                completed=p.chunks_done + p.chunks_failed + p.running,
                 total=p.chunks_total,
                 mpix=p.megapixels_done,
                 failures=(f"[red]failed {p.chunks_failed}[/]" if p.chunks_failed else "")

@@ -67,6 +67,7 @@ def test_aoi_outside_sources_and_unknown_crs_are_one_line(
     assert "rgb.tif" in line
     _one_line(_run(*base, "--aoi", "0,0,1,1,EPSG:999999"), "unknown CRS 'EPSG:999999'")
     _one_line(_run(*base, "--aoi", tmp_path / "nowhere.gpkg"), "nowhere.gpkg", "not found")
+    _one_line(_run(*base, "--nproc", "2"), "--gpus/--nproc", "--ray")
     assert not out.exists() or list(out.iterdir()) == []
     single = tmp_path / "map.tif"
     _one_line(

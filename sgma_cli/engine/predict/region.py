@@ -56,6 +56,7 @@ from sgma_cli.engine.locks import output_lock
 from sgma_cli.engine.predict.executors import ChunkExecutor, LocalExecutor
 from sgma_cli.engine.predict.inference import (
     GDAL_CACHE_MB,
+    Progress,
     Runner,
     assemble,
     batches_of,
@@ -177,11 +178,16 @@ class RegionContext:
 
 @dataclass
 class WorkerState:
-    """One worker's state: the context and the loaded model."""
+    """One worker's state: the context and the loaded model.
+
+    ``on_windows`` (set only where the driver runs the chunks itself, the local executor)
+    is called with a chunk and the fraction of its windows done, for a smooth progress bar.
+    """
 
     context: RegionContext
     runner: Runner
     meta: CheckpointMeta
+    on_windows: Callable[[ChunkTask, float], None] | None = None
 
 
 @dataclass(frozen=True)
@@ -200,7 +206,11 @@ class RegionPlan:
 
 @dataclass(frozen=True)
 class RegionProgress:
-    """Where a region run stands (chunks of this run; earlier ones are not counted)."""
+    """Where a region run stands (chunks of this run; earlier ones are not counted).
+
+    ``running`` is the fraction done of the chunk being computed, where the driver
+    computes it itself (the local executor); ``megapixels_done`` includes it.
+    """
 
     chunks_done: int
     chunks_total: int
@@ -208,6 +218,7 @@ class RegionProgress:
     megapixels_done: float
     megapixels_total: float
     chunks_retried: int = 0
+    running: float = 0.0
 
 
 RegionProgressFn = Callable[[RegionProgress], None]
@@ -447,6 +458,19 @@ def _sensors_seen(scene: Scene, grid: Grid) -> list[str]:
     return names
 
 
+def _windows_done(
+    hook: Callable[[ChunkTask, float], None], task: ChunkTask, progress: Progress
+) -> None:
+    hook(task, progress.windows_done / max(progress.windows_total, 1))
+
+
+def _local_setup(context: RegionContext, hook: Callable[[ChunkTask, float], None]) -> WorkerState:
+    """:func:`setup_worker` in the driver's own process, with a window-progress hook."""
+    state = setup_worker(context)
+    state.on_windows = hook
+    return state
+
+
 def compute_chunk(state: WorkerState, task: ChunkTask) -> ChunkResult:
     """Compute one chunk and write its files into ``chunks/<id>/`` (the executor's ``work``).
 
@@ -511,6 +535,9 @@ def _compute_into(state: WorkerState, task: ChunkTask, folder: Path, start: floa
         channels,
         want_probabilities="probabilities" in ctx.kinds or "confidence" in ctx.kinds,
         nodata=CLASS_NODATA,
+        progress=(
+            None if state.on_windows is None else partial(_windows_done, state.on_windows, task)  # type: ignore[arg-type]
+        ),
     )
     counts = np.zeros(K + 1, np.int64)
     cols = slice(task.col - c_lo, task.col - c_lo + task.width)
@@ -651,7 +678,7 @@ def _run_locked(  # noqa: PLR0913 - the pieces run_region prepared
             remove_quietly(path)
     failures: dict[str, str] = {}
     mpix_total = sum(t.width * t.height for t in todo) / 1e6
-    state = {"done": 0, "mpix": 0.0}
+    state = {"done": 0, "mpix": 0.0, "partial": 0.0, "running": 0.0}
 
     runner = executor or LocalExecutor()
 
@@ -662,9 +689,10 @@ def _run_locked(  # noqa: PLR0913 - the pieces run_region prepared
                     int(state["done"]),
                     len(todo),
                     len(failures),
-                    state["mpix"],
+                    state["mpix"] + state["partial"],
                     mpix_total,
                     int(getattr(runner, "retries", 0)),  # executors with worker processes
+                    state["running"],
                 )
             )
 
@@ -672,10 +700,17 @@ def _run_locked(  # noqa: PLR0913 - the pieces run_region prepared
         records[task.id] = result.record
         state["done"] += 1
         state["mpix"] += task.width * task.height / 1e6
+        state["partial"] = state["running"] = 0.0
+        report()
+
+    def on_windows(task: ChunkTask, fraction: float) -> None:
+        state["running"] = fraction
+        state["partial"] = fraction * task.width * task.height / 1e6
         report()
 
     def on_failure(task: ChunkTask, error: BaseException) -> None:
         failures[task.id] = str(error)
+        state["partial"] = state["running"] = 0.0
         report()
 
     context = RegionContext(
@@ -694,7 +729,12 @@ def _run_locked(  # noqa: PLR0913 - the pieces run_region prepared
         source_name=source.name,
     )
     report()
-    runner.run(todo, partial(setup_worker, context), compute_chunk, on_result, on_failure)
+    setup = (
+        partial(_local_setup, context, on_windows)  # this process: windows move the bar
+        if isinstance(runner, LocalExecutor)
+        else partial(setup_worker, context)
+    )
+    runner.run(todo, setup, compute_chunk, on_result, on_failure)
     outputs, polygons = finish_outputs(
         job, out, meta, scene, tasks, records, failures, min_area=job.min_area
     )

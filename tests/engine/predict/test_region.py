@@ -3,6 +3,7 @@ chunked == one-piece, resume, refusals, failures, polygons across chunk borders.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -24,6 +25,7 @@ from sgma_cli.engine.predict.job import PredictJob, run_predict
 from sgma_cli.engine.predict.region import (
     ChunkTask,
     RegionJob,
+    RegionProgress,
     RegionResult,
     chunk_side,
     is_region_out,
@@ -172,6 +174,7 @@ class Runs:
     status: dict[str, str]
     rerun: list[str]
     result: RegionResult
+    progress: list[RegionProgress]
 
 
 @pytest.fixture(scope="module")
@@ -198,7 +201,9 @@ def runs(trained: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory) -
     )
     index = gpd.read_file(out / "chunks.gpkg")
     executor = CountingExecutor()
-    result = run_region(job, executor=executor)
+    progress: list[RegionProgress] = []
+    rerun = dataclasses.replace(job, batch_size=4)  # batches do not change pixels
+    result = run_region(rerun, executor=executor, progress=progress.append)
     return Runs(
         out,
         vectors,
@@ -207,6 +212,7 @@ def runs(trained: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory) -
         dict(zip(index["chunk"], index["status"])),
         executor.ran,
         result,
+        progress,
     )
 
 
@@ -232,6 +238,12 @@ def test_failed_chunk_leaves_nothing_finished(runs: Runs) -> None:
 
 def test_rerun_computes_only_the_missing_chunk(runs: Runs) -> None:
     assert runs.rerun == ["r001_c001"]
+    # the bar moves with the windows of the running chunk (9 windows in batches of 4)
+    running = [round(p.running, 3) for p in runs.progress]
+    assert running[:4] == [0.0, round(4 / 9, 3), round(8 / 9, 3), 1.0]
+    last = runs.progress[-1]
+    assert (last.chunks_done, last.chunks_total, last.running) == (1, 1, 0.0)
+    assert last.megapixels_done == pytest.approx(last.megapixels_total)
     assert runs.result.chunks_computed == 1 and runs.result.chunks_skipped == 3
     index = gpd.read_file(runs.out / "chunks.gpkg")
     assert set(index["status"]) == {"done"} and set(index["sensors"]) >= {"rgb,dsm,sar"}
