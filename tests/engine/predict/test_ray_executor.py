@@ -89,6 +89,9 @@ def _setups(folder: Path) -> list[str]:
 @pytest.fixture(scope="module")
 def cluster() -> Any:
     """A local Ray cluster of 2 CPUs on this machine, for this module only."""
+    import signal
+
+    sigterm = signal.getsignal(signal.SIGTERM)  # ray.init replaces it
     ray.init(
         num_cpus=2,
         include_dashboard=False,
@@ -97,6 +100,7 @@ def cluster() -> Any:
     )
     yield ray
     ray.shutdown()
+    signal.signal(signal.SIGTERM, sigterm)
 
 
 def _run(executor: Any, tasks: list[Task], folder: Path, setup: Any = _setup) -> dict[str, Any]:
