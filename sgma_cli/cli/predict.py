@@ -10,12 +10,13 @@ Examples:
   sgma predict demo/scene -c demo/run/checkpoints/best.pt -o map.tif
   sgma predict demo/scene -c best.pt -m dsm,sar -o dsm_sar.tif --robustness
   sgma predict -c best.pt --modality rgb=ortho.tif --modality sar=s1.tif
-  sgma predict -c best.pt --modality rgb='ortho/*.tif' --modality dsm=https://host/dsm.tif
+  sgma predict -c best.pt -m rgb,dsm --modality rgb='ortho/*.tif' \
+      --modality dsm=https://host/dsm.tif
   sgma predict -c best.pt --stac items.json --asset rgb=visual --asset dsm=dsm
   sgma predict scene/ -c best.pt --gpus 4 --batch-size 16
   sgma predict demo/scene --model model.onnx -o map.tif   # ONNX Runtime
-  sgma predict -c best.pt --modality rgb='ortho/*.tif' -o city/ --aoi city.gpkg  # a region
-  sgma predict -c best.pt --modality rgb='s3://bucket/ortho/*.tif' -o city/ --ray auto
+  sgma predict -c best.pt --modality rgb='ortho/*.tif' -o city/ --aoi aoi.gpkg
+  sgma predict -c best.pt --modality rgb=s3://b/ortho.vrt -o city/ --ray auto
 
 --out ending in .tif writes one GeoTIFF; any other --out is a folder and the region is
 predicted in chunks (--chunk), resumably: a rerun skips the chunks already there.

@@ -19,7 +19,14 @@ from sgma_cli.data.labels import parse_ignore, resolve_classes, scan_values
 from sgma_cli.data.palettes import Palette, default_colors
 from sgma_cli.data.plan import Plan, Scene
 from sgma_cli.data.raster import RasterInfo, inspect_raster
-from sgma_cli.data.tile_layout import TileSpec, assign_splits, blocks, parse_split, tile_windows
+from sgma_cli.data.tile_layout import (
+    TileSpec,
+    assign_splits,
+    blocks,
+    parse_split,
+    tile_count,
+    tile_windows,
+)
 from sgma_cli.errors import RasterError, UsageError
 
 __all__ = ["PlanRow", "SceneJob", "inspect_plan", "resolve_palette", "cut_tiles"]
@@ -27,6 +34,10 @@ __all__ = ["PlanRow", "SceneJob", "inspect_plan", "resolve_palette", "cut_tiles"
 
 #: The largest class index (uint8 label tiles; 255 is ``ignore_index``).
 MAX_CLASS = 254
+#: More tiles than this in one dataset is refused before they are listed (each takes memory
+#: in the plan and a folder on disk): a 10^5 x 10^5 px mosaic at tile 512, stride 256 is
+#: 152,100 tiles; 2 million means a --tile/--stride or --resolution that was not meant.
+MAX_TILES = 2_000_000
 
 
 @dataclass(frozen=True)
@@ -284,6 +295,12 @@ def cut_tiles(
                 f"--tile {tile} is larger than scene {job.scene.name} ({g.width}x{g.height} px "
                 "on the reference grid); use a smaller --tile"
             )
+    total = sum(tile_count(j.grid.width, j.grid.height, tile, stride) for j in jobs.values())
+    if total > MAX_TILES:
+        raise UsageError(
+            f"--tile {tile} --stride {stride} cut the scenes into {total:,} tiles (more than "
+            f"{MAX_TILES:,}); use a larger --tile or --stride, or a coarser --resolution"
+        )
     official = all(j.scene.split for j in jobs.values()) and split is None
     fractions = parse_split(split or "0.8,0.1,0.1")
     names = list(jobs)

@@ -74,6 +74,16 @@ def axis_starts(length: int, tile: int, stride: int) -> list[int]:
     return starts
 
 
+def tile_count(width: int, height: int, tile: int, stride: int) -> int:
+    """How many tiles :func:`tile_windows` gives for a ``width`` x ``height`` area, counted
+    without listing them (an area of 10^5 x 10^5 px at stride 1 would need 10^10 entries)."""
+
+    def along(length: int) -> int:
+        return (length - tile) // stride + 1 + ((length - tile) % stride > 0)
+
+    return along(width) * along(height)
+
+
 def _cores(starts: list[int], tile: int, length: int) -> list[tuple[int, int]]:
     ends = [*starts[1:], length]
     return [(0, min(e, s + tile) - s) for s, e in zip(starts, ends)]

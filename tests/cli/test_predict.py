@@ -186,7 +186,11 @@ class TestBadInput:
             out,
             "output folder does not exist",
         )
-        self._fails(_run(tiny_scene, "-c", tiny_checkpoint, "-o", out.parent), out, "is a folder")
+        other = tmp_path / "other"  # not a .tif: a region folder, but one holding other files
+        other.mkdir()
+        (other / "notes.txt").write_text("mine")
+        self._fails(_run(tiny_scene, "-c", tiny_checkpoint, "-o", other), out, "and no region run")
+        assert sorted(p.name for p in other.iterdir()) == ["notes.txt"]
         self._fails(
             _run(
                 tiny_scene,

@@ -85,7 +85,7 @@ def test_chunked_map_over_mosaics_equals_merged_files(
     one = tmp_path / "one.tif"
     result = _run(merged, "-c", tiny_checkpoint, "-o", one, "--probabilities", *FAST)
     assert result.exit_code == 0, result.output
-    out = tmp_path / "region"
+    out = tmp_path / "chunked"
     result = _run(
         "-c",
         tiny_checkpoint,

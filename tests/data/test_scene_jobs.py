@@ -75,6 +75,16 @@ class TestInventory:
         with pytest.raises(UsageError, match="--tile 100 is larger than scene scene"):
             cut_tiles(jobs, 100, 50, None, 0)
 
+    def test_too_many_tiles_refused_before_listing(
+        self, scene: Scene, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        plan = discover(scene.root, modality=["rgb=rgb.tif"])
+        jobs, _, _ = inspect_plan(plan, "rgb", None, None, lambda _: None)
+        monkeypatch.setattr("sgma_cli.data.scene_jobs.MAX_TILES", 100)  # 96 x 96 px at 1 px
+        with pytest.raises(UsageError, match=r"cut the scenes into 9,216 tiles \(more than 100\)"):
+            cut_tiles(jobs, 1, 1, None, 0)
+        assert jobs["scene"].tiles == []
+
 
 def scene_transform(res: float):  # noqa: ANN201
     from affine import Affine

@@ -6,7 +6,14 @@ import numpy as np
 import pytest
 from rasterio.windows import Window
 
-from sgma_cli.data.tile_layout import assign_splits, axis_starts, blocks, parse_split, tile_windows
+from sgma_cli.data.tile_layout import (
+    assign_splits,
+    axis_starts,
+    blocks,
+    parse_split,
+    tile_count,
+    tile_windows,
+)
 from sgma_cli.errors import UsageError
 
 
@@ -34,6 +41,14 @@ class TestTiles:
             ] += 1
         assert (cover >= 1).all()  # no pixel lost
         assert (owned == 1).all()  # statistics count every pixel once
+
+    @pytest.mark.parametrize(
+        ("w", "h", "tile", "stride"),
+        [(100, 70, 32, 32), (96, 96, 32, 16), (64, 40, 40, 7), (5, 9, 1, 3), (17, 8, 8, 8)],
+    )
+    def test_count_without_listing(self, w: int, h: int, tile: int, stride: int) -> None:
+        assert tile_count(w, h, tile, stride) == len(tile_windows(Window(0, 0, w, h), tile, stride))
+        assert tile_count(10**5, 10**5, 512, 256) == 390**2  # 389 strides + the edge tile
 
     def test_blocks(self) -> None:
         bl = blocks(1024, 1024, 128, 64)

@@ -406,6 +406,14 @@ def _check_region_job(job: RegionJob) -> Path:
         raise UsageError(f"--out {out}: a file is there; region mode (--out DIR) needs a folder")
     if not out.parent.is_dir():
         raise UsageError(f"--out {out}: its parent folder does not exist")
+    if out.is_dir() and not (out / MANIFEST).exists():
+        others = [p.name for p in out.iterdir() if not p.name.startswith(".")]
+        if others:  # never mix a region's files into a folder of other things
+            raise UsageError(
+                f"--out {out}: a folder with other files ({', '.join(sorted(others)[:3])}"
+                f"{', …' if len(others) > 3 else ''}) and no region run ({MANIFEST}); give a "
+                "new or empty folder, or a .tif file for one map"
+            )
     if job.vectorize is not None:
         vectors = Path(job.vectorize)
         if vectors.suffix.lower() != ".gpkg":
