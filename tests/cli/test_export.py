@@ -23,6 +23,7 @@ def _run(*args: Any) -> Any:
 
 
 class TestExport:
+    @pytest.mark.slow  # keeps make test short; runs under -m slow
     def test_exported_program_of_one_sensor(self, tmp_path: Path) -> None:
         out = tmp_path / "dsm.pt2"
         result = _run(

@@ -171,6 +171,7 @@ def test_sgma_error_is_final_not_retried(cluster: Any, tmp_path: Path) -> None:
     assert _attempts(folder, 2) == 1 and executor.retries == 0
 
 
+@pytest.mark.slow  # keeps make test short; runs under -m slow
 def test_setup_error_and_bug_stop_the_run(cluster: Any, tmp_path: Path) -> None:
     with pytest.raises(CheckpointError, match="best.pt: not an sgma checkpoint"):
         _run(RayExecutor(), [Task(0), Task(1)], tmp_path, setup=_broken_setup)
@@ -245,11 +246,13 @@ def test_addresses_and_forwarded_environment() -> None:
     assert exited.value.code == 143
 
 
+@pytest.mark.slow  # keeps make test short; runs under -m slow
 def test_worker_that_does_not_fit_is_one_line(cluster: Any, tmp_path: Path) -> None:
     with pytest.raises(UsageError, match="no node of the Ray cluster .* holds a worker of 3 CPU"):
         _run(RayExecutor(cpus_per_worker=3), [Task(0)], tmp_path)
 
 
+@pytest.mark.slow  # keeps make test short; runs under -m slow
 def test_workers_that_cannot_start_are_one_line(
     cluster: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

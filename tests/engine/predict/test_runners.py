@@ -110,6 +110,7 @@ class TestModelErrors:
     def _job(self, tmp_path: Path, model: Path, **kwargs: object) -> PredictJob:
         return PredictJob(None, tiny_scene(), tmp_path / "map.tif", model=model, **kwargs)  # type: ignore[arg-type]
 
+    @pytest.mark.slow  # keeps make test short; runs under -m slow
     def test_fixed_size_graph_fixes_the_window(self, tmp_path: Path) -> None:
         pt2 = exported(
             "exported-program", dynamic=False, robustness=False, modalities=("rgb", "sar")
