@@ -31,8 +31,6 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.progress import Task
-from rich.table import Table
-from rich.text import Text
 
 from sgma_cli.cli.console import console, err_console
 from sgma_cli.cli.options import (
@@ -46,6 +44,7 @@ from sgma_cli.cli.options import (
     Window,
     stac_option,
 )
+from sgma_cli.cli.predict_region import print_predicted
 from sgma_cli.cli.progress import Rate, progress_bar
 from sgma_cli.errors import UsageError
 
@@ -167,27 +166,13 @@ def _describe_scene(scene: Scene) -> None:
 
 
 def _render(result: PredictResult) -> None:
-    total = sum(result.class_pixels.values()) + result.nodata_pixels
-    table = Table(title="Predicted classes", title_justify="left")
-    table.add_column("class")
-    table.add_column("pixels", justify="right")
-    table.add_column("share", justify="right")
-    for name, count in result.class_pixels.items():
-        table.add_row(name, f"{count:,}", f"{100 * count / max(total, 1):.1f} %")
-    if result.nodata_pixels:
-        table.add_row(
-            Text("nodata (no sensor)", style="dim"),
-            f"{result.nodata_pixels:,}",
-            f"{100 * result.nodata_pixels / max(total, 1):.1f} %",
-        )
-    console.print(table)
-    for kind, path in result.outputs.items():
-        extra = (
-            f" ({result.polygons} polygons)"
-            if kind == "vectors" and result.polygons is not None
-            else ""
-        )
-        console.print(f"{kind:>13}: {path}{extra}", soft_wrap=True)
+    total = print_predicted(
+        result.class_pixels,
+        result.nodata_pixels,
+        result.outputs,
+        result.polygons,
+        nodata_label="nodata (no sensor)",
+    )
     rate = total / 1e6 / max(result.seconds, 1e-9)
     console.print(
         f"{result.windows} {result.notes[-1]}; {total / 1e6:.2f} MPix in {result.seconds:.1f} s "

@@ -8,8 +8,9 @@ ETA, failures) and the summary table.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from rich.progress import Task
@@ -81,28 +82,41 @@ def _chunk_bar() -> Iterator[Callable[[RegionProgress], None]]:
         yield update
 
 
-def _render(result: RegionResult) -> None:
-    total = sum(result.class_pixels.values()) + result.nodata_pixels
+def print_predicted(
+    class_pixels: Mapping[str, int],
+    nodata_pixels: int,
+    outputs: Mapping[str, Path],
+    polygons: int | None,
+    *,
+    nodata_label: str = "nodata",
+    width: int = 13,
+) -> int:
+    """The class table and the output files of a predict run (one map or a region); returns
+    the pixel count of the map."""
+    total = sum(class_pixels.values()) + nodata_pixels
     table = Table(title="Predicted classes", title_justify="left")
     table.add_column("class")
     table.add_column("pixels", justify="right")
     table.add_column("share", justify="right")
-    for name, count in result.class_pixels.items():
+    for name, count in class_pixels.items():
         table.add_row(name, f"{count:,}", f"{100 * count / max(total, 1):.1f} %")
-    if result.nodata_pixels:
+    if nodata_pixels:
         table.add_row(
-            Text("nodata", style="dim"),
-            f"{result.nodata_pixels:,}",
-            f"{100 * result.nodata_pixels / max(total, 1):.1f} %",
+            Text(nodata_label, style="dim"),
+            f"{nodata_pixels:,}",
+            f"{100 * nodata_pixels / max(total, 1):.1f} %",
         )
     console.print(table)
-    for kind, path in result.outputs.items():
-        extra = (
-            f" ({result.polygons} polygons)"
-            if kind == "vectors" and result.polygons is not None
-            else ""
-        )
-        console.print(f"{kind:>22}: {path}{extra}", soft_wrap=True)
+    for kind, path in outputs.items():
+        extra = f" ({polygons} polygons)" if kind == "vectors" and polygons is not None else ""
+        console.print(f"{kind:>{width}}: {path}{extra}", soft_wrap=True)
+    return total
+
+
+def _render(result: RegionResult) -> None:
+    total = print_predicted(
+        result.class_pixels, result.nodata_pixels, result.outputs, result.polygons, width=22
+    )
     computed_mpix = total / 1e6 if not result.chunks_skipped else None
     rate = (
         f" ({computed_mpix / max(result.seconds, 1e-9):.3g} MPix/s)"
