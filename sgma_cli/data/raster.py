@@ -69,11 +69,13 @@ class Grid:
         """Affine of a window of this grid."""
         return self.transform @ Affine.translation(window.col_off, window.row_off)
 
+    def window_grid(self, window: Window) -> Grid:
+        """A window of this grid as a grid of its own (a chunk, a tile, a halo box)."""
+        return Grid(self.crs, self.window_transform(window), int(window.width), int(window.height))
+
     def window_bounds(self, window: Window) -> tuple[float, float, float, float]:
         """``(left, bottom, right, top)`` of a window."""
-        return Grid(
-            self.crs, self.window_transform(window), int(window.width), int(window.height)
-        ).bounds
+        return self.window_grid(window).bounds
 
 
 @dataclass(frozen=True)

@@ -23,11 +23,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from affine import Affine
 from rasterio.crs import CRS
 from rasterio.errors import CRSError
 from rasterio.features import geometry_mask
 from rasterio.warp import transform_bounds, transform_geom
+from rasterio.windows import Window
 
 from sgma_cli.data.raster import Grid, RasterInfo, inspect_raster
 from sgma_cli.errors import RasterError, UsageError
@@ -171,8 +171,7 @@ def _snap(grid: Grid, bounds: Sequence[float]) -> tuple[int, int, int, int]:
 
 
 def _sub_grid(grid: Grid, r0: int, c0: int, r1: int, c1: int) -> Grid:
-    t = grid.transform
-    return Grid(grid.crs, t * Affine.translation(c0, r0), c1 - c0, r1 - r0)
+    return grid.window_grid(Window(c0, r0, c1 - c0, r1 - r0))
 
 
 def _intersect(a: Sequence[float], b: Sequence[float]) -> tuple[float, float, float, float] | None:
@@ -288,7 +287,7 @@ def inside_mask(region: Region, row: int, col: int, height: int, width: int) -> 
     """
     if region.geometry is None:
         return None
-    transform = region.grid.transform * Affine.translation(col, row)
+    transform = region.grid.window_transform(Window(col, row, width, height))
     return geometry_mask(
         [region.geometry], out_shape=(height, width), transform=transform, invert=True
     )

@@ -35,8 +35,8 @@ from typing import Any
 import numpy as np
 import rasterio
 import torch
-from affine import Affine
 from rasterio.warp import transform_bounds
+from rasterio.windows import Window
 
 from sgma_cli.config.checkpoint import CheckpointMeta, load_checkpoint
 from sgma_cli.data.atomic import remove_quietly, remove_stale_temps, temp_path, write_errors
@@ -524,10 +524,8 @@ def _compute_into(state: WorkerState, task: ChunkTask, folder: Path, start: floa
     r_hi = min(grid.height, max(w.row for w in windows) + size)
     c_hi = min(grid.width, max(w.col for w in windows) + size)
     local = {w.index: WindowSpec(w.index, w.row - r_lo, w.col - c_lo, size) for w in windows}
-    box = Grid(grid.crs, grid.transform * Affine.translation(c_lo, r_lo), c_hi - c_lo, r_hi - r_lo)
-    chunk_grid = Grid(
-        grid.crs, grid.transform * Affine.translation(task.col, task.row), task.width, task.height
-    )
+    box = grid.window_grid(Window(c_lo, r_lo, c_hi - c_lo, r_hi - r_lo))
+    chunk_grid = grid.window_grid(Window(task.col, task.row, task.width, task.height))
     K = len(meta.classes)
     robustness = "robustness" in ctx.kinds
     channels = K + (len(scene.names) if robustness else 0)

@@ -25,6 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
+from rasterio.windows import Window
+
 from sgma_cli.config.checkpoint import CheckpointMeta
 from sgma_cli.data.atomic import publish, remove_quietly, temp_path, write_errors
 from sgma_cli.data.raster import Grid
@@ -164,11 +166,7 @@ def region_output_paths(out: Path, job: PredictJob | None = None) -> dict[str, P
 
 
 def _chunk_grid(grid: Grid, task: ChunkTask | ChunkRecord) -> Grid:
-    from affine import Affine
-
-    return Grid(
-        grid.crs, grid.transform * Affine.translation(task.col, task.row), task.width, task.height
-    )
+    return grid.window_grid(Window(task.col, task.row, task.width, task.height))
 
 
 def write_chunk_index(
