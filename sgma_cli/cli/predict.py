@@ -30,7 +30,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.progress import Task
 
 from sgma_cli.cli.console import console, err_console
 from sgma_cli.cli.options import (
@@ -44,7 +43,7 @@ from sgma_cli.cli.options import (
     Window,
     stac_option,
 )
-from sgma_cli.cli.predict_region import print_predicted
+from sgma_cli.cli.predict_region import crs_text, megapixels_per_second, print_predicted
 from sgma_cli.cli.progress import Rate, progress_bar
 from sgma_cli.errors import UsageError
 
@@ -58,16 +57,9 @@ if TYPE_CHECKING:
 __all__ = ["command"]
 
 
-def _megapixels_per_second(task: Task) -> float | None:
-    """Scene megapixels per second: the task's ``mpix`` field over the elapsed time."""
-    elapsed = task.finished_time if task.finished else task.elapsed
-    mpix = task.fields.get("mpix", 0.0)
-    return mpix / elapsed if elapsed and mpix else None
-
-
 @contextmanager
 def _progress_bar() -> Iterator[Callable[[PredictProgress], None]]:
-    bar = progress_bar(Rate("MPix", per_second=_megapixels_per_second), "windows")
+    bar = progress_bar(Rate("MPix", per_second=megapixels_per_second), "windows")
     with bar:
         task = bar.add_task("predicting", total=None, mpix=0.0)
 
@@ -147,13 +139,8 @@ def _ray_executor(
 
 def _describe_scene(scene: Scene) -> None:
     g = scene.grid
-    crs = (
-        "no CRS"
-        if g.crs is None
-        else (f"EPSG:{g.crs.to_epsg()}" if g.crs.to_epsg() else g.crs.to_string())
-    )
     err_console.print(
-        f"scene: {g.width} x {g.height} px at {g.resolution[0]:g} ({crs}), "
+        f"scene: {g.width} x {g.height} px at {g.resolution[0]:g} ({crs_text(g.crs)}), "
         f"sensors: {', '.join(scene.names)} (grid of {scene.reference})"
     )
     from sgma_cli.data.sources import RasterSource

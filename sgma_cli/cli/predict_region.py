@@ -21,6 +21,8 @@ from sgma_cli.cli.console import console, err_console
 from sgma_cli.cli.progress import Rate, progress_bar
 
 if TYPE_CHECKING:
+    from rasterio.crs import CRS
+
     from sgma_cli.engine.predict.executors import ChunkExecutor
     from sgma_cli.engine.predict.region import (
         RegionJob,
@@ -29,11 +31,11 @@ if TYPE_CHECKING:
         RegionResult,
     )
 
-__all__ = ["run_region_command"]
+__all__ = ["run_region_command", "print_predicted", "megapixels_per_second", "crs_text"]
 
 
-def _crs_text(plan: RegionPlan) -> str:
-    crs = plan.grid.crs
+def crs_text(crs: CRS | None) -> str:
+    """A grid's CRS as a plan line shows it: ``EPSG:32633``, else its WKT/PROJ text."""
     if crs is None:
         return "no CRS"
     return f"EPSG:{crs.to_epsg()}" if crs.to_epsg() else crs.to_string()
@@ -44,7 +46,7 @@ def _describe_plan(plan: RegionPlan) -> None:
     mpix = g.width * g.height / 1e6
     err_console.print(
         f"region: {g.width} x {g.height} px ({mpix:.1f} MPix) at {g.resolution[0]:g} "
-        f"({_crs_text(plan)}), sensors: {', '.join(plan.scene.names)} "
+        f"({crs_text(plan.grid.crs)}), sensors: {', '.join(plan.scene.names)} "
         f"(grid of {plan.scene.reference})"
     )
     todo = plan.chunks_total - plan.chunks_done
@@ -57,7 +59,8 @@ def _describe_plan(plan: RegionPlan) -> None:
         err_console.print(f"  {note}", style="dim")
 
 
-def _megapixels_per_second(task: Task) -> float | None:
+def megapixels_per_second(task: Task) -> float | None:
+    """Megapixels per second of a bar: the task's ``mpix`` field over the elapsed time."""
     elapsed = task.finished_time if task.finished else task.elapsed
     mpix = task.fields.get("mpix", 0.0)
     return mpix / elapsed if elapsed and mpix else None
@@ -65,7 +68,7 @@ def _megapixels_per_second(task: Task) -> float | None:
 
 @contextmanager
 def _chunk_bar() -> Iterator[Callable[[RegionProgress], None]]:
-    bar = progress_bar(Rate("MPix", per_second=_megapixels_per_second), "{task.fields[failures]}")
+    bar = progress_bar(Rate("MPix", per_second=megapixels_per_second), "{task.fields[failures]}")
     with bar:
         task = bar.add_task("chunks", total=None, mpix=0.0, failures="")
 
