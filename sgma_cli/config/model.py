@@ -21,6 +21,7 @@ from typing import Any, Literal
 
 __all__ = [
     "ARCHITECTURE_FIELDS",
+    "EncodeStrategy",
     "FusionKind",
     "MASGranularity",
     "ModalitySpec",
@@ -38,6 +39,9 @@ StemKind = Literal["repeat", "learned"]
 MASGranularity = Literal["sample", "batch"]
 #: How SGF's class prototypes (paper Eq. 3) weight their pixel x modality terms.
 PrototypeKind = Literal["sum", "mean", "softmax"]
+#: How the shared backbone is fed: all modalities in one batch, or one call per modality.
+#: Not architecture (same numbers either way): the engine picks it per device.
+EncodeStrategy = Literal["packed", "per_modality"]
 
 
 @dataclass(frozen=True)

@@ -38,8 +38,14 @@ ScaleCache = dict[str, Tensor]
 
 
 def _weighted_values(attn: Tensor, values: Tensor) -> Tensor:
-    """``attn (B, N, h, M)``, ``values (B, N, h, M, d)`` -> ``(B, N, h*d)``."""
-    return (attn[..., None, :] @ values).flatten(2)  # (B, N, h, 1, d) -> (B, N, C)
+    """``attn (B, h, N, M)``, ``values (B, h, N, M, d)`` -> ``(B, N, h*d)``.
+
+    M is a handful of sensors: a broadcast multiply and a sum over M are one pass over the
+    values, where a matmul per pixel and head would be ``B*h*N`` tiny ``(1, M) @ (M, d)``
+    products.
+    """
+    weighted = (attn[..., None] * values).sum(dim=3)  # (B, h, N, d)
+    return weighted.transpose(1, 2).flatten(2)  # (B, N, h*d)
 
 
 class SpatialPerceptron(ModalityAttention):
@@ -57,20 +63,29 @@ class SpatialPerceptron(ModalityAttention):
 
         Args:
             prototypes: ``(B, K, C)`` prototypes of the present modalities.
-            keys: ``(B, N, h, M, d)`` projected keys, pixel-major; values likewise.
+            keys: ``(B, h, N, M, d)`` projected keys, head-major; values likewise.
             available: bool ``(B, N, M)``, the modalities that saw each pixel (``None``: all).
 
         Returns:
             ``(B, N, C)``.
         """
-        q = self.split_heads(self.q_proj(prototypes))  # (B, K, h, d): projected once per sample
-        q = (q * self.scale).permute(0, 2, 3, 1)[:, None]  # (B, 1, h, d, K)
-        scores = keys @ q  # (B, N, h, M, K)
-        mask = None if available is None else available[:, :, None, :, None]
+        scores = self.scores(prototypes, keys)  # (B, h, N, M, K)
+        mask = None if available is None else available[:, None, :, :, None]
         attn = masked_softmax(scores, mask, dim=3).mean(
             dim=-1
-        )  # (B, N, h, M): Eq. 7's mean over K, moved before out_proj
+        )  # (B, h, N, M): Eq. 7's mean over K, moved before out_proj
         return self.out_proj(_weighted_values(attn, values))
+
+    def scores(self, prototypes: Tensor, keys: Tensor) -> Tensor:
+        """Scaled dot products of the K prototype queries with every key, ``(B, h, N, M, K)``.
+
+        The queries are the same at every pixel, so this is one ``(N*M, d) @ (d, K)`` matrix
+        product per sample and head.
+        """
+        B, h, N, M, d = keys.shape
+        q = self.split_heads(self.q_proj(prototypes))  # (B, K, h, d): once per sample
+        q = (q * self.scale).permute(0, 2, 3, 1)  # (B, h, d, K)
+        return (keys.reshape(B, h, N * M, d) @ q).unflatten(2, (N, M))
 
 
 class RobustnessPerceptron(ModalityAttention):
@@ -88,19 +103,17 @@ class RobustnessPerceptron(ModalityAttention):
 
         Args:
             query: ``(B, N, C)`` semantic-guided feature ``f_se``.
-            keys: ``(B, N, h, M, d)`` projected keys, pixel-major; values likewise.
+            keys: ``(B, h, N, M, d)`` projected keys, head-major; values likewise.
             available: bool ``(B, N, M)`` (``None``: all).
 
         Returns:
             ``f_SGF`` ``(B, N, C)`` and robustness ``r`` ``(B, N, M)`` (head-averaged
             attention weights, as ``nn.MultiheadAttention`` reports them).
         """
-        q = self.split_heads(self.q_proj(query)) * self.scale  # (B, N, h, d)
-        scores = (keys @ q[..., None])[..., 0]  # (B, N, h, M)
-        attn = masked_softmax(
-            scores, None if available is None else available[:, :, None, :], dim=3
-        )
-        return self.out_proj(_weighted_values(attn, values)), attn.mean(dim=2)
+        q = self.split_heads(self.q_proj(query)).transpose(1, 2) * self.scale  # (B, h, N, d)
+        scores = (keys * q[:, :, :, None, :]).sum(dim=-1)  # (B, h, N, M): M dot products
+        attn = masked_softmax(scores, None if available is None else available[:, None], dim=3)
+        return self.out_proj(_weighted_values(attn, values)), attn.mean(dim=1)
 
 
 class SemanticGuidedFusion(nn.Module):
@@ -149,7 +162,7 @@ class SemanticGuidedFusion(nn.Module):
         Returns:
             A cache: the prototype partials (``prototypes`` ``(B, M_e, K, C)``, and for
             ``"mean"``/``"softmax"`` ``prototype_norm``/``prototype_shift`` ``(B, M_e, K)``),
-            ``sp_k``/``sp_v``/``rp_k``/``rp_v`` ``(B, N, heads, M_e, C / heads)`` and
+            ``sp_k``/``sp_v``/``rp_k``/``rp_v`` ``(B, heads, N, M_e, C / heads)`` and
             ``available`` ``(B, M_e, N)``.
         """
         semantic = torch.stack(
@@ -159,9 +172,9 @@ class SemanticGuidedFusion(nn.Module):
         cache = {**self.csf(semantic, available), "available": available.flatten(2)}
         for name, attn in (("sp", self.sp), ("rp", self.rp)):
             k, v = attn.kv(tokens)
-            # pixel-major (B, N, h, M_e, d), laid out once so every fuse is copy-free matmuls
-            cache[f"{name}_k"] = attn.split_heads(k).transpose(2, 3).contiguous()
-            cache[f"{name}_v"] = attn.split_heads(v).transpose(2, 3).contiguous()
+            # head-major (B, h, N, M_e, d), laid out once: every fuse reads them copy-free
+            cache[f"{name}_k"] = attn.split_heads(k).permute(0, 3, 1, 2, 4).contiguous()
+            cache[f"{name}_v"] = attn.split_heads(v).permute(0, 3, 1, 2, 4).contiguous()
         return cache
 
     def fuse(

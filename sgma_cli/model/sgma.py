@@ -4,8 +4,8 @@ Paper Sec. III and Algorithm 1. The forward is split in two so that evaluating m
 modality subsets costs one backbone pass per modality, not one per subset:
 
 * :meth:`SGMA.encode` runs each given modality through its stem, the shared backbone
-  (all modalities packed into one batch, Eq. 2) and the subset-independent part of each
-  scale's fusion;
+  (Eq. 2; the modalities packed into one batch or one call each, see
+  :attr:`SGMA.encode_strategy`) and the subset-independent part of each scale's fusion;
 * :meth:`SGMA.fuse` fuses any subset of the encoded modalities (per sample, optionally
   per scale, which MAS uses), and :meth:`SGMA.decode` runs the head.
 
@@ -23,7 +23,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from sgma_cli.config.model import FusionKind, MASGranularity, PrototypeKind, StemKind
+from sgma_cli.config.model import (
+    EncodeStrategy,
+    FusionKind,
+    MASGranularity,
+    PrototypeKind,
+    StemKind,
+)
 from sgma_cli.model.availability import downsample_availability
 from sgma_cli.model.backbones import FEATURE_STRIDES, backbone_channels, create_backbone
 from sgma_cli.model.baselines import PoolingFusion
@@ -69,7 +75,17 @@ class SGMA(nn.Module):
         backbone_weights: optional state dict for the backbone (read by the engine).
         device: where to create parameters (``"meta"`` to count them without memory).
         dtype: parameter dtype.
+
+    Attributes:
+        encode_strategy: how :meth:`encode` feeds the shared backbone: ``"packed"`` (all
+            modalities in one batch of ``B * M_e`` images) or ``"per_modality"`` (one call
+            of ``B`` images each). The numbers are the same (the backbone sees each image
+            alone, except batch norm in training, where ``encode`` always packs so that
+            the batch statistics stay those of Eq. 2's shared batch); which is faster
+            depends on the device, so the engine sets it (``engine.device.encode_strategy``).
     """
+
+    encode_strategy: EncodeStrategy = "packed"
 
     # Every hyper-parameter is a typed constructor argument (timm style), not a config object.
     def __init__(  # noqa: PLR0913
@@ -172,20 +188,29 @@ class SGMA(nn.Module):
                     f"({B}, {len(self.modality_names)}, {H}, {W})"
                 )
             available = mask[:, list(idx)].bool()
-        stacked = torch.stack(
-            [self.stems[self.modality_names[i]](images[self.modality_names[i]]) for i in idx], 1
-        )
-        features = self.backbone(stacked.flatten(0, 1))  # 4 x (B*M_e, C_i, H_i, W_i)
+        stemmed = [self.stems[self.modality_names[i]](images[self.modality_names[i]]) for i in idx]
         scales, sizes = [], []
-        for fusion, feat in zip(self.fusions, features):
+        for fusion, feat in zip(self.fusions, self._backbone_features(stemmed)):
             size = (feat.shape[-2], feat.shape[-1])  # no int(): H, W stay symbolic in export
-            scales.append(
-                fusion(
-                    feat.unflatten(0, (B, len(idx))), idx, downsample_availability(available, size)
-                )
-            )
+            scales.append(fusion(feat, idx, downsample_availability(available, size)))
             sizes.append(size)
         return Encoded(idx, scales, available, sizes)
+
+    def _backbone_features(self, stemmed: Sequence[Tensor]) -> list[Tensor]:
+        """Shared backbone on ``M_e`` stem outputs ``(B, 3, H, W)`` -> 4 x ``(B, M_e, C, h, w)``."""
+        per_modality = self.encode_strategy == "per_modality" and len(stemmed) > 1
+        if per_modality and self.training and self._has_batch_norm():
+            per_modality = False  # batch statistics over the packed batch, as Eq. 2's
+        if per_modality:
+            outputs = [self.backbone(x) for x in stemmed]  # M_e x 4 x (B, C_i, h, w)
+            return [torch.stack(scale, 1) for scale in zip(*outputs)]
+        B = stemmed[0].shape[0]
+        packed = self.backbone(torch.stack(stemmed, 1).flatten(0, 1))  # 4 x (B*M_e, C_i, h, w)
+        return [feat.unflatten(0, (B, len(stemmed))) for feat in packed]
+
+    def _has_batch_norm(self) -> bool:
+        """Whether the backbone normalises over the batch (then packing changes numbers)."""
+        return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in self.backbone.modules())
 
     # -------------------------------------------------------------------- fuse
     def resolve_subset(self, present: Subset, enc: Encoded) -> Tensor:

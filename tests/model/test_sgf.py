@@ -143,9 +143,8 @@ class TestRealWidths:
     def _sp_saturation(fusion: SemanticGuidedFusion, cache: dict) -> float:
         """Share of pixels where some SP head puts > 99 % of a query's weight on one sensor."""
         p = combine_prototypes(cache, torch.ones(1, 3, dtype=torch.bool), fusion.csf.prototypes)
-        q = fusion.sp.split_heads(fusion.sp.q_proj(p)) * fusion.sp.scale  # (B, K, h, d)
-        scores = cache["sp_k"] @ q.permute(0, 2, 3, 1)[:, None]  # (B, N, h, M, K)
-        seen = cache["available"].transpose(1, 2)[:, :, None, :, None]
+        scores = fusion.sp.scores(p, cache["sp_k"])  # (B, h, N, M, K)
+        seen = cache["available"].transpose(1, 2)[:, None, :, :, None]
         weights = masked_softmax(scores, seen, dim=3)
         return float((weights.amax(dim=3) > 0.99).any(dim=(2, 3)).float().mean())
 

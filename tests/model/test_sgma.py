@@ -9,7 +9,15 @@ import torch.nn.functional as F
 from sgma_cli.model.availability import downsample_availability
 from sgma_cli.model.sgma import SGMA
 from tests.model._reference import reference_sgf
-from tests.model.conftest import MODALITIES, NAMES, SIZE, SUBSETS, prototype_kind, subset_id
+from tests.model.conftest import (
+    MODALITIES,
+    NAMES,
+    SIZE,
+    SUBSETS,
+    TINY_BACKBONES,
+    prototype_kind,
+    subset_id,
+)
 
 
 def _backbone_features(model: SGMA, images: dict[str, torch.Tensor]) -> list[torch.Tensor]:
@@ -77,6 +85,46 @@ class TestEncodeFuse:
         first = model({"rgb": images["rgb"][:1], "sar": images["sar"][:1]}).logits
         second = model({"dsm": images["dsm"][1:]}).logits
         torch.testing.assert_close(batched, torch.cat([first, second]), atol=1e-5, rtol=1e-5)
+
+
+class TestEncodeStrategy:
+    """Feeding the backbone one modality at a time gives the packed batch's numbers."""
+
+    @pytest.mark.parametrize("subset", [("rgb", "dsm", "sar"), ("dsm", "sar")], ids=subset_id)
+    @torch.no_grad()
+    def test_per_modality_equals_packed(
+        self, model: SGMA, images, swath_mask, subset: tuple[str, ...]
+    ) -> None:
+        given = {n: images[n] for n in subset}
+        out = {}
+        for strategy in ("packed", "per_modality"):
+            model.encode_strategy = strategy  # type: ignore[assignment]
+            out[strategy] = model(given, swath_mask)
+        model.encode_strategy = "packed"
+        torch.testing.assert_close(
+            out["per_modality"].logits, out["packed"].logits, atol=1e-5, rtol=1e-5
+        )
+        for a, b in zip(out["per_modality"].robustness, out["packed"].robustness):
+            torch.testing.assert_close(a, b, atol=1e-6, rtol=0)
+
+    @pytest.mark.parametrize("backbone", TINY_BACKBONES)
+    def test_training_with_batch_norm_stays_packed(self, backbone: str, images) -> None:
+        """Batch statistics are those of the packed batch (Eq. 2), whatever the strategy."""
+        torch.manual_seed(0)
+        model = SGMA(MODALITIES, num_classes=4, backbone=backbone, head_dim=16).train()
+        has_bn = model._has_batch_norm()
+        assert has_bn == (backbone == "test_resnet")
+        logits = {}
+        for strategy in ("packed", "per_modality"):
+            model.encode_strategy = strategy  # type: ignore[assignment]
+            torch.manual_seed(1)  # the same dropout draws
+            logits[strategy] = model(images).logits
+        if has_bn:
+            assert torch.equal(logits["per_modality"], logits["packed"])
+        else:
+            torch.testing.assert_close(
+                logits["per_modality"], logits["packed"], atol=1e-5, rtol=1e-5
+            )
 
 
 class TestTrainingForward:
