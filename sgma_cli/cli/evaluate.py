@@ -30,6 +30,7 @@ from sgma_cli.cli.options import (
     AsJson,
     Asset,
     BatchSize,
+    Compile,
     DataDir,
     Device,
     LabelField,
@@ -298,6 +299,7 @@ def command(
     label_field: LabelField = "class",
     window: Window = None,
     overlap: Overlap = 0.25,
+    compile_model: Compile = None,
 ) -> None:
     """Evaluate a checkpoint on every modality subset."""
     from sgma_cli.data.discovery import parse_modality_option
@@ -340,12 +342,22 @@ def command(
         split=split,
         scene=source,
         options=EvaluateOptions(
-            subsets=subsets, device=device, batch_size=batch_size, workers=workers
+            subsets=subsets,
+            device=device,
+            batch_size=batch_size,
+            workers=workers,
+            compile=compile_model,
         ),
         out=out,
         progress_for=lambda path: _progress_bar(f"evaluating {path.name}"),
     )
     for evaluation in done.evaluations:
+        if evaluation.compiled is not None:
+            err_console.print(
+                f"{evaluation.checkpoint.name}: {evaluation.compiled.describe()}",
+                style="dim",
+                soft_wrap=True,
+            )
         if evaluation.skipped:
             where = "scene" if evaluation.split == "scene" else "dataset"
             warn(

@@ -24,6 +24,7 @@ __all__ = [
     "Asset",
     "AsJson",
     "BatchSize",
+    "Compile",
     "DataDir",
     "Device",
     "Gpus",
@@ -78,6 +79,15 @@ Nproc = Annotated[
         "--nproc",
         min=1,
         help="Processes on --device that share the work (on the CPU; GPUs: --gpus).",
+    ),
+]
+Compile = Annotated[
+    bool | None,
+    typer.Option(
+        "--compile/--no-compile",
+        show_default=False,
+        help="Compile the model with torch.compile (default: on CUDA; the first run compiles "
+        "for minutes, later runs reuse the kernel cache).",
     ),
 ]
 BatchSize = Annotated[

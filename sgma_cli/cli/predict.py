@@ -35,6 +35,7 @@ from sgma_cli.cli.console import console, err_console
 from sgma_cli.cli.options import (
     Asset,
     BatchSize,
+    Compile,
     Device,
     Gpus,
     Nproc,
@@ -165,6 +166,8 @@ def _render(result: PredictResult) -> None:
         f"{result.windows} {result.notes[-1]}; {total / 1e6:.2f} MPix in {result.seconds:.1f} s "
         f"({rate:.2f} MPix/s)"
     )
+    if result.compiled is not None:
+        err_console.print(result.compiled.describe(), style="dim", soft_wrap=True)
 
 
 def command(
@@ -329,6 +332,7 @@ def command(
             help="reference (the finest sensor's footprint) or union (all chosen sensors)."
         ),
     ] = "reference",
+    compile_model: Compile = None,
 ) -> None:
     """Segment a whole scene with whichever of the checkpoint's sensors you have."""
     from sgma_cli.engine.predict.job import PredictJob, run_predict
@@ -375,6 +379,7 @@ def command(
         model=model,
         aoi=aoi,
         like=like,
+        compile=compile_model,
     )
     if isinstance(job, RegionJob):
         from sgma_cli.cli.predict_region import run_region_command

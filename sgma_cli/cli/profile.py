@@ -14,7 +14,7 @@ import typer
 from rich.table import Table
 
 from sgma_cli.cli.console import console, err_console
-from sgma_cli.cli.options import AsJson, Device, parse_modalities
+from sgma_cli.cli.options import AsJson, Compile, Device, parse_modalities
 from sgma_cli.errors import UsageError
 
 if TYPE_CHECKING:
@@ -78,6 +78,37 @@ def _table(report: ProfileReport) -> Table:
     return table
 
 
+def _latency_table(report: ProfileReport) -> Table:
+    from sgma_cli.engine.profile import LATENCY_STAGES
+
+    lat = report.latency
+    assert lat is not None
+    labels = {
+        "encode": "encode (stems, backbone, SGF encode)",
+        "fuse": "fuse (SP, RP, all modalities)",
+        "head": "head",
+        "forward": "forward",
+    }
+    caption = f"batch 1, median of 5; backbone fed {lat.encode_strategy.replace('_', ' ')}"
+    if lat.compile_s is not None:
+        caption += f"; first compiled forward {lat.compile_s:,.1f} s (compiling included)"
+    table = Table(title=f"latency on {report.device}", caption=caption)
+    table.add_column("stage")
+    table.add_column("eager (ms)", justify="right")
+    if lat.compiled is not None:
+        table.add_column("compiled (ms)", justify="right")
+        table.add_column("speed-up", justify="right")
+    for stage in LATENCY_STAGES:
+        row = [labels[stage], f"{lat.eager[stage]:,.1f}"]
+        if lat.compiled is not None:
+            fast = lat.compiled[stage]
+            row += [f"{fast:,.1f}", f"{lat.eager[stage] / max(fast, 1e-9):.2f}x"]
+        if stage == "forward":
+            table.add_section()
+        table.add_row(*row, style="bold" if stage == "forward" else None)
+    return table
+
+
 def command(
     *,
     backbone: Annotated[
@@ -100,6 +131,7 @@ def command(
         bool, typer.Option("--latency", help="Also time one forward (warm-up excluded).")
     ] = False,
     device: Device = "auto",
+    compile_model: Compile = None,
     as_json: AsJson = False,
 ) -> None:
     """Count parameters and compute (MACs) of an SGMA model per component, like Table IX."""
@@ -121,15 +153,14 @@ def command(
         )
     except ValueError as err:
         raise UsageError(str(err)) from None
-    report = profile_model(config, size=size, latency=latency, device=device)
+    if compile_model and not latency:
+        raise UsageError("--compile times the compiled model: add --latency")
+    report = profile_model(config, size=size, latency=latency, device=device, compile=compile_model)
     if as_json:
         typer.echo(json.dumps(report.to_dict()))
         return
     console.print(_table(report))
-    if report.latency_ms is not None:
-        console.print(
-            f"latency: [bold]{report.latency_ms:,.1f} ms[/] per forward on {report.device} "
-            "(batch 1)"
-        )
+    if report.latency is not None:
+        console.print(_latency_table(report))
     elif not as_json:
         err_console.print("[dim]add --latency to time a forward on this machine[/]")

@@ -25,7 +25,7 @@ from rich.table import Table
 from rich.text import Text
 
 from sgma_cli.cli.console import console, warn
-from sgma_cli.cli.options import DataDir, Device, Gpus, Nproc
+from sgma_cli.cli.options import Compile, DataDir, Device, Gpus, Nproc
 from sgma_cli.cli.progress import Rate, progress_bar
 from sgma_cli.config.recipe import load_recipe, recipe_to_toml
 from sgma_cli.errors import UsageError
@@ -103,6 +103,8 @@ class _ProgressView:
             )
         elif event.kind == "info":
             p.console.print(Text.assemble(("warning: ", "yellow"), event.message))
+        elif event.kind == "note":
+            p.console.print(event.message, style="dim", soft_wrap=True)
 
 
 def _summary(result: TrainResult) -> None:
@@ -186,6 +188,7 @@ def command(
     print_recipe: Annotated[
         bool, typer.Option("--print", help="Print the resolved recipe and exit.")
     ] = False,
+    compile_model: Compile = None,
 ) -> None:
     """Train SGMA on a prepared dataset."""
     from sgma_cli.engine.distributed import torchrun_env
@@ -200,6 +203,10 @@ def command(
     if data is not None:
         resolved = resolved.model_copy(
             update={"data": resolved.data.model_copy(update={"dir": str(data)})}
+        )
+    if compile_model is not None:  # the recipe key train.compile, recorded with the run
+        resolved = resolved.model_copy(
+            update={"train": resolved.train.model_copy(update={"compile": compile_model})}
         )
     if print_recipe:
         console.print(recipe_to_toml(resolved), markup=False, highlight=False, end="")

@@ -151,6 +151,8 @@ class TrainRecipe(StrictModel):
     """The loop: loss, MAS, modality dropout, precision, validation and checkpoints.
 
     ``val_every`` counts epochs (0: never), ``checkpoint_every`` and ``log_every`` steps.
+    ``compile``: ``torch.compile`` the model (``"auto"``: on CUDA only, see
+    :mod:`sgma_cli.engine.speed`).
     """
 
     mas: bool = True
@@ -159,6 +161,7 @@ class TrainRecipe(StrictModel):
     modality_dropout: float = Field(default=0.0, ge=0, lt=1)
     accumulate: int = Field(default=1, gt=0)
     precision: Literal["auto", "fp32", "bf16"] = "auto"
+    compile: bool | Literal["auto"] = "auto"
     seed: int = Field(default=0, ge=0)
     deterministic: bool = True
     val_every: int = Field(default=1, ge=0)

@@ -7,12 +7,18 @@ attention switched off, because on the CPU it counts nothing for fused
 ``scaled_dot_product_attention``. Elementwise operations are not counted, as in the
 paper's figures. Ops are attributed to components by module path: the SGF modules are
 built so that each multiply happens inside exactly one of MP, CSF, SP or RP.
+
+Latency (``--latency``) is measured per stage of a forward (encode, fuse, head) with the
+model as the jobs run it on that device (:mod:`sgma_cli.engine.speed`: encode strategy),
+and with ``compile`` also compiled, side by side: the stages show where time and MACs part
+ways (fuse is memory-bound: a few % of the MACs, a larger share of the time).
 """
 
 from __future__ import annotations
 
 import contextlib
 import re
+import statistics
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -25,11 +31,20 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from sgma_cli.config.model import SGMAConfig
 from sgma_cli.engine.device import resolve_device
+from sgma_cli.engine.speed import compile_model, resolve_compile, use_encode_strategy
 from sgma_cli.engine.weights import build_model
 from sgma_cli.errors import ConfigError, UsageError
 from sgma_cli.model.sgma import SGMA
 
-__all__ = ["FUSION_PARTS", "ProfileReport", "profile_model", "count_macs"]
+__all__ = [
+    "FUSION_PARTS",
+    "LATENCY_STAGES",
+    "Latency",
+    "ProfileReport",
+    "count_macs",
+    "measure_latency",
+    "profile_model",
+]
 
 #: The parts of SGF, in the paper's order.
 FUSION_PARTS = ("mp", "csf", "sp", "rp")
@@ -37,6 +52,32 @@ _PART_OF = {"projectors": "mp", "csf": "csf", "sp": "sp", "rp": "rp"}
 # Top-level calls of each part inside a fusion module: encode-time (projectors.m, csf,
 # sp.kv, rp.kv) and fuse-time (sp, rp) calls are disjoint, so their counts add up.
 _PART_KEY = re.compile(r"^SGMA\.fusions\.\d+\.(projectors\.\d+|csf|sp|sp\.kv|rp|rp\.kv)$")
+#: The stages of a forward that ``--latency`` times, then the whole forward.
+LATENCY_STAGES = ("encode", "fuse", "head", "forward")
+
+
+@dataclass
+class Latency:
+    """Milliseconds per stage of one forward (batch 1), eager and optionally compiled.
+
+    Attributes:
+        eager: ms per stage of :data:`LATENCY_STAGES`.
+        compiled: the same with ``torch.compile``, or ``None``.
+        compile_s: seconds of the first compiled forward (compilation included).
+        encode_strategy: how the backbone was fed (``packed`` or ``per_modality``).
+    """
+
+    eager: dict[str, float]
+    compiled: dict[str, float] | None = None
+    compile_s: float | None = None
+    encode_strategy: str = "packed"
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-able dict."""
+        out: dict[str, Any] = {"eager_ms": self.eager, "encode_strategy": self.encode_strategy}
+        if self.compiled is not None:
+            out.update(compiled_ms=self.compiled, compile_s=self.compile_s)
+        return out
 
 
 @dataclass
@@ -46,15 +87,21 @@ class ProfileReport:
     params: dict[str, Any]
     macs: dict[str, Any]
     config: dict[str, Any]
-    latency_ms: float | None = None
+    latency: Latency | None = None
     device: str = "cpu"
     notes: list[str] = field(default_factory=list)
 
+    @property
+    def latency_ms(self) -> float | None:
+        """Milliseconds of one eager forward, when measured."""
+        return None if self.latency is None else self.latency.eager["forward"]
+
     def to_dict(self) -> dict[str, Any]:
-        """Plain JSON-able dict (``latency_ms`` only when measured)."""
+        """Plain JSON-able dict (``latency_ms`` and ``latency`` only when measured)."""
         out: dict[str, Any] = {"params": self.params, "macs": self.macs, "config": self.config}
-        if self.latency_ms is not None:
+        if self.latency is not None:
             out["latency_ms"] = self.latency_ms
+            out["latency"] = self.latency.to_dict()
             out["device"] = self.device
         return out
 
@@ -126,23 +173,62 @@ def _inputs(
     }
 
 
-def _latency_ms(
-    config: SGMAConfig, size: int, device: torch.device, warmup: int, repeats: int
-) -> float:
+def _stage_ms(
+    model: SGMA, images: dict[str, torch.Tensor], device: torch.device, warmup: int, repeats: int
+) -> tuple[dict[str, float], float]:
+    """Median ms per stage over ``repeats`` forwards, and seconds of the first forward."""
+
+    def sync() -> None:
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+
+    def clock() -> float:
+        sync()
+        return time.perf_counter()
+
+    took: dict[str, list[float]] = {stage: [] for stage in LATENCY_STAGES}
+    first = 0.0
+    with torch.no_grad():
+        for i in range(warmup + repeats):
+            t0 = clock()
+            enc = model.encode(images)
+            t1 = clock()
+            fused = model.fuse(enc)
+            t2 = clock()
+            model.decode([fused], enc.image_size)
+            t3 = clock()
+            if i == 0:
+                first = t3 - t0
+            if i >= warmup:
+                for stage, ms in zip(LATENCY_STAGES, (t1 - t0, t2 - t1, t3 - t2, t3 - t0)):
+                    took[stage].append(ms * 1e3)
+    return {stage: statistics.median(v) for stage, v in took.items()}, first
+
+
+def measure_latency(
+    config: SGMAConfig,
+    size: int,
+    device: torch.device,
+    *,
+    compile: bool = False,
+    warmup: int = 2,
+    repeats: int = 5,
+) -> Latency:
+    """Time encode, fuse and head of one forward (batch 1, all modalities), eager and compiled.
+
+    The model (seed 0) feeds its backbone the device's way (encode strategy); with
+    ``compile`` it is then compiled in place and timed again.
+    """
     torch.manual_seed(0)
     model = _build(config, device)
+    use_encode_strategy(model, device)
     images = _inputs(config, size, device)
-    with torch.no_grad():
-        for _ in range(warmup):
-            model(images)
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        start = time.perf_counter()
-        for _ in range(repeats):
-            model(images)
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-    return (time.perf_counter() - start) / repeats * 1e3
+    eager, _ = _stage_ms(model, images, device, warmup, repeats)
+    latency = Latency(eager=eager, encode_strategy=model.encode_strategy)
+    if compile:
+        compile_model(model)
+        latency.compiled, latency.compile_s = _stage_ms(model, images, device, warmup, repeats)
+    return latency
 
 
 def profile_model(
@@ -152,16 +238,18 @@ def profile_model(
     device: str = "auto",
     warmup: int = 2,
     repeats: int = 5,
+    compile: bool | None = False,
 ) -> ProfileReport:
     """Count parameters and MACs with all modalities present; optionally time a forward.
 
     Args:
         config: the model to profile.
         size: square input size in pixels (multiple of 32).
-        latency: also measure milliseconds per forward on ``device`` (warm-up excluded).
+        latency: also measure milliseconds per stage on ``device`` (warm-up excluded).
         device: where to measure latency (counting always runs on ``meta``).
         warmup: untimed forwards before timing.
-        repeats: timed forwards averaged.
+        repeats: timed forwards (medians).
+        compile: with ``latency``, also time the compiled model (``None``: on CUDA).
     """
     if size <= 0 or size % 32:
         raise UsageError(
@@ -174,6 +262,13 @@ def profile_model(
     report = ProfileReport(params=params, macs=macs, config={**config.to_dict(), "size": size})
     if latency:
         dev = resolve_device(device)
-        report.latency_ms = _latency_ms(config, size, dev, warmup, repeats)
+        report.latency = measure_latency(
+            config,
+            size,
+            dev,
+            compile=resolve_compile(compile, dev),
+            warmup=warmup,
+            repeats=repeats,
+        )
         report.device = str(dev)
     return report

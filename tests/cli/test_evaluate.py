@@ -98,6 +98,18 @@ class TestOutput:
         assert data["subsets"][0]["pixels"] == 2 * (64 * 64 - 4)
         assert data["subsets"][-1]["pixels"] == 2 * (64 * 64 - 4) - 64 * 32
 
+    def test_compiled_gives_the_same_table(
+        self, tiny_checkpoint: Path, tiny_dataset: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """--compile: the same subsets' numbers, and a line on what was compiled."""
+        monkeypatch.setenv("SGMA_COMPILE_BACKEND", "eager")  # tracing only: no C++ to build
+        args = [tiny_checkpoint, "--data", tiny_dataset, "--json", "--device", "cpu"]
+        plain, compiled = _run(*args), _run(*args, "--compile")
+        assert compiled.exit_code == 0, compiled.output
+        assert json.loads(compiled.stdout) == json.loads(plain.stdout)
+        assert "torch.compile: backbone, fuse, head; first batch" in compiled.stderr
+        assert "torch.compile" not in plain.stderr  # off on the CPU unless asked
+
     def test_subsets_option(self, tiny_checkpoint: Path, tiny_dataset: Path) -> None:
         result = _run(
             tiny_checkpoint,

@@ -76,6 +76,26 @@ class TestPredict:
             classes = src.read(1)
         assert (classes == 255).sum() == 80 * 80  # DSM hole outside the SAR swath
 
+    def test_compiled_writes_the_same_map(
+        self,
+        tiny_scene: Path,
+        tiny_checkpoint: Path,
+        tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch,
+    ) -> None:
+        monkeypatch.setenv("SGMA_COMPILE_BACKEND", "eager")  # tracing only: no C++ to build
+        maps = {}
+        for name, flags in (("plain", []), ("compiled", ["--compile"])):
+            out = tmp_path / f"{name}.tif"
+            result = _run(
+                tiny_scene, "-c", tiny_checkpoint, "--out", out, "--device", "cpu", *flags
+            )
+            assert result.exit_code == 0, result.output
+            assert ("torch.compile: backbone, fuse, head" in result.stderr) == (name == "compiled")
+            with rasterio.open(out) as src:
+                maps[name] = src.read(1)
+        assert np.array_equal(maps["compiled"], maps["plain"])
+
     def test_explicit_files_and_default_out(
         self,
         tiny_scene: Path,

@@ -60,9 +60,26 @@ def test_table_labels_units() -> None:
     assert "MACs (G)" in result.stdout and "params (M)" in result.stdout and "RP" in result.stdout
 
 
+def test_latency_eager_and_compiled_side_by_side(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SGMA_COMPILE_BACKEND", "eager")  # tracing only: no C++ to build
+    base = ["profile", "--backbone", "test_convnext", "--modalities", "2", "--size", "64"]
+    result = runner.invoke(app, [*base, "--latency", "--compile", "--device", "cpu", "--json"])
+    assert result.exit_code == 0, result.output
+    latency = json.loads(result.stdout)["latency"]
+    stages = ["encode", "fuse", "head", "forward"]
+    assert list(latency["eager_ms"]) == stages and list(latency["compiled_ms"]) == stages
+    assert all(v > 0 for v in [*latency["eager_ms"].values(), *latency["compiled_ms"].values()])
+    assert latency["compile_s"] > 0 and latency["encode_strategy"] == "per_modality"
+    table = runner.invoke(app, [*base, "--latency", "--compile", "--device", "cpu"])
+    assert table.exit_code == 0, table.output
+    for text in ("eager (ms)", "compiled (ms)", "speed-up", "fuse (SP, RP", "first compiled"):
+        assert text in table.stdout, text
+
+
 @pytest.mark.parametrize(
     ("args", "code", "message"),
     [
+        (["--compile"], 2, "--compile times the compiled model: add --latency"),
         (["--backbone", "pvt_v2_b9"], 1, "unknown backbone 'pvt_v2_b9'; did you mean"),
         (["--modalities", "0"], 2, "--modalities 0"),
         (["--size", "500"], 2, "--size 500 must be a positive multiple of 32"),

@@ -90,6 +90,14 @@ class TestTrainCommand:
             and printed["schedule"]["power"] == 0.9
         )
 
+    @pytest.mark.parametrize(
+        ("flag", "value"), [([], "auto"), (["--compile"], True), (["--no-compile"], False)]
+    )
+    def test_compile_is_the_recipe_key(self, recipe: Path, flag: list[str], value: object) -> None:
+        result = runner.invoke(app, ["train", str(recipe), *flag, "--print"])
+        assert result.exit_code == 0, result.output
+        assert tomllib.loads(result.output)["train"]["compile"] == value
+
     def test_unknown_key(self, recipe: Path) -> None:
         result = runner.invoke(
             app, ["train", str(recipe), "--set", "optim.learning_rate=1", "--print"]

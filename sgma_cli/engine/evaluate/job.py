@@ -24,6 +24,13 @@ from sgma_cli.config.dataset import DatasetManifest, load_manifest
 from sgma_cli.data.tile_dataset import TileDataset
 from sgma_cli.engine.device import resolve_device
 from sgma_cli.engine.evaluate.scoring import Progress, SubsetEvaluation, evaluate_subsets
+from sgma_cli.engine.speed import (
+    CompileChoice,
+    CompiledModel,
+    compile_model,
+    resolve_compile,
+    use_encode_strategy,
+)
 from sgma_cli.engine.subsets import select_subsets
 from sgma_cli.engine.weights import load_model
 from sgma_cli.errors import CheckpointError, DatasetError, UsageError
@@ -52,6 +59,7 @@ class EvaluateOptions:
         workers: DataLoader worker processes for tiles (default: 0 on CPU, up to 4 on
             CUDA); a scene is read by one background thread whatever this says.
         precision: ``auto`` (bf16 on CUDA), ``bf16`` or ``fp32``.
+        compile: compile the model (``None``: on CUDA only; see :mod:`sgma_cli.engine.speed`).
 
     Raises:
         UsageError: ``batch_size`` below 1 or negative ``workers``.
@@ -62,6 +70,7 @@ class EvaluateOptions:
     batch_size: int = 8
     workers: int | None = None
     precision: str = "auto"
+    compile: CompileChoice = None
 
     def __post_init__(self) -> None:
         if self.batch_size < 1:
@@ -87,6 +96,7 @@ class CheckpointEvaluation:
         result: confusion matrices, metrics and robustness per subset.
         skipped: model modalities the data lacks (subsets using them were left out).
         seconds: wall time of the evaluation loop.
+        compiled: what was compiled and the first batch's time, when compiled.
     """
 
     checkpoint: Path
@@ -97,6 +107,7 @@ class CheckpointEvaluation:
     result: SubsetEvaluation
     skipped: tuple[str, ...] = ()
     seconds: float = 0.0
+    compiled: CompiledModel | None = None
 
 
 def recipe_data_dir(meta: CheckpointMeta, checkpoint: Path) -> Path | None:
@@ -173,16 +184,21 @@ def check_comparable(meta: CheckpointMeta, like: CheckpointEvaluation, checkpoin
 
 def load_for_evaluation(
     checkpoint: Path, options: EvaluateOptions, like: CheckpointEvaluation | None = None
-) -> tuple[SGMA, CheckpointMeta, torch.device]:
-    """The model in eval mode on the options' device, its metadata, and that device.
+) -> tuple[SGMA, CheckpointMeta, torch.device, CompiledModel | None]:
+    """The model in eval mode on the options' device, its metadata, that device, and
+    what was compiled (``None``: nothing).
 
-    With ``like``, the checkpoint must be comparable with it (:func:`check_comparable`).
+    The model encodes the faster way for the device and is compiled when
+    ``options.compile`` asks for it (:mod:`sgma_cli.engine.speed`). With ``like``, the
+    checkpoint must be comparable with it (:func:`check_comparable`).
     """
     device = options.torch_device()
     model, meta = load_model(checkpoint, device)
     if like is not None:
         check_comparable(meta, like, checkpoint)
-    return model, meta, device
+    use_encode_strategy(model, device)
+    compiled = compile_model(model) if resolve_compile(options.compile, device) else None
+    return model, meta, device, compiled
 
 
 def _workers(workers: int | None, device: torch.device) -> int:
@@ -218,7 +234,9 @@ def evaluate_checkpoint(
         UsageError: no ``data_dir`` and none recorded in the checkpoint, bad options.
     """
     checkpoint, options = Path(checkpoint), options or EvaluateOptions()
-    model, meta, dev = load_for_evaluation(checkpoint, options, like)
+    model, meta, dev, compiled = load_for_evaluation(checkpoint, options, like)
+    if compiled is not None:
+        progress = compiled.watch(progress)
     if like is not None:
         data_dir = like.data_dir
     if data_dir is None:
@@ -268,4 +286,5 @@ def evaluate_checkpoint(
         result=result,
         skipped=tuple(missing),
         seconds=time.perf_counter() - start,
+        compiled=compiled,
     )

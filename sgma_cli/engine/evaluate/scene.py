@@ -156,7 +156,9 @@ def evaluate_scene(
 
     checkpoint, folder = Path(checkpoint), scene.where
     options = options or EvaluateOptions()
-    model, meta, dev = load_for_evaluation(checkpoint, options, like)
+    model, meta, dev, compiled = load_for_evaluation(checkpoint, options, like)
+    if compiled is not None:
+        progress = compiled.watch(progress)
     names = meta.modality_names
     opened = open_scene(
         find_sensor_files(scene.folder, names, scene.files),
@@ -203,4 +205,5 @@ def evaluate_scene(
         result=scorer.result(),
         skipped=tuple(missing),
         seconds=time.perf_counter() - start,
+        compiled=compiled,
     )

@@ -53,6 +53,7 @@ from sgma_cli.engine.predict.inference import (
 )
 from sgma_cli.engine.predict.runners import LoadedRunner, load_runner
 from sgma_cli.engine.predict.workers import WorkerPlan, worker_results
+from sgma_cli.engine.speed import CompiledModel
 from sgma_cli.errors import UsageError
 from sgma_cli.model.sgma import SGMA
 
@@ -169,6 +170,8 @@ class PredictJob:
         aoi: ``--aoi``: a polygon file or ``minx,miny,maxx,maxy[,CRS]`` (see
             :mod:`sgma_cli.data.region`); ``None``: the reference sensor's coverage.
         like: ``--like``: write on this raster's grid.
+        compile: compile the model with ``torch.compile`` (``None``: on CUDA only; see
+            :mod:`sgma_cli.engine.speed`).
     """
 
     checkpoint: Path | None
@@ -193,6 +196,7 @@ class PredictJob:
     model: Path | None = None
     aoi: str | None = None
     like: Path | None = None
+    compile: bool | None = None
 
 
 @dataclass
@@ -208,6 +212,7 @@ class PredictResult:
         nodata_pixels: pixels no chosen sensor saw.
         polygons: polygons written (``vectorize``).
         notes: lines on the choices made.
+        compiled: what ``torch.compile`` compiled in this process, else ``None``.
     """
 
     outputs: dict[str, Path]
@@ -218,6 +223,7 @@ class PredictResult:
     nodata_pixels: int
     polygons: int | None = None
     notes: list[str] = field(default_factory=list)
+    compiled: CompiledModel | None = None
 
 
 def output_paths(job: PredictJob) -> dict[str, Path]:
@@ -266,6 +272,8 @@ def check_options(job: PredictJob) -> None:
         raise UsageError("give either --checkpoint (a .pt) or --model (an exported .onnx/.pt2)")
     if job.model is not None and job.precision == "bf16":
         raise UsageError("--precision bf16 is for --checkpoint; an exported --model runs in fp32")
+    if job.model is not None and job.compile:
+        raise UsageError("--compile is for --checkpoint; an exported --model is already a graph")
 
 
 def _workers_for(job: PredictJob) -> tuple[torch.device, WorkerPlan | None]:
@@ -276,13 +284,18 @@ def _workers_for(job: PredictJob) -> tuple[torch.device, WorkerPlan | None]:
             )
         check_gpu_count(job.gpus)
         return torch.device("cuda:0"), WorkerPlan(
-            _source(job), tuple(f"cuda:{i}" for i in range(job.gpus)), graph=job.model is not None
+            _source(job),
+            tuple(f"cuda:{i}" for i in range(job.gpus)),
+            graph=job.model is not None,
+            compile=job.compile,
         )
     device = resolve_device(job.device)
     if job.nproc > 1:
         if device.type != "cpu":
             raise UsageError("--nproc is for CPU processes; use --gpus N to spread over GPUs")
-        return device, WorkerPlan(_source(job), ("cpu",) * job.nproc, graph=job.model is not None)
+        return device, WorkerPlan(
+            _source(job), ("cpu",) * job.nproc, graph=job.model is not None, compile=job.compile
+        )
     return device, None
 
 
@@ -306,6 +319,7 @@ def _open_model(
             graph=graph,
             precision=job.precision,
             explicit_device=job.device.lower() != "auto",
+            compile=job.compile,
         )
         return loaded.runner, loaded
     if graph:  # the workers open their own sessions; this one only reads the metadata
@@ -487,6 +501,8 @@ def _run_predict(
     if on_scene is not None:
         on_scene(scene)
     specs = _specs(job, meta, scene, paths)
+    if loaded.compiled is not None:
+        progress = loaded.compiled.watch(progress)
     K = len(meta.classes)
     counts = np.zeros(K + 1, np.int64)
     windows = len(window_grid(scene.grid.height, scene.grid.width, window, job.overlap))
@@ -554,4 +570,5 @@ def _run_predict(
         nodata_pixels=int(counts[K]),
         polygons=polygons,
         notes=[*scene.notes, f"windows of {window} px, overlap {job.overlap:g}"],
+        compiled=loaded.compiled,
     )

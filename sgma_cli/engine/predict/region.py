@@ -150,6 +150,7 @@ class RegionContext:
         graph: ``source`` was written by ``sgma export``.
         device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N`` (resolved on the worker).
         precision: ``auto``, ``bf16`` or ``fp32``.
+        compile: compile the model on each worker (``None``: on CUDA only).
         scene: the sensors and the region's grid (``scene.grid``).
         region: the region (AOI polygon, if any).
         window: window side.
@@ -165,6 +166,7 @@ class RegionContext:
     graph: bool
     device: str
     precision: str
+    compile: bool | None
     scene: Scene
     region: Region
     window: int
@@ -432,6 +434,7 @@ def setup_worker(context: RegionContext) -> WorkerState:
         graph=context.graph,
         precision=context.precision,
         explicit_device=context.device.lower() != "auto",
+        compile=context.compile,
     )
     if loaded.runner is None:  # load_runner always returns one; keeps the type checker honest
         raise SgmaError("the model could not be loaded", context.source)
@@ -724,6 +727,7 @@ def _run_locked(  # noqa: PLR0913 - the pieces run_region prepared
         graph=graph,
         device=job.device,
         precision=job.precision,
+        compile=job.compile,
         scene=scene,
         region=region,
         window=window,

@@ -20,6 +20,13 @@ import torch
 
 from sgma_cli.config.checkpoint import CheckpointMeta
 from sgma_cli.engine.predict.inference import Runner, TorchRunner, WindowBatch
+from sgma_cli.engine.speed import (
+    CompileChoice,
+    CompiledModel,
+    compile_model,
+    resolve_compile,
+    use_encode_strategy,
+)
 from sgma_cli.engine.weights import load_model
 from sgma_cli.errors import CheckpointError, DeviceError
 
@@ -93,6 +100,7 @@ class LoadedRunner:
         modalities: sensors the model can take (a graph may hold a subset).
         size: fixed window size of a graph, or ``None`` (any multiple of 32).
         robustness: whether robustness maps can be returned.
+        compiled: what ``torch.compile`` compiled (a checkpoint's model), else ``None``.
     """
 
     runner: Runner | None
@@ -100,6 +108,7 @@ class LoadedRunner:
     modalities: list[str]
     size: int | None = None
     robustness: bool = True
+    compiled: CompiledModel | None = None
 
 
 def _onnx_providers(device: torch.device, explicit: bool) -> list[Any]:
@@ -124,6 +133,7 @@ def load_runner(
     graph: bool = False,
     precision: str = "auto",
     explicit_device: bool = True,
+    compile: CompileChoice = False,
 ) -> LoadedRunner:
     """Open a checkpoint (``graph=False``) or an exported ``.onnx``/``.pt2`` file on ``device``.
 
@@ -134,6 +144,8 @@ def load_runner(
         precision: ``auto``, ``bf16`` or ``fp32`` (graphs run in float32).
         explicit_device: the device was asked for by name; ``False`` (``auto``) lets an
             ONNX Runtime without CUDA fall back to the CPU.
+        compile: compile a checkpoint's model (``None``: on CUDA only; see
+            :mod:`sgma_cli.engine.speed`); an exported graph is already compiled.
 
     Raises:
         CheckpointError: unreadable file, or one without sgma metadata.
@@ -142,7 +154,11 @@ def load_runner(
     """
     if not graph:
         model, meta = load_model(path, device)
-        return LoadedRunner(TorchRunner(model, device, precision), meta, meta.modality_names)
+        use_encode_strategy(model, device)
+        compiled = compile_model(model) if resolve_compile(compile, device) else None
+        return LoadedRunner(
+            TorchRunner(model, device, precision), meta, meta.modality_names, compiled=compiled
+        )
     from sgma_cli.engine.export.formats import load_exported_program, onnx_session
 
     suffix = Path(path).suffix.lower()

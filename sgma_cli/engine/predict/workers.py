@@ -43,12 +43,14 @@ class WorkerPlan:
         devices: one device per worker, e.g. ``["cuda:0", "cuda:1"]`` or ``["cpu", "cpu"]``.
         threads: CPU threads per worker (``None``: cores / workers).
         graph: ``checkpoint`` is a ``.onnx``/``.pt2`` file written by ``sgma export``.
+        compile: each worker compiles its model (``None``: on CUDA only).
     """
 
     checkpoint: Path
     devices: tuple[str, ...]
     threads: int | None = None
     graph: bool = False
+    compile: bool | None = None
 
 
 # ---------------------------------------------------------------- worker processes
@@ -66,7 +68,9 @@ def _worker_main(
     try:
         torch.set_num_threads(plan.threads or max(1, (os.cpu_count() or 1) // len(plan.devices)))
         device = resolve_device(plan.devices[rank])
-        loaded = load_runner(plan.checkpoint, device, graph=plan.graph, precision=precision)
+        loaded = load_runner(
+            plan.checkpoint, device, graph=plan.graph, precision=precision, compile=plan.compile
+        )
         with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB):
             for windows, values, valid in local_results(
                 loaded.runner,

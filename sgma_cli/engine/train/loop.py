@@ -56,6 +56,12 @@ from sgma_cli.engine.distributed import (
     sync_batchnorm,
 )
 from sgma_cli.engine.evaluate.scoring import evaluate_subsets
+from sgma_cli.engine.speed import (
+    CompiledModel,
+    compile_model,
+    resolve_compile,
+    use_encode_strategy,
+)
 from sgma_cli.engine.subsets import subset_label
 from sgma_cli.engine.train.plan import TrainPlan, load_pretrained, write_recipe
 from sgma_cli.engine.train.randomness import (
@@ -70,6 +76,7 @@ from sgma_cli.engine.train.schedule import WarmupPoly
 from sgma_cli.engine.train.step import TrainForward, joint_loss
 from sgma_cli.engine.weights import build_model
 from sgma_cli.errors import ConfigError
+from sgma_cli.model.sgma import SGMA
 
 __all__ = ["TrainEvent", "TrainResult", "ProgressCallback", "run_loop"]
 
@@ -87,7 +94,7 @@ class TrainEvent:
     ``checkpoint`` (``message``: path), ``info`` (``message``), ``end``.
     """
 
-    kind: Literal["start", "step", "val_progress", "val", "checkpoint", "info", "end"]
+    kind: Literal["start", "step", "val_progress", "val", "checkpoint", "info", "note", "end"]
     epoch: int
     step: int
     total_steps: int
@@ -232,6 +239,7 @@ class _Loop:
             raise ConfigError(f"model.pretrained: {err}", weights) from None
         torch.manual_seed(self.seed + 1_000_003 * ctx.rank)  # dropout streams differ per rank
         self.model = sync_batchnorm(model.to(ctx.device), ctx)
+        self.compiled = self._speed_up(self.model)
         forward: torch.nn.Module = TrainForward(self.model, mas=r.train.mas)
         if ctx.distributed:
             forward = DistributedDataParallel(
@@ -276,6 +284,13 @@ class _Loop:
                 )
         self.window: dict[str, float] = {}
         self.final_loss = math.nan
+
+    def _speed_up(self, model: torch.nn.Module) -> CompiledModel | None:
+        """The device's encode strategy, and ``torch.compile`` when ``train.compile`` asks."""
+        use_encode_strategy(model, self.ctx.device)
+        if not resolve_compile(self.recipe.train.compile, self.ctx.device):
+            return None
+        return compile_model(model) if isinstance(model, SGMA) else None
 
     # ------------------------------------------------------------------ events
     def _emit(
@@ -564,6 +579,9 @@ class _Loop:
                 tick = now
                 self._log_window(values, rate)
                 self._emit("step", {**values, "samples_per_s": rate})
+                if self.compiled is not None and self.compiled.first_batch_s is None:
+                    self.compiled.first_batch_done()
+                    self._emit("note", message=self.compiled.describe())
                 if (
                     self.step % r.train.checkpoint_every == 0
                     and self.step % spe
