@@ -14,6 +14,7 @@
 Run::
 
     .venv/bin/python benchmarks/train_step.py                       # CPU defaults
+    .venv/bin/python benchmarks/train_step.py --compile --skip-loader  # eager and compiled
     .venv/bin/python benchmarks/train_step.py --backbone pvt_v2_b2 --size 512 --batch 8 \
         --device cuda
 """
@@ -37,6 +38,7 @@ sys.path.insert(0, str(ROOT))
 
 from sgma_cli.config.recipe import load_recipe  # noqa: E402
 from sgma_cli.engine.device import autocast, resolve_device  # noqa: E402
+from sgma_cli.engine.speed import compile_model, use_encode_strategy  # noqa: E402
 from sgma_cli.engine.train.step import TrainForward, branch_loss  # noqa: E402
 from sgma_cli.model.sgma import SGMA  # noqa: E402
 
@@ -73,10 +75,13 @@ def _step(
 
 
 def _build(
-    fusion: str, mas: bool, args: argparse.Namespace, device: torch.device
+    fusion: str, mas: bool, args: argparse.Namespace, device: torch.device, compiled: bool = False
 ) -> tuple[TrainForward, torch.optim.Optimizer]:
     torch.manual_seed(0)
     model = SGMA(MODALITIES, 6, args.backbone, fusion=fusion, head_dim=args.head_dim).to(device)  # type: ignore[arg-type]
+    use_encode_strategy(model, device)  # as sgma train feeds the backbone on this device
+    if compiled:
+        compile_model(model)
     return TrainForward(model, mas=mas), torch.optim.AdamW(model.parameters(), lr=1e-5)
 
 
@@ -98,8 +103,10 @@ def _macs(fusion: str, mas: bool, args: argparse.Namespace) -> float:
         timm.layers.set_fused_attn(True)
 
 
-def _time(fusion: str, mas: bool, args: argparse.Namespace, device: torch.device) -> list[float]:
-    forward, optimizer = _build(fusion, mas, args, device)
+def _time(
+    fusion: str, mas: bool, args: argparse.Namespace, device: torch.device, compiled: bool
+) -> list[float]:
+    forward, optimizer = _build(fusion, mas, args, device, compiled)
     batch = _batch(args.batch, args.size, device)
     times = []
     for i in range(args.warmup + args.steps):
@@ -122,23 +129,26 @@ def step_cost(args: argparse.Namespace) -> None:
         f"head_dim {args.head_dim}, {device}"
     )
     macs = {k: _macs(*k, args) for k in (("sum", False), ("sgf", True))}
-    # interleave the timings so both see the same machine load
-    runs: dict[tuple[str, bool], list[float]] = {("sum", False): [], ("sgf", True): []}
-    for _ in range(args.rounds):
-        for key in runs:
-            runs[key] += _time(*key, args, device)
-    t_sum, t_sgma = statistics.median(runs[("sum", False)]), statistics.median(runs[("sgf", True)])
     m_sum, m_sgma = macs[("sum", False)], macs[("sgf", True)]
-    print(f"  sum fusion     {t_sum * 1e3:9.1f} ms/step   {m_sum / 1e9:8.2f} GMACs (forward)")
-    print(
-        f"  SGF + MAS      {t_sgma * 1e3:9.1f} ms/step   {m_sgma / 1e9:8.2f} GMACs (forward, "
-        f"both branches)"
-    )
-    time_ratio, macs_ratio = t_sgma / t_sum, m_sgma / m_sum
-    print(
-        f"  ratio          {time_ratio:9.3f} x (time)     {macs_ratio:8.3f} x (MACs)   "
-        f"time/MACs = {time_ratio / macs_ratio:.3f} (goal <= 1.1)"
-    )
+    for compiled in (False, True) if args.compile else (False,):
+        # interleave the timings so both see the same machine load
+        runs: dict[tuple[str, bool], list[float]] = {("sum", False): [], ("sgf", True): []}
+        for _ in range(args.rounds):
+            for key in runs:
+                runs[key] += _time(*key, args, device, compiled)
+        t_sum = statistics.median(runs[("sum", False)])
+        t_sgma = statistics.median(runs[("sgf", True)])
+        print(f"  {'compiled' if compiled else 'eager'}:")
+        print(f"  sum fusion     {t_sum * 1e3:9.1f} ms/step   {m_sum / 1e9:8.2f} GMACs (forward)")
+        print(
+            f"  SGF + MAS      {t_sgma * 1e3:9.1f} ms/step   {m_sgma / 1e9:8.2f} GMACs (forward, "
+            f"both branches)"
+        )
+        time_ratio, macs_ratio = t_sgma / t_sum, m_sgma / m_sum
+        print(
+            f"  ratio          {time_ratio:9.3f} x (time)     {macs_ratio:8.3f} x (MACs)   "
+            f"time/MACs = {time_ratio / macs_ratio:.3f} (goal <= 1.1)"
+        )
 
 
 def loader_vs_model(args: argparse.Namespace) -> None:
@@ -206,6 +216,9 @@ def main() -> None:
     parser.add_argument("--recipe", type=Path, default=ROOT / "recipes" / "sample.toml")
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--skip-loader", action="store_true")
+    parser.add_argument(
+        "--compile", action="store_true", help="also time both models compiled (torch.compile)"
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     step_cost(args)
