@@ -28,6 +28,7 @@ def normalize(
     mean: Sequence[float],
     std: Sequence[float],
     valid: np.ndarray | None = None,
+    out: np.ndarray | None = None,
 ) -> np.ndarray:
     """Standardise ``(C, H, W)`` per band; unseen pixels -> 0. Returns float32.
 
@@ -36,6 +37,9 @@ def normalize(
         mean: per-band mean, ``C`` values.
         std: per-band standard deviation, ``C`` values (floored at 1e-6).
         valid: optional bool ``(H, W)``; defaults to :func:`availability` of ``image``.
+        out: optional float32 ``(C, H, W)`` to write into (a slot of a batch), in place
+            and without temporaries; ``image`` may be ``out`` itself. The same values as
+            without it.
     """
     if image.shape[0] != len(mean) or len(mean) != len(std):
         raise ValueError(f"image has {image.shape[0]} bands but statistics have {len(mean)}")
@@ -43,6 +47,15 @@ def normalize(
         valid = availability(image)
     m = np.asarray(mean, dtype=np.float32)[:, None, None]
     s = np.maximum(np.asarray(std, dtype=np.float32), 1e-6)[:, None, None]
-    out = (image.astype(np.float32) - m) / s
+    if out is None:
+        out = (image.astype(np.float32) - m) / s
+    else:
+        if out.dtype != np.float32 or out.shape != image.shape:
+            raise ValueError(f"out must be float32 {image.shape}, got {out.dtype} {out.shape}")
+        if image.dtype != np.float32:  # cast first, as astype does: float64 - m differs
+            out[...] = image
+            image = out
+        np.subtract(image, m, out=out)
+        np.divide(out, s, out=out)
     out[:, ~valid] = 0.0
-    return np.nan_to_num(out, nan=0.0, posinf=0.0, neginf=0.0)
+    return np.nan_to_num(out, copy=False, nan=0.0, posinf=0.0, neginf=0.0)

@@ -381,15 +381,18 @@ class SceneReader:
     ) -> tuple[np.ndarray, np.ndarray]:
         """One sensor's window: float32 ``(C, height, width)``, NaN unseen, and its bool mask.
 
-        The window may run past the grid (padding reads as unseen).
+        The window may run past the grid (padding reads as unseen). A window inside the
+        grid comes back as read, without a copy.
         """
         if sensor.name not in self._readers:
             self._readers[sensor.name] = AlignedReader(sensor.info, self.scene.grid, "bilinear")
-        out = np.full((sensor.info.count, height, width), np.nan, np.float32)
-        valid = np.zeros((height, width), bool)
         g = self.scene.grid
         r0, c0 = max(row, 0), max(col, 0)
         r1, c1 = min(row + height, g.height), min(col + width, g.width)
+        if (r0, c0, r1, c1) == (row, col, row + height, col + width):
+            return self._readers[sensor.name].read(Window(col, row, width, height))
+        out = np.full((sensor.info.count, height, width), np.nan, np.float32)
+        valid = np.zeros((height, width), bool)
         if r1 > r0 and c1 > c0:
             data, ok = self._readers[sensor.name].read(Window(c0, r0, c1 - c0, r1 - r0))
             out[:, r0 - row : r1 - row, c0 - col : c1 - col] = data

@@ -10,7 +10,9 @@ import numpy as np
 import pytest
 import rasterio
 from rasterio.transform import from_origin
+from rasterio.windows import Window
 
+from sgma_cli.data.align import AlignedReader
 from sgma_cli.data.scene import find_sensor_files, open_scene
 from sgma_cli.errors import RasterError, UsageError
 from tests.conftest import TINY_SCENE_ORIGIN, make_tiny_scene
@@ -140,3 +142,32 @@ class TestSceneReader:
             and not valid["rgb"][:, 32:].any()
         )
         assert np.isnan(arrays["rgb"][:, 40:, 40:]).all()
+
+    def test_sensor_on_the_grid_lattice_is_read_directly(
+        self, tiny_scene: Path, tmp_path: Path
+    ) -> None:
+        """A DSM at the RGB's 0.5 m over a shifted extent: no warp, the same pixels."""
+        with rasterio.open(tiny_scene / "dsm.tif") as src:
+            profile = src.profile
+        x0, y0 = TINY_SCENE_ORIGIN
+        dsm = np.arange(100 * 120, dtype=np.float32).reshape(1, 100, 120)
+        dsm[0, 40:44, 50:55] = -9999
+        profile.update(
+            width=120, height=100, transform=from_origin(x0 + 0.5 * 70, y0 - 0.5 * 30, 0.5, 0.5)
+        )
+        with rasterio.open(tmp_path / "dsm.tif", "w", **profile) as dst:
+            dst.write(dsm)
+        files = {"rgb": tiny_scene / "rgb.tif", "dsm": tmp_path / "dsm.tif"}
+        scene = open_scene(files, BANDS)
+        dsm_sensor = scene.sensors[1]
+        with scene.reader() as reader:
+            arrays, valid = reader.read(-16, 64, 128, 128)  # past the top and the right
+            assert reader._readers["dsm"].direct and reader._readers["rgb"].direct
+        with AlignedReader(dsm_sensor.info, scene.grid, force_warp=True) as warped:
+            ref, ref_ok = warped.read(Window(64, 0, 96, 112))
+        np.testing.assert_array_equal(arrays["dsm"][:, 16:, :96], ref)
+        np.testing.assert_array_equal(valid["dsm"][16:, :96], ref_ok)
+        assert not valid["dsm"][:16].any() and not valid["dsm"][:, 96:].any()  # padding
+        assert arrays["dsm"][0, 16 + 30, 70 - 64] == 0.0  # the DSM's first pixel
+        assert not valid["dsm"][16 + 70 : 16 + 74, 120 - 64 : 125 - 64].any()  # its hole
+        assert valid["dsm"][16 + 30 :, 6:96].sum() == 82 * 90 - 20

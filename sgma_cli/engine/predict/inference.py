@@ -150,21 +150,26 @@ def batches_of(windows: Sequence[WindowSpec], batch_size: int) -> list[list[Wind
 def read_batches(
     scene: Scene, meta: CheckpointMeta, batches: Sequence[Sequence[WindowSpec]]
 ) -> Iterator[WindowBatch]:
-    """Read and normalise each batch of windows (call from one thread)."""
+    """Read and normalise each batch of windows (call from one thread).
+
+    Every window is normalised straight into its slot of the batch arrays
+    (:func:`~sgma_cli.data.normalize.normalize` with ``out``): the same values as a
+    normalised copy, without the copies.
+    """
     norms = {m.name: m for m in meta.modalities}
     names = meta.modality_names
     with scene.reader() as reader:
         for batch in batches:
             size = batch[0].size
             images = {
-                n: np.zeros((len(batch), norms[n].bands, size, size), np.float32)
+                n: np.empty((len(batch), norms[n].bands, size, size), np.float32)
                 for n in scene.names
             }
             mask = np.zeros((len(batch), len(names), size, size), bool)
             for b, w in enumerate(batch):
                 arrays, valid = reader.read(w.row, w.col, size, size)
-                for n in scene.names:
-                    images[n][b] = normalize(arrays[n], norms[n].mean, norms[n].std, valid[n])
+                for n in scene.names:  # straight into the batch: no temporaries
+                    normalize(arrays[n], norms[n].mean, norms[n].std, valid[n], out=images[n][b])
                     mask[b, names.index(n)] = valid[n]
             yield WindowBatch(list(batch), images, mask)
 
