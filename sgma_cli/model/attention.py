@@ -67,11 +67,16 @@ class ModalityAttention(nn.Module):
 def masked_softmax(scores: Tensor, available: Tensor | None, dim: int) -> Tensor:
     """Softmax over ``dim`` where ``available`` is False gets weight 0 (``None``: plain softmax).
 
-    A slot with no available entry gets all-zero weights (never NaN, also in backward).
+    ``available`` broadcasts against ``scores`` (e.g. ``(B, 1, N, M, 1)`` over heads and
+    queries). A slot with no available entry gets all-zero weights (never NaN, also in
+    backward): after the max-shift the largest available term is ``exp(0) = 1``, so the
+    denominator is at least 1 wherever something was available and clamping it to 1 only
+    changes the empty slots, whose numerators are all 0.
     """
     if available is None:
         return torch.softmax(scores, dim=dim)
-    available = available.expand_as(scores)
     scores = scores.masked_fill(~available, float("-inf"))
-    scores = scores.masked_fill(~available.any(dim=dim, keepdim=True), 0.0)
-    return torch.softmax(scores, dim=dim) * available
+    shift = scores.detach().amax(dim=dim, keepdim=True)  # softmax is shift-invariant
+    shift = shift.masked_fill(shift == float("-inf"), 0.0)  # empty slots: nothing to shift
+    weights = torch.exp(scores - shift)  # 0 where unavailable
+    return weights / weights.sum(dim=dim, keepdim=True).clamp(min=1.0)

@@ -40,11 +40,12 @@ ScaleCache = dict[str, Tensor]
 def _weighted_values(attn: Tensor, values: Tensor) -> Tensor:
     """``attn (B, h, N, M)``, ``values (B, h, N, M, d)`` -> ``(B, N, h*d)``.
 
-    M is a handful of sensors: a broadcast multiply and a sum over M are one pass over the
-    values, where a matmul per pixel and head would be ``B*h*N`` tiny ``(1, M) @ (M, d)``
-    products.
+    M is a handful of sensors: M multiply-adds over ``(B, h, N, d)`` are faster than a
+    reduction over the short M axis, or than ``B*h*N`` tiny ``(1, M) @ (M, d)`` matmuls.
     """
-    weighted = (attn[..., None] * values).sum(dim=3)  # (B, h, N, d)
+    weighted = attn[..., 0, None] * values[..., 0, :]  # (B, h, N, d)
+    for m in range(1, values.shape[3]):
+        weighted = weighted.addcmul(attn[..., m, None], values[..., m, :])
     return weighted.transpose(1, 2).flatten(2)  # (B, N, h*d)
 
 
@@ -111,7 +112,7 @@ class RobustnessPerceptron(ModalityAttention):
             attention weights, as ``nn.MultiheadAttention`` reports them).
         """
         q = self.split_heads(self.q_proj(query)).transpose(1, 2) * self.scale  # (B, h, N, d)
-        scores = (keys * q[:, :, :, None, :]).sum(dim=-1)  # (B, h, N, M): M dot products
+        scores = (keys @ q[..., None])[..., 0]  # (B, h, N, M): M dot products per pixel
         attn = masked_softmax(scores, None if available is None else available[:, None], dim=3)
         return self.out_proj(_weighted_values(attn, values)), attn.mean(dim=1)
 
