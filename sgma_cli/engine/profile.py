@@ -31,7 +31,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from sgma_cli.config.model import SGMAConfig
 from sgma_cli.engine.device import resolve_device
-from sgma_cli.engine.speed import compile_model, resolve_compile, use_encode_strategy
+from sgma_cli.engine.speed import maybe_compile, resolve_compile, use_encode_strategy
 from sgma_cli.engine.weights import build_model
 from sgma_cli.errors import ConfigError, UsageError
 from sgma_cli.model.sgma import SGMA
@@ -225,8 +225,7 @@ def measure_latency(
     images = _inputs(config, size, device)
     eager, _ = _stage_ms(model, images, device, warmup, repeats)
     latency = Latency(eager=eager, encode_strategy=model.encode_strategy)
-    if compile:
-        compile_model(model)
+    if compile and maybe_compile(model, True, device) is not None:
         latency.compiled, latency.compile_s = _stage_ms(model, images, device, warmup, repeats)
     return latency
 

@@ -23,6 +23,7 @@ Two choices, both made here once for ``train``, ``evaluate``, ``predict`` and ``
 from __future__ import annotations
 
 import os
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -33,7 +34,7 @@ import torch
 from torch import nn
 
 from sgma_cli.config.model import EncodeStrategy
-from sgma_cli.errors import UsageError
+from sgma_cli.errors import DeviceError, UsageError
 from sgma_cli.model.sgf import SemanticGuidedFusion
 from sgma_cli.model.sgma import SGMA
 
@@ -43,7 +44,9 @@ __all__ = [
     "CompiledModel",
     "compile_model",
     "encode_strategy",
+    "compiler_missing",
     "inductor_cache_dir",
+    "maybe_compile",
     "resolve_compile",
     "use_encode_strategy",
 ]
@@ -78,6 +81,43 @@ def resolve_compile(choice: CompileChoice | Literal["auto"], device: torch.devic
     if choice is None or choice == "auto":
         return device.type == "cuda"
     return bool(choice)
+
+
+def compiler_missing(device: torch.device) -> str | None:
+    """What inductor lacks to generate code for ``device`` (``None``: nothing).
+
+    On the CPU it compiles C++ (``$CXX`` or g++, clang++, c++ on the ``PATH``); on CUDA it
+    writes Triton kernels (the ``triton`` package that CUDA builds of PyTorch install).
+    """
+    if device.type == "cuda":
+        from torch.utils._triton import has_triton  # noqa: PLC0415
+
+        return None if has_triton() else "the triton package (pip install triton)"
+    names = [os.environ.get("CXX", ""), "g++", "clang++", "c++"]
+    if any(name and shutil.which(name) for name in names):
+        return None
+    return "a C++ compiler (g++ or clang++; or set CXX)"
+
+
+def maybe_compile(
+    model: SGMA, choice: CompileChoice | Literal["auto"], device: torch.device
+) -> CompiledModel | None:
+    """Compile ``model`` when ``choice`` asks for it on ``device`` (see :func:`resolve_compile`).
+
+    Raises:
+        DeviceError: compiling was asked for explicitly and inductor cannot generate code
+            on ``device``; in ``auto`` mode the model then stays eager.
+    """
+    if not resolve_compile(choice, device):
+        return None
+    missing = compiler_missing(device)
+    if missing is not None:
+        if choice is True:
+            raise DeviceError(
+                f"--compile needs {missing} on {device.type}; install it or drop --compile"
+            )
+        return None
+    return compile_model(model)
 
 
 def inductor_cache_dir() -> Path:

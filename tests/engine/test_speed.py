@@ -17,13 +17,15 @@ from torch._dynamo.testing import CompileCounter
 from sgma_cli.engine.speed import (
     COMPILE_PARTS,
     compile_model,
+    compiler_missing,
     encode_strategy,
     inductor_cache_dir,
+    maybe_compile,
     resolve_compile,
     use_encode_strategy,
 )
 from sgma_cli.engine.train.step import TrainForward
-from sgma_cli.errors import UsageError
+from sgma_cli.errors import DeviceError, UsageError
 from sgma_cli.model.availability import downsample_availability
 from sgma_cli.model.sgma import SGMA
 from tests.model.conftest import MODALITIES, NAMES, SUBSETS, subset_id
@@ -197,3 +199,24 @@ class TestInductor:
             torch.testing.assert_close(got.logits, eager[subset].logits, atol=1e-4, rtol=1e-4)
             for a, b in zip(got.robustness, eager[subset].robustness):
                 torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
+
+
+class TestMissingCompiler:
+    def test_explicit_compile_without_a_compiler_is_one_line(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        monkeypatch.setenv("PATH", "/nonexistent")
+        monkeypatch.delenv("CXX", raising=False)
+        cpu = torch.device("cpu")
+        assert compiler_missing(cpu) == "a C++ compiler (g++ or clang++; or set CXX)"
+        with pytest.raises(
+            DeviceError,
+            match=r"--compile needs a C\+\+ compiler .* on cpu; install it or drop --compile",
+        ):
+            maybe_compile(_model(), True, cpu)
+
+    def test_auto_stays_eager_without_a_compiler(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.setattr("sgma_cli.engine.speed.compiler_missing", lambda device: "triton")
+        model = _model()
+        assert maybe_compile(model, None, torch.device("cuda")) is None
+        assert not hasattr(model.fusions[0].__dict__.get("fuse"), "__wrapped__")

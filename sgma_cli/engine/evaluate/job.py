@@ -27,8 +27,7 @@ from sgma_cli.engine.evaluate.scoring import Progress, SubsetEvaluation, evaluat
 from sgma_cli.engine.speed import (
     CompileChoice,
     CompiledModel,
-    compile_model,
-    resolve_compile,
+    maybe_compile,
     use_encode_strategy,
 )
 from sgma_cli.engine.subsets import select_subsets
@@ -197,7 +196,7 @@ def load_for_evaluation(
     if like is not None:
         check_comparable(meta, like, checkpoint)
     use_encode_strategy(model, device)
-    compiled = compile_model(model) if resolve_compile(options.compile, device) else None
+    compiled = maybe_compile(model, options.compile, device)
     return model, meta, device, compiled
 
 

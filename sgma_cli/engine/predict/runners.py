@@ -23,8 +23,7 @@ from sgma_cli.engine.predict.inference import Runner, TorchRunner, WindowBatch
 from sgma_cli.engine.speed import (
     CompileChoice,
     CompiledModel,
-    compile_model,
-    resolve_compile,
+    maybe_compile,
     use_encode_strategy,
 )
 from sgma_cli.engine.weights import load_model
@@ -155,7 +154,7 @@ def load_runner(
     if not graph:
         model, meta = load_model(path, device)
         use_encode_strategy(model, device)
-        compiled = compile_model(model) if resolve_compile(compile, device) else None
+        compiled = maybe_compile(model, compile, device)
         return LoadedRunner(
             TorchRunner(model, device, precision), meta, meta.modality_names, compiled=compiled
         )

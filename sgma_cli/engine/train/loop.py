@@ -56,12 +56,7 @@ from sgma_cli.engine.distributed import (
     sync_batchnorm,
 )
 from sgma_cli.engine.evaluate.scoring import evaluate_subsets
-from sgma_cli.engine.speed import (
-    CompiledModel,
-    compile_model,
-    resolve_compile,
-    use_encode_strategy,
-)
+from sgma_cli.engine.speed import CompiledModel, maybe_compile, use_encode_strategy
 from sgma_cli.engine.subsets import subset_label
 from sgma_cli.engine.train.plan import TrainPlan, load_pretrained, write_recipe
 from sgma_cli.engine.train.randomness import (
@@ -288,9 +283,9 @@ class _Loop:
     def _speed_up(self, model: torch.nn.Module) -> CompiledModel | None:
         """The device's encode strategy, and ``torch.compile`` when ``train.compile`` asks."""
         use_encode_strategy(model, self.ctx.device)
-        if not resolve_compile(self.recipe.train.compile, self.ctx.device):
+        if not isinstance(model, SGMA):
             return None
-        return compile_model(model) if isinstance(model, SGMA) else None
+        return maybe_compile(model, self.recipe.train.compile, self.ctx.device)
 
     # ------------------------------------------------------------------ events
     def _emit(
