@@ -41,10 +41,15 @@ def tiny_scene() -> Path:
     return make_tiny_scene(_ROOT / "scene", size=SCENE_SIZE)
 
 
+#: Training steps of :func:`tiny_checkpoint`.
+STEPS = 30
+
+
 @functools.cache
 def tiny_checkpoint() -> Path:
-    """The tiny checkpoint (rgb 3, dsm 1, sar 1 bands; 3 classes; 64 px tiles), trained 20
-    full-scene steps on :func:`tiny_scene` so that its maps are not one class."""
+    """The tiny checkpoint (rgb 3, dsm 1, sar 1 bands; 3 classes; 64 px tiles), trained
+    :data:`STEPS` full-scene steps on :func:`tiny_scene` so that its maps are not one
+    class, with every sensor and with DSM + SAR alone."""
     path = make_tiny_checkpoint(_ROOT / "untrained.pt", backbone=BACKBONE)
     torch.manual_seed(0)
     model, meta = load_model(path)
@@ -60,8 +65,9 @@ def tiny_checkpoint() -> Path:
         label = torch.from_numpy(src.read(1).astype(np.int64))[None]
     model.train()
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
-    for _ in range(20):
-        loss = F.cross_entropy(model(images, mask).logits, label)
+    for step in range(STEPS):  # every sensor, then DSM + SAR alone, in turn
+        given = images if step % 2 == 0 else {k: images[k] for k in ("dsm", "sar")}
+        loss = F.cross_entropy(model(given, mask).logits, label)
         opt.zero_grad()
         loss.backward()
         opt.step()
