@@ -31,7 +31,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from sgma_cli.config.model import SGMAConfig
 from sgma_cli.engine.device import resolve_device
-from sgma_cli.engine.speed import maybe_compile, resolve_compile, use_encode_strategy
+from sgma_cli.engine.speed import CompileChoice, maybe_compile, use_encode_strategy
 from sgma_cli.engine.weights import build_model
 from sgma_cli.errors import ConfigError, UsageError
 from sgma_cli.model.sgma import SGMA
@@ -210,14 +210,15 @@ def measure_latency(
     size: int,
     device: torch.device,
     *,
-    compile: bool = False,
+    compile: CompileChoice = False,
     warmup: int = 2,
     repeats: int = 5,
 ) -> Latency:
     """Time encode, fuse and head of one forward (batch 1, all modalities), eager and compiled.
 
-    The model (seed 0) feeds its backbone the device's way (encode strategy); with
-    ``compile`` it is then compiled in place and timed again.
+    The model (seed 0) feeds its backbone the device's way (encode strategy); when
+    ``compile`` asks for it on ``device`` (``None``: on CUDA) it is then compiled in place
+    and timed again.
     """
     torch.manual_seed(0)
     model = _build(config, device)
@@ -225,7 +226,7 @@ def measure_latency(
     images = _inputs(config, size, device)
     eager, _ = _stage_ms(model, images, device, warmup, repeats)
     latency = Latency(eager=eager, encode_strategy=model.encode_strategy)
-    if compile and maybe_compile(model, True, device) is not None:
+    if maybe_compile(model, compile, device) is not None:
         latency.compiled, latency.compile_s = _stage_ms(model, images, device, warmup, repeats)
     return latency
 
@@ -237,7 +238,7 @@ def profile_model(
     device: str = "auto",
     warmup: int = 2,
     repeats: int = 5,
-    compile: bool | None = False,
+    compile: CompileChoice = False,
 ) -> ProfileReport:
     """Count parameters and MACs with all modalities present; optionally time a forward.
 
@@ -265,7 +266,7 @@ def profile_model(
             config,
             size,
             dev,
-            compile=resolve_compile(compile, dev),
+            compile=compile,
             warmup=warmup,
             repeats=repeats,
         )

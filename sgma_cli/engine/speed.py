@@ -15,7 +15,7 @@ Two choices, both made here once for ``train``, ``evaluate``, ``predict`` and ``
   are static: a modality subset is a boolean tensor of fixed shape ``(B, M_e)``, so
   changing subsets never recompiles, only a new batch or window size does (once, then
   cached). Inductor's cache lives in :func:`inductor_cache_dir` across runs; the first
-  compilation of a model takes minutes on a CPU, later runs seconds.
+  compilation of PVT-v2-b0 takes about a minute on a 2-core CPU, a cached one seconds.
   ``auto`` compiles on CUDA only: on the CPU the first compilation costs more than a
   short job saves (``--compile`` turns it on).
 """
