@@ -79,7 +79,7 @@ def _build(
 ) -> tuple[TrainForward, torch.optim.Optimizer]:
     torch.manual_seed(0)
     model = SGMA(MODALITIES, 6, args.backbone, fusion=fusion, head_dim=args.head_dim).to(device)  # type: ignore[arg-type]
-    use_encode_strategy(model, device)  # as sgma train feeds the backbone on this device
+    use_encode_strategy(model, device, training=True)  # as sgma train feeds the backbone
     if compiled:
         compile_model(model)
     return TrainForward(model, mas=mas), torch.optim.AdamW(model.parameters(), lr=1e-5)

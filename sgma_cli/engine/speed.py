@@ -5,10 +5,10 @@ Two choices, both made here once for ``train``, ``evaluate``, ``predict`` and ``
 * **Encode strategy** (:func:`encode_strategy`): the shared backbone sees every modality
   either packed into one batch of ``B * M_e`` images or in one call of ``B`` images per
   modality. The outputs are the same. The rule per device, from
-  ``benchmarks/evaluate_subsets.py``: on the CPU one call per modality (measured 1.17-1.33x
-  faster for PVT-v2-b0 at 256²: smaller working sets stay in cache); on CUDA one packed
-  batch (fewer, larger kernels keep the GPU busy). ``SGMA_ENCODE=packed|per_modality``
-  overrides it.
+  ``benchmarks/evaluate_subsets.py``: for inference on the CPU one call per modality
+  (measured 1.17-1.33x faster for PVT-v2-b0 at 256²: smaller working sets stay in cache);
+  in training (no gain measured with the backward pass) and on CUDA (fewer, larger kernels
+  keep the GPU busy) one packed batch. ``SGMA_ENCODE=packed|per_modality`` overrides it.
 * **torch.compile** (:func:`compile_model`): the parts that pay off, compiled with
   inductor: the backbone, each scale's SGF :meth:`fuse` (memory-bound softmaxes and
   weighted sums, where fusing kernels saves most: 2.2x on the CPU) and the head. Shapes
@@ -60,20 +60,25 @@ COMPILE_PARTS: tuple[str, ...] = ("backbone", "fuse", "head")
 _RECOMPILE_LIMIT = 64
 
 
-def encode_strategy(device: torch.device) -> EncodeStrategy:
-    """The faster way to feed the shared backbone on ``device`` (see the module docstring)."""
+def encode_strategy(device: torch.device, training: bool = False) -> EncodeStrategy:
+    """The faster way to feed the shared backbone on ``device`` (see the module docstring).
+
+    Training packs everywhere: with the backward pass one call per modality was no faster
+    on the CPU (``benchmarks/train_step.py``, PVT-v2-b2: 3.68 s packed vs 3.86 s per SGF +
+    MAS step).
+    """
     forced = os.environ.get("SGMA_ENCODE", "").strip()
     if forced:
         if forced not in ("packed", "per_modality"):
             raise UsageError(f"SGMA_ENCODE={forced!r}: use packed or per_modality")
         return cast(EncodeStrategy, forced)
-    return "packed" if device.type == "cuda" else "per_modality"
+    return "packed" if device.type == "cuda" or training else "per_modality"
 
 
-def use_encode_strategy(model: nn.Module, device: torch.device) -> None:
+def use_encode_strategy(model: nn.Module, device: torch.device, training: bool = False) -> None:
     """Set ``model.encode_strategy`` (an :class:`SGMA`) for ``device``; other models as they are."""
     if isinstance(model, SGMA):
-        model.encode_strategy = encode_strategy(device)
+        model.encode_strategy = encode_strategy(device, training)
 
 
 def resolve_compile(choice: CompileChoice | Literal["auto"], device: torch.device) -> bool:

@@ -71,6 +71,7 @@ class TestEncodeStrategy:
         monkeypatch.delenv("SGMA_ENCODE", raising=False)
         assert encode_strategy(torch.device("cpu")) == "per_modality"
         assert encode_strategy(torch.device("cuda", 0)) == "packed"
+        assert encode_strategy(torch.device("cpu"), training=True) == "packed"
 
     def test_environment_overrides(self, monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.setenv("SGMA_ENCODE", "packed")

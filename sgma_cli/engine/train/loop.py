@@ -282,7 +282,7 @@ class _Loop:
 
     def _speed_up(self, model: torch.nn.Module) -> CompiledModel | None:
         """The device's encode strategy, and ``torch.compile`` when ``train.compile`` asks."""
-        use_encode_strategy(model, self.ctx.device)
+        use_encode_strategy(model, self.ctx.device, training=True)
         if not isinstance(model, SGMA):
             return None
         return maybe_compile(model, self.recipe.train.compile, self.ctx.device)
