@@ -70,8 +70,8 @@ def masked_softmax(scores: Tensor, available: Tensor | None, dim: int) -> Tensor
     ``available`` broadcasts against ``scores`` (e.g. ``(B, 1, N, M, 1)`` over heads and
     queries). A slot with no available entry gets all-zero weights (never NaN, also in
     backward): after the max-shift the largest available term is ``exp(0) = 1``, so the
-    denominator is at least 1 wherever something was available and clamping it to 1 only
-    changes the empty slots, whose numerators are all 0.
+    denominator is at least 1 wherever something was available; only the empty slots,
+    whose numerators are all 0, have a zero denominator, replaced by 1.
     """
     if available is None:
         return torch.softmax(scores, dim=dim)
@@ -79,4 +79,6 @@ def masked_softmax(scores: Tensor, available: Tensor | None, dim: int) -> Tensor
     shift = scores.detach().amax(dim=dim, keepdim=True)  # softmax is shift-invariant
     shift = shift.masked_fill(shift == float("-inf"), 0.0)  # empty slots: nothing to shift
     weights = torch.exp(scores - shift)  # 0 where unavailable
-    return weights / weights.sum(dim=dim, keepdim=True).clamp(min=1.0)
+    total = weights.sum(dim=dim, keepdim=True)
+    # not clamp(): a saturated softmax has a sum of exactly 1, where clamp's gradient is 0
+    return weights / torch.where(total > 0, total, torch.ones_like(total))
