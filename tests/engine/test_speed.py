@@ -26,31 +26,19 @@ from sgma_cli.engine.speed import (
 )
 from sgma_cli.engine.train.step import TrainForward
 from sgma_cli.errors import DeviceError, UsageError
-from sgma_cli.model.availability import downsample_availability
 from sgma_cli.model.sgma import SGMA
-from tests.model.conftest import MODALITIES, NAMES, SUBSETS, subset_id
+from tests.model import conftest as model_fixtures
+from tests.model.conftest import MODALITIES, NAMES, SIZE, SUBSETS, subset_id
 
-SIZE = 64
+# the model tests' inputs: (2, bands, 64, 64) images, and a mask with a hole, nodata
+# stripes and a SAR swath that ends mid-tile
+images = model_fixtures.images
+swath_mask = model_fixtures.swath_mask
 
 
 def _model(backbone: str = "test_convnext", seed: int = 0) -> SGMA:
     torch.manual_seed(seed)
     return SGMA(MODALITIES, num_classes=4, backbone=backbone, head_dim=16).eval()
-
-
-@pytest.fixture
-def images() -> dict[str, torch.Tensor]:
-    g = torch.Generator().manual_seed(1)
-    return {n: torch.randn(2, b, SIZE, SIZE, generator=g) for n, b in MODALITIES}
-
-
-@pytest.fixture
-def swath() -> torch.Tensor:
-    """(B, M, H, W): the SAR swath ends mid-tile, the DSM has a hole."""
-    mask = torch.ones(2, len(NAMES), SIZE, SIZE, dtype=torch.bool)
-    mask[:, 2, :, 40:] = False
-    mask[0, 1, 8:24, 8:24] = False
-    return mask
 
 
 @pytest.fixture
@@ -109,9 +97,9 @@ class TestTracing:
 
     @pytest.mark.parametrize("masked", [False, True], ids=["all-seen", "swath"])
     @torch.no_grad()
-    def test_fuse_has_no_graph_break(self, images, swath, masked: bool) -> None:
+    def test_fuse_has_no_graph_break(self, images, swath_mask, masked: bool) -> None:
         model = _model()
-        enc = model.encode(images, swath if masked else None)
+        enc = model.encode(images, swath_mask if masked else None)
         present = torch.tensor([[True, False, True], [True, True, True]])
         explained = torch._dynamo.explain(model.fusions[0].fuse)(
             enc.scales[0], present, enc.sizes[0]
@@ -120,11 +108,11 @@ class TestTracing:
         assert explained.graph_break_count == 0
 
     @torch.no_grad()
-    def test_changing_subsets_does_not_recompile(self, images, swath, cache_dir: Path) -> None:
+    def test_changing_subsets_does_not_recompile(self, images, swath_mask, cache_dir: Path) -> None:
         model = _model()
         counter = CompileCounter()
         compile_model(model, backend=counter)
-        enc = model.encode(images, swath)
+        enc = model.encode(images, swath_mask)
         model.decode([model.fuse(enc, list(SUBSETS[0]))], enc.image_size)
         after_first = counter.frame_count
         # backbone (one call per modality, same shape), head, and fuse once per scale
@@ -144,7 +132,9 @@ class TestTraining:
     @pytest.mark.parametrize(
         "backbone", [pytest.param("test_convnext", marks=pytest.mark.slow), "test_resnet"]
     )
-    def test_compiled_step_equals_eager(self, images, swath, cache_dir: Path, backbone) -> None:
+    def test_compiled_step_equals_eager(
+        self, images, swath_mask, cache_dir: Path, backbone
+    ) -> None:
         """SGF + MAS loss and gradients through AOT autograd's traced backward, to 1e-4."""
         present = torch.tensor([[True, True, False], [True, True, True]])  # modality dropout
         uniforms = torch.tensor([[0.1, 0.5, 0.9, 0.3], [0.7, 0.2, 0.6, 0.95]], dtype=torch.float64)
@@ -156,7 +146,7 @@ class TestTraining:
             use_encode_strategy(model, torch.device("cpu"))
             if compiled:
                 compile_model(model, backend="aot_eager")
-            out = TrainForward(model)(images, swath, present, uniforms)
+            out = TrainForward(model)(images, swath_mask, present, uniforms)
             loss = torch.nn.functional.cross_entropy(out.logits_sgf, label) + (
                 torch.nn.functional.cross_entropy(out.logits_mas, label)
             )
@@ -174,29 +164,30 @@ class TestTraining:
 class TestInductor:
     @pytest.mark.parametrize("subset", [SUBSETS[0], SUBSETS[4]], ids=subset_id)
     @torch.no_grad()
-    def test_compiled_fuse_equals_eager(self, images, swath, cache_dir: Path, subset) -> None:
+    def test_compiled_fuse_equals_eager(self, images, swath_mask, cache_dir: Path, subset) -> None:
         """One scale's SGF fuse through inductor: eager's numbers to 1e-4 (fp32)."""
         model = _model()
-        enc = model.encode(images, swath)
+        enc = model.encode(images, swath_mask)
         fusion, scale, size = model.fusions[1], enc.scales[1], enc.sizes[1]
         present = torch.tensor([[n in subset for n in NAMES]] * 2)
         eager = fusion.fuse(scale, present, size)
         compiled = torch.compile(fusion.fuse, dynamic=False)(scale, present, size)
         for a, b in zip(compiled, eager):
             torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
-        assert downsample_availability(swath, size).shape[-2:] == size
 
     @pytest.mark.slow
     @pytest.mark.parametrize("backbone", ["test_convnext", "test_resnet"])
     @torch.no_grad()
-    def test_compiled_model_equals_eager(self, images, swath, cache_dir: Path, backbone) -> None:
+    def test_compiled_model_equals_eager(
+        self, images, swath_mask, cache_dir: Path, backbone
+    ) -> None:
         model = _model(backbone)
         use_encode_strategy(model, torch.device("cpu"))
-        eager = {s: model({n: images[n] for n in s}, swath) for s in SUBSETS}
+        eager = {s: model({n: images[n] for n in s}, swath_mask) for s in SUBSETS}
         compiled = compile_model(model, COMPILE_PARTS)
         assert compiled.parts == COMPILE_PARTS
         for subset in SUBSETS:
-            got = model({n: images[n] for n in subset}, swath)
+            got = model({n: images[n] for n in subset}, swath_mask)
             torch.testing.assert_close(got.logits, eager[subset].logits, atol=1e-4, rtol=1e-4)
             for a, b in zip(got.robustness, eager[subset].robustness):
                 torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
