@@ -48,6 +48,7 @@ __all__ = [
     "inductor_cache_dir",
     "maybe_compile",
     "resolve_compile",
+    "speed_up",
     "use_encode_strategy",
 ]
 
@@ -123,6 +124,19 @@ def maybe_compile(
             )
         return None
     return compile_model(model)
+
+
+def speed_up(
+    model: nn.Module,
+    device: torch.device,
+    compile: CompileChoice | Literal["auto"],
+    *,
+    training: bool = False,
+) -> CompiledModel | None:
+    """What every job does to its model: the device's encode strategy, then
+    :func:`maybe_compile` (an :class:`SGMA` only). Returns what was compiled, if anything."""
+    use_encode_strategy(model, device, training)
+    return maybe_compile(model, compile, device) if isinstance(model, SGMA) else None
 
 
 def inductor_cache_dir() -> Path:

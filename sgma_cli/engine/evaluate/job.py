@@ -24,12 +24,7 @@ from sgma_cli.config.dataset import DatasetManifest, load_manifest
 from sgma_cli.data.tile_dataset import TileDataset
 from sgma_cli.engine.device import resolve_device
 from sgma_cli.engine.evaluate.scoring import Progress, SubsetEvaluation, evaluate_subsets
-from sgma_cli.engine.speed import (
-    CompileChoice,
-    CompiledModel,
-    maybe_compile,
-    use_encode_strategy,
-)
+from sgma_cli.engine.speed import CompileChoice, CompiledModel, speed_up
 from sgma_cli.engine.subsets import select_subsets
 from sgma_cli.engine.weights import load_model
 from sgma_cli.errors import CheckpointError, DatasetError, UsageError
@@ -195,8 +190,7 @@ def load_for_evaluation(
     model, meta = load_model(checkpoint, device)
     if like is not None:
         check_comparable(meta, like, checkpoint)
-    use_encode_strategy(model, device)
-    compiled = maybe_compile(model, options.compile, device)
+    compiled = speed_up(model, device, options.compile)
     return model, meta, device, compiled
 
 

@@ -20,12 +20,7 @@ import torch
 
 from sgma_cli.config.checkpoint import CheckpointMeta
 from sgma_cli.engine.predict.inference import Runner, TorchRunner, WindowBatch
-from sgma_cli.engine.speed import (
-    CompileChoice,
-    CompiledModel,
-    maybe_compile,
-    use_encode_strategy,
-)
+from sgma_cli.engine.speed import CompileChoice, CompiledModel, speed_up
 from sgma_cli.engine.weights import load_model
 from sgma_cli.errors import CheckpointError, DeviceError
 
@@ -153,8 +148,7 @@ def load_runner(
     """
     if not graph:
         model, meta = load_model(path, device)
-        use_encode_strategy(model, device)
-        compiled = maybe_compile(model, compile, device)
+        compiled = speed_up(model, device, compile)
         return LoadedRunner(
             TorchRunner(model, device, precision), meta, meta.modality_names, compiled=compiled
         )

@@ -56,7 +56,7 @@ from sgma_cli.engine.distributed import (
     sync_batchnorm,
 )
 from sgma_cli.engine.evaluate.scoring import evaluate_subsets
-from sgma_cli.engine.speed import CompiledModel, maybe_compile, use_encode_strategy
+from sgma_cli.engine.speed import speed_up
 from sgma_cli.engine.subsets import subset_label
 from sgma_cli.engine.train.plan import TrainPlan, load_pretrained, write_recipe
 from sgma_cli.engine.train.randomness import (
@@ -71,7 +71,6 @@ from sgma_cli.engine.train.schedule import WarmupPoly
 from sgma_cli.engine.train.step import TrainForward, joint_loss
 from sgma_cli.engine.weights import build_model
 from sgma_cli.errors import ConfigError
-from sgma_cli.model.sgma import SGMA
 
 __all__ = ["TrainEvent", "TrainResult", "ProgressCallback", "run_loop"]
 
@@ -234,7 +233,7 @@ class _Loop:
             raise ConfigError(f"model.pretrained: {err}", weights) from None
         torch.manual_seed(self.seed + 1_000_003 * ctx.rank)  # dropout streams differ per rank
         self.model = sync_batchnorm(model.to(ctx.device), ctx)
-        self.compiled = self._speed_up(self.model)
+        self.compiled = speed_up(self.model, ctx.device, r.train.compile, training=True)
         forward: torch.nn.Module = TrainForward(self.model, mas=r.train.mas)
         if ctx.distributed:
             forward = DistributedDataParallel(
@@ -279,13 +278,6 @@ class _Loop:
                 )
         self.window: dict[str, float] = {}
         self.final_loss = math.nan
-
-    def _speed_up(self, model: torch.nn.Module) -> CompiledModel | None:
-        """The device's encode strategy, and ``torch.compile`` when ``train.compile`` asks."""
-        use_encode_strategy(model, self.ctx.device, training=True)
-        if not isinstance(model, SGMA):
-            return None
-        return maybe_compile(model, self.recipe.train.compile, self.ctx.device)
 
     # ------------------------------------------------------------------ events
     def _emit(
